@@ -1,0 +1,34 @@
+# Two entry points on a fresh machine: `make demo` (the offline audit) and `make test`.
+# Both build .venv once; the stamp file makes re-runs skip installs that are current.
+PYTHON ?= python3.11
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.imgextract-installed
+DEMO_DIR ?= runs/demo
+DEMO_MINUTES ?= 3
+
+.PHONY: install test demo bench clean
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+
+# torch is pinned to the wheels that ship on this machine's disk (no multi-GB download).
+$(STAMP): pyproject.toml | $(PY)
+	$(PY) -m pip install -q torch==2.14.1 torchvision==0.29.1
+	$(PY) -m pip install -q -e '.[test,toy]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+test: $(STAMP)
+	$(PY) -m pytest -q tests
+
+demo: $(STAMP)
+	$(VENV)/bin/imgextract demo --out $(DEMO_DIR) --minutes $(DEMO_MINUTES)
+
+bench: $(STAMP)
+	$(PY) scripts/bench_distance.py
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

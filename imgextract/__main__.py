@@ -1,0 +1,3 @@
+from imgextract.cli import main
+
+main()

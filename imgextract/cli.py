@@ -1,0 +1,281 @@
+"""Command line: thin typer wrappers over the stage functions.
+
+Every bad argument surfaces as one ``error:`` line with the remedy and exit code 2, before
+any work starts.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+from tqdm.auto import tqdm
+
+from imgextract.errors import InputError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="Audit text-to-image diffusion models for memorized training images.")
+index_app = typer.Typer(no_args_is_help=True, help="Build and inspect training-image indexes.")
+app.add_typer(index_app, name="index")
+
+
+def _quiet_libraries() -> None:
+    """diffusers/transformers chatter would drown the progress bars."""
+    try:
+        import diffusers.utils.logging as dlog
+        import transformers.utils.logging as tlog
+        dlog.set_verbosity_error()
+        dlog.disable_progress_bar()
+        tlog.set_verbosity_error()
+        tlog.disable_progress_bar()
+    except ImportError:
+        pass
+
+
+@index_app.command("build")
+def index_build(
+    source: Path = typer.Argument(..., help="Folder of images (sidecar .txt = caption) or CSV/JSONL/Parquet table."),
+    name: str = typer.Option(..., "--name", help="Index name (stored under ./indexes or $IMGEXTRACT_INDEX_DIR) or a path."),
+    embedder: str = typer.Option("pixel", help="pixel | clip:MODEL/PRETRAINED | clip:hf-hub:ORG/REPO | clip:PATH"),
+    image_column: Optional[str] = typer.Option(None, help="Table column with image paths (default: path/image/file)."),
+    caption_column: Optional[str] = typer.Option(None, help="Table column with captions (default: caption/text/prompt)."),
+    batch_size: int = typer.Option(64, help="Images embedded per batch."),
+    factory: str = typer.Option("Flat", help="FAISS index_factory string, e.g. Flat or HNSW32."),
+    overwrite: bool = typer.Option(False, help="Replace an existing index of that name."),
+    device: str = typer.Option("auto", help="auto | cpu | cuda, for the embedder."),
+) -> None:
+    """Index training images.
+
+    Example: imgextract index build ./laion-subset --name laion-subset --embedder pixel
+    """
+    from imgextract.index import build_index
+    result = build_index(source, name, embedder, batch_size=batch_size, overwrite=overwrite,
+                         image_column=image_column, caption_column=caption_column, factory=factory, device=device)
+    for s in result.skipped:
+        typer.echo(f"skipped unreadable image {s['path']}: {s['reason']}", err=True)
+    typer.echo(f"indexed {result.count} images into {result.path} ({len(result.skipped)} skipped)")
+
+
+@index_app.command("info")
+def index_info(name: str = typer.Argument(..., help="Index name or path.")) -> None:
+    """Show what an index holds.
+
+    Example: imgextract index info laion-subset
+    """
+    from imgextract.index import open_index
+    idx = open_index(name, gpu="off")
+    typer.echo(f"index      {idx.path}")
+    typer.echo(f"images     {len(idx.table)}")
+    typer.echo(f"embedder   {idx.embedder['spec']} (dim {idx.embedder['dimension']})")
+    typer.echo(f"faiss      {idx.embedder.get('faiss_factory', 'Flat')}")
+    typer.echo(f"source     {idx.embedder.get('source', '?')}")
+    typer.echo(f"captions   {int(idx.table['caption'].notna().sum())} of {len(idx.table)}")
+
+
+@index_app.command("search")
+def index_search(
+    name: str = typer.Argument(..., help="Index name or path."),
+    image: Path = typer.Argument(..., help="Query image."),
+    k: int = typer.Option(5, "-k", help="Neighbours to show."),
+) -> None:
+    """Nearest training images to one image, with tiled L2.
+
+    Example: imgextract index search laion-subset generated.png -k 5
+    """
+    from imgextract import distance
+    from imgextract.index import open_index
+    from imgextract.sources import BadImage, open_rgb
+    idx = open_index(name)
+    try:
+        query = open_rgb(image)
+    except BadImage as bad:
+        raise InputError(f"cannot read image {image} ({bad.reason})", "pass a PNG/JPEG/WebP image") from bad
+    sims, ids = idx.search(idx.load_embedder().embed([query]), k)
+    q = distance.to_array(query)
+    typer.echo(f"{'rank':>4}  {'similarity':>10}  {'tiled_l2':>8}  path")
+    for rank, (s, t) in enumerate(zip(sims[0], ids[0])):
+        if t < 0:
+            continue
+        path = idx.table["path"].iat[int(t)]
+        try:
+            tl = distance.tiled_l2(q, distance.to_array(open_rgb(Path(path)), (query.height, query.width)))
+            tl_text = f"{tl:8.4f}"
+        except BadImage:
+            tl_text = "   n/a  "
+        typer.echo(f"{rank:>4}  {s:10.4f}  {tl_text}  {path}")
+
+
+def _sampling_config(samples, batch_size, steps, guidance, scheduler, size, seed, device, dtype, shard_size,
+                     model_config):
+    from imgextract.generate import SamplingConfig
+    return SamplingConfig(samples=samples, batch_size=batch_size, steps=steps, guidance=guidance,
+                          scheduler=scheduler, size=tuple(size) if size else None, seed=seed, device=device,
+                          dtype=dtype, shard_size=shard_size, model_config=model_config)
+
+
+def run_generation(captions: Path, model: str, out: Path, cfg, loaded=None, caption_table=None) -> dict:
+    """Prepare (validating everything), then sample with a progress bar. Returns run.json."""
+    from imgextract.generate import prepare_run, run_shards
+    _quiet_libraries()
+    loaded, record, table = prepare_run(captions, model, out, cfg, command=sys.argv, loaded=loaded,
+                                        captions=caption_table)
+    bar = None
+    for p in run_shards(loaded, record, table, out):
+        if bar is None:
+            bar = tqdm(total=p.total, initial=p.done, desc="generate", unit="img")
+            if p.skipped_shards:
+                typer.echo(f"resuming: {p.skipped_shards} shard(s) already done", err=True)
+        else:
+            bar.update(p.done - bar.n)
+    bar.close()
+    typer.echo(f"samples in {out}")
+    return record
+
+
+@app.command()
+def generate(
+    captions: Path = typer.Argument(..., help=".txt (one caption per line) or CSV/JSONL/Parquet with a caption column."),
+    model: str = typer.Option(..., help="Hub id, local diffusers folder, or .safetensors/.ckpt file."),
+    out: Path = typer.Option(..., help="Run folder (created; an existing one with the same settings resumes)."),
+    samples: int = typer.Option(16, help="Samples per caption."),
+    batch_size: int = typer.Option(8, help="Images per pipeline call (batches mix captions)."),
+    steps: int = typer.Option(50, help="Sampling steps."),
+    guidance: float = typer.Option(7.5, help="Classifier-free guidance scale."),
+    scheduler: Optional[str] = typer.Option(None, help="ddim, ddpm, pndm, euler, euler-a, dpm++, unipc, lms, heun (default: the model's)."),
+    size: Optional[tuple[int, int]] = typer.Option(None, help="Height and width (default: the model's native size)."),
+    seed: int = typer.Option(0, help="Base seed; each sample's seed derives from (base, caption id, sample index)."),
+    device: str = typer.Option("auto", help="auto | cpu | cuda | mps"),
+    dtype: str = typer.Option("auto", help="auto (fp16 on CUDA, fp32 otherwise) | float32 | float16 | bfloat16"),
+    shard_size: int = typer.Option(256, help="Samples per resumable shard."),
+    model_config: Optional[str] = typer.Option(None, help="For single-file checkpoints offline: a diffusers folder of the same architecture."),
+) -> None:
+    """Generate seeded samples for every caption, resumably.
+
+    Example: imgextract generate captions.txt --model runwayml/stable-diffusion-v1-5 --out runs/sd15 --samples 16
+    """
+    cfg = _sampling_config(samples, batch_size, steps, guidance, scheduler, size, seed, device, dtype, shard_size,
+                           model_config)
+    run_generation(captions, model, out, cfg)
+
+
+@app.command()
+def sample(
+    model: str = typer.Option(..., help="Hub id, local diffusers folder, or .safetensors/.ckpt file."),
+    prompt: str = typer.Option(..., help="The caption."),
+    seed: int = typer.Option(..., help="The sample's own seed (as recorded in the run's manifest)."),
+    out: Path = typer.Option(..., help="PNG file to write."),
+    steps: int = typer.Option(50), guidance: float = typer.Option(7.5),
+    scheduler: Optional[str] = typer.Option(None), size: Optional[tuple[int, int]] = typer.Option(None),
+    device: str = typer.Option("auto"), dtype: str = typer.Option("auto"),
+    model_config: Optional[str] = typer.Option(None),
+) -> None:
+    """Regenerate one sample from its recorded seed.
+
+    Example: imgextract sample --model ./toy --prompt "an astronaut" --seed 123 --steps 25 --out a.png
+    """
+    from imgextract.generate import render
+    from imgextract.pipelines import load_pipeline, native_size, set_scheduler
+    _quiet_libraries()
+    loaded = load_pipeline(model, device, dtype, model_config)
+    set_scheduler(loaded.pipe, scheduler)
+    image = render(loaded, [prompt], [seed], steps, guidance, tuple(size) if size else native_size(loaded.pipe))[0]
+    out.parent.mkdir(parents=True, exist_ok=True)
+    image.save(out)
+    typer.echo(str(out))
+
+
+def run_scan(generations: Path, index: str, out: Optional[Path], k: int, threshold: float, grid: int,
+             embedder: Optional[str] = None, device: str = "auto") -> Path:
+    from imgextract.index import check_embedder, open_index
+    from imgextract.scan import ScanParams, default_out, scan
+    params = ScanParams(index=index, k=k, threshold=threshold, grid=grid)
+    idx = open_index(index)
+    if embedder:
+        check_embedder(idx, embedder)
+    out = out or default_out(generations)
+    bar = None
+    for done, total in scan(generations, params, out, device=device, index=idx):
+        bar = bar or tqdm(total=total, desc="scan", unit="shard")
+        bar.update(done - bar.n)
+    if bar:
+        bar.close()
+    return out
+
+
+def print_findings(out: Path, limit: int = 10) -> None:
+    from imgextract import rundir
+    summary = rundir.read_json(out / rundir.SUMMARY)
+    typer.echo(f"{summary['generations_scanned']} generations scanned, {summary['memorized_generations']} memorized, "
+               f"{len(summary['memorized_images'])} training images memorized, {len(summary['skipped'])} skipped")
+    for s in summary["skipped"]:
+        typer.echo(f"skipped unreadable image {s['path']}: {s['reason']}", err=True)
+    if summary["memorized_images"]:
+        typer.echo(f"{'train_id':>8}  {'gens':>5}  {'best tiled_l2':>13}  training image")
+        for r in summary["memorized_images"][:limit]:
+            typer.echo(f"{r['train_id']:>8}  {r['generations']:>5}  {r['best_tiled_l2']:>13.4f}  {r['train_path']}")
+
+
+@app.command("scan")
+def scan_cmd(
+    generations: Path = typer.Argument(..., help="A run folder, or any folder of generated images."),
+    index: str = typer.Option(..., help="Index name (under ./indexes or $IMGEXTRACT_INDEX_DIR) or path."),
+    out: Optional[Path] = typer.Option(None, help="Output folder (default: the run folder, or GENERATIONS-scan)."),
+    k: int = typer.Option(10, "-k", "--k", help="Nearest training images tested per generation."),
+    threshold: float = typer.Option(0.15, help="Memorized when tiled L2 is below this (pixels in [0,1])."),
+    grid: int = typer.Option(4, help="Tiles per side for tiled L2."),
+    embedder: Optional[str] = typer.Option(None, help="Assert the index was built with this embedder."),
+    device: str = typer.Option("auto", help="Device for the embedder."),
+) -> None:
+    """Find generations that copy indexed training images.
+
+    Example: imgextract scan runs/sd15 --index laion-subset -k 10 --threshold 0.15
+    """
+    out = run_scan(generations, index, out, k, threshold, grid, embedder, device)
+    print_findings(out)
+    typer.echo(f"matches in {out / 'matches.parquet'}")
+
+
+@app.command()
+def report(
+    run: Path = typer.Argument(..., help="Run folder (or scan output folder) with matches.parquet."),
+    title: str = typer.Option("imgextract report", help="Page title."),
+) -> None:
+    """Write a self-contained report.html with every finding side by side.
+
+    Example: imgextract report runs/sd15
+    """
+    from imgextract.report import render_report
+    typer.echo(str(render_report(run, title)))
+
+
+@app.command("run")
+def run_cmd(config: Path = typer.Argument(..., help="TOML file with [index], [generate], [scan] sections.")) -> None:
+    """Run index → generate → scan → report from one config file.
+
+    Example: imgextract run audit.toml   (see README for the file's keys)
+    """
+    from imgextract.audit import run_config
+    _quiet_libraries()
+    path = run_config(config)
+    typer.echo(f"report: {path}")
+
+
+def main() -> None:
+    try:
+        app(standalone_mode=False)
+    except InputError as err:
+        typer.echo(f"error: {err}", err=True)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        typer.echo("interrupted: finished shards are kept; run the same command again to resume", err=True)
+        sys.exit(130)
+    except typer.Exit as ex:
+        sys.exit(ex.exit_code)
+    except Exception as ex:  # click usage errors
+        import click
+        if isinstance(ex, click.ClickException):
+            ex.show()
+            sys.exit(ex.exit_code)
+        raise

@@ -1,0 +1,188 @@
+"""Generation: many seeded samples per caption, in resumable shards.
+
+Seed policy: sample ``i`` of caption ``c`` under base seed ``b`` uses
+``seed = int(sha256(f"{b}:{c}:{i}").hexdigest()[:16], 16) & (2**63 - 1)`` in its own CPU
+``torch.Generator``. So any sample can be regenerated alone, batches may mix captions, and
+the same seed gives the same starting noise on CPU and GPU.
+
+Work is laid out caption-major (all samples of caption 0, then caption 1, ...) and cut into
+shards of ``shard_size`` samples; batches are cut from a shard. A shard is done when its
+manifest exists; on resume, finished shards are skipped and an unfinished one is redone
+from the start, so a resumed run writes byte-identical files.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+import pyarrow as pa
+from PIL import Image, PngImagePlugin
+
+from imgextract import rundir
+from imgextract.errors import InputError
+from imgextract.pipelines import LoadedModel, load_pipeline, native_size, set_scheduler
+from imgextract.sources import read_captions
+
+
+def sample_seed(base_seed: int, caption_id: str, sample_index: int) -> int:
+    digest = hashlib.sha256(f"{base_seed}:{caption_id}:{sample_index}".encode()).hexdigest()
+    return int(digest[:16], 16) & (2 ** 63 - 1)
+
+
+SEED_POLICY = ("seed = int(sha256(f'{base_seed}:{caption_id}:{sample_index}').hexdigest()[:16], 16) & (2**63-1); "
+               "one torch.Generator('cpu') per sample")
+
+
+@dataclass
+class SamplingConfig:
+    samples: int = 16
+    batch_size: int = 8
+    steps: int = 50
+    guidance: float = 7.5
+    scheduler: str | None = None
+    size: tuple[int, int] | None = None
+    seed: int = 0
+    device: str = "auto"
+    dtype: str = "auto"
+    shard_size: int = 256
+    model_config: str | None = None
+
+
+@dataclass
+class Progress:
+    done: int
+    total: int
+    shard: str
+    skipped_shards: int = 0
+    extra: dict = field(default_factory=dict)
+
+
+def render(loaded: LoadedModel, prompts: list[str], seeds: list[int], steps: int, guidance: float,
+           size: tuple[int, int]) -> list[Image.Image]:
+    """One pipeline call; every image has its own seeded generator."""
+    import torch
+    generators = [torch.Generator("cpu").manual_seed(int(s)) for s in seeds]
+    out = loaded.pipe(prompt=list(prompts), num_inference_steps=steps, guidance_scale=guidance,
+                      height=size[0], width=size[1], generator=generators, output_type="pil")
+    return out.images
+
+
+def png_bytes(image: Image.Image, meta: dict) -> bytes:
+    """PNG with the sample's provenance (caption, seed, settings) in a text chunk."""
+    info = PngImagePlugin.PngInfo()
+    info.add_text("imgextract", json.dumps(meta, sort_keys=True))
+    buf = io.BytesIO()
+    image.save(buf, format="PNG", pnginfo=info)
+    return buf.getvalue()
+
+
+def _captions_digest(table: pa.Table) -> str:
+    h = hashlib.sha256()
+    for cid, cap in zip(table["caption_id"].to_pylist(), table["caption"].to_pylist()):
+        h.update(f"{cid}\t{cap}\n".encode())
+    return h.hexdigest()
+
+
+def plan(captions: pa.Table, samples: int) -> list[tuple[int, str, str, int]]:
+    """(caption row, caption id, caption, sample index), caption-major."""
+    ids, caps = captions["caption_id"].to_pylist(), captions["caption"].to_pylist()
+    return [(row, cid, cap, i) for row, (cid, cap) in enumerate(zip(ids, caps)) for i in range(samples)]
+
+
+def _validate(cfg: SamplingConfig) -> None:
+    for name in ("samples", "batch_size", "steps", "shard_size"):
+        if getattr(cfg, name) < 1:
+            raise InputError(f"--{name.replace('_', '-')} is {getattr(cfg, name)}", "give a positive number")
+    if cfg.size is not None and (cfg.size[0] % 8 or cfg.size[1] % 8 or min(cfg.size) < 8):
+        raise InputError(f"--size {cfg.size[0]} {cfg.size[1]} is not a multiple of 8", "use sizes like 512 512")
+
+
+def prepare_run(captions_path: Path, model: str, out: Path, cfg: SamplingConfig,
+                command: list[str] | None = None, loaded: LoadedModel | None = None,
+                captions: pa.Table | None = None) -> tuple[LoadedModel, dict, pa.Table]:
+    """Check arguments, load the model, and write or verify ``run.json`` before any sampling."""
+    _validate(cfg)
+    captions = captions if captions is not None else read_captions(Path(captions_path))
+    loaded = loaded or load_pipeline(model, cfg.device, cfg.dtype, cfg.model_config)
+    scheduler = set_scheduler(loaded.pipe, cfg.scheduler)
+    size = tuple(cfg.size) if cfg.size else native_size(loaded.pipe)
+    sampling = {"samples": cfg.samples, "batch_size": cfg.batch_size, "steps": cfg.steps,
+                "guidance": cfg.guidance, "scheduler": scheduler, "height": size[0], "width": size[1],
+                "shard_size": cfg.shard_size, "device": loaded.device, "dtype": loaded.dtype}
+    identity = {
+        "model": {"id": model, "kind": loaded.kind, "local_path": str(loaded.local_path),
+                  "fingerprint": loaded.fingerprint},
+        "sampling": sampling,
+        "seed_policy": {"base_seed": cfg.seed, "rule": SEED_POLICY},
+        "captions": {"source": str(captions_path), "count": captions.num_rows,
+                     "sha256": _captions_digest(captions)},
+        "safety_checker": "disabled",
+    }
+    out = Path(out)
+    run_json = out / rundir.RUN_JSON
+    if run_json.is_file():
+        old = rundir.read_json(run_json)
+        diffs = [k for k in identity if old.get(k) != identity[k]]
+        if diffs:
+            raise InputError(f"run folder {out} holds a run with other {', '.join(diffs)} settings",
+                             "use a new --out folder, or the same settings to resume")
+        return loaded, old, captions
+    out.mkdir(parents=True, exist_ok=True)
+    record = {**identity, "imgextract_run": 1, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+              "command": command or [], "versions": rundir.package_versions()}
+    rundir.write_parquet_atomic(out / rundir.CAPTIONS, captions)
+    rundir.write_json_atomic(run_json, record)
+    return loaded, record, captions
+
+
+def run_shards(loaded: LoadedModel, record: dict, captions: pa.Table, out: Path) -> Iterator[Progress]:
+    """Generate every unfinished shard; yields after each batch so callers can show progress."""
+    s = record["sampling"]
+    size = (s["height"], s["width"])
+    work = plan(captions, s["samples"])
+    shards = [work[i:i + s["shard_size"]] for i in range(0, len(work), s["shard_size"])]
+    base = record["seed_policy"]["base_seed"]
+    done = sum(len(sh) for n, sh in enumerate(shards) if _manifest(out, n).is_file())
+    skipped = sum(1 for n in range(len(shards)) if _manifest(out, n).is_file())
+    yield Progress(done, len(work), "", skipped)
+    for number, items in enumerate(shards):
+        if _manifest(out, number).is_file():
+            continue
+        name = rundir.shard_name(number)
+        rows = []
+        for start in range(0, len(items), s["batch_size"]):
+            batch = items[start:start + s["batch_size"]]
+            seeds = [sample_seed(base, cid, i) for _, cid, _, i in batch]
+            images = render(loaded, [cap for _, _, cap, _ in batch], seeds, s["steps"], s["guidance"], size)
+            for (row, cid, cap, i), seed, image in zip(batch, seeds, images):
+                meta = {"caption_id": cid, "caption": cap, "sample_index": i, "seed": seed, "steps": s["steps"],
+                        "guidance": s["guidance"], "scheduler": s["scheduler"], "height": size[0],
+                        "width": size[1]}
+                data = png_bytes(image, meta)
+                rel = f"{rundir.SAMPLES}/{name}/c{row:06d}_s{i:05d}.png"
+                rundir.write_bytes_atomic(out / rel, data)
+                rows.append({**meta, "file": rel, "sha256": hashlib.sha256(data).hexdigest()})
+            done += len(batch)
+            yield Progress(done, len(work), name, skipped)
+        rundir.write_parquet_atomic(_manifest(out, number), pa.Table.from_pylist(rows))
+
+
+def _manifest(out: Path, number: int) -> Path:
+    return Path(out) / rundir.SAMPLES / f"{rundir.shard_name(number)}.parquet"
+
+
+def regenerate_command(record: dict, caption: str, seed: int) -> list[str]:
+    """argv of ``imgextract sample`` that redraws one sample from its recorded seed."""
+    s = record["sampling"]
+    cmd = ["imgextract", "sample", "--model", record["model"]["id"], "--prompt", caption, "--seed", str(seed),
+           "--steps", str(s["steps"]), "--guidance", str(s["guidance"]),
+           "--size", str(s["height"]), str(s["width"]), "--dtype", s["dtype"], "--out", f"sample-{seed}.png"]
+    if s.get("scheduler"):
+        cmd[cmd.index("--out"):cmd.index("--out")] = ["--scheduler", s["scheduler"]]
+    return cmd

@@ -1,0 +1,152 @@
+"""Loading diffusers text-to-image pipelines: one function for every form of MODEL.
+
+MODEL is a local diffusers folder, a single-file checkpoint (``.safetensors`` / ``.ckpt``,
+Stable Diffusion 1.x/2.x/XL), or a Hugging Face hub id. Hub ids are first resolved to the
+local snapshot folder, so every model is loaded and fingerprinted from files on disk.
+The safety checker is always off: an audit must see what the model draws.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+from imgextract.errors import InputError
+
+SCHEDULERS = {
+    "ddim": "DDIMScheduler",
+    "ddpm": "DDPMScheduler",
+    "pndm": "PNDMScheduler",
+    "euler": "EulerDiscreteScheduler",
+    "euler-a": "EulerAncestralDiscreteScheduler",
+    "dpm++": "DPMSolverMultistepScheduler",
+    "unipc": "UniPCMultistepScheduler",
+    "lms": "LMSDiscreteScheduler",
+    "heun": "HeunDiscreteScheduler",
+}
+WEIGHT_SUFFIXES = {".safetensors", ".bin", ".ckpt", ".pt", ".pth", ".json", ".txt"}
+
+
+@dataclass
+class LoadedModel:
+    pipe: object
+    model: str
+    kind: str            # "folder", "single-file" or "hub"
+    local_path: Path
+    fingerprint: str
+    device: str
+    dtype: str
+
+
+def pick_device(device: str = "auto") -> str:
+    import torch
+    if device != "auto":
+        return device
+    if torch.cuda.is_available():
+        return "cuda"
+    if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+        return "mps"
+    return "cpu"
+
+
+def pick_dtype(dtype: str, device: str):
+    import torch
+    if dtype == "auto":
+        dtype = "float16" if device == "cuda" else "float32"
+    try:
+        return getattr(torch, {"fp16": "float16", "bf16": "bfloat16", "fp32": "float32"}.get(dtype, dtype))
+    except AttributeError as exc:
+        raise InputError(f"unknown dtype '{dtype}'", "use auto, float32, float16 or bfloat16") from exc
+
+
+def fingerprint_path(path: Path) -> str:
+    """sha256 over the weight and config files (relative name + content): what was audited."""
+    h = hashlib.sha256()
+    files = [path] if path.is_file() else sorted(p for p in path.rglob("*")
+                                                 if p.is_file() and p.suffix in WEIGHT_SUFFIXES)
+    for f in files:
+        h.update(str(f.relative_to(path) if path.is_dir() else f.name).encode())
+        with open(f, "rb") as fh:
+            while block := fh.read(1 << 22):
+                h.update(block)
+    return h.hexdigest()
+
+
+def resolve_model(model: str) -> tuple[str, Path]:
+    """(kind, local path) for MODEL; downloads nothing that is not already reachable."""
+    path = Path(model).expanduser()
+    if path.is_dir():
+        if not (path / "model_index.json").is_file():
+            raise InputError(f"model folder {path} has no model_index.json",
+                             "point --model at a diffusers pipeline folder (saved with save_pretrained)")
+        return "folder", path.resolve()
+    if path.is_file():
+        if path.suffix not in (".safetensors", ".ckpt"):
+            raise InputError(f"model file {path} is not a .safetensors or .ckpt checkpoint",
+                             "pass a single-file Stable Diffusion checkpoint or a diffusers folder")
+        return "single-file", path.resolve()
+    looks_like_path = model.startswith((".", "/", "~")) or model.endswith((".safetensors", ".ckpt")) or model.count("/") != 1
+    if looks_like_path:
+        raise InputError(f"model {model} does not exist",
+                         "pass an existing diffusers folder, a .safetensors/.ckpt file, or a hub id ORG/NAME")
+    try:
+        from diffusers import DiffusionPipeline
+        local = DiffusionPipeline.download(model)
+    except Exception as exc:  # hub errors come in many types; all mean "not reachable"
+        raise InputError(f"model {model} is not a local path and could not be fetched from the hub "
+                         f"({type(exc).__name__})",
+                         "download it first (huggingface-cli download) or pass a local folder or checkpoint") from exc
+    return "hub", Path(local)
+
+
+def load_pipeline(model: str, device: str = "auto", dtype: str = "auto",
+                  model_config: str | None = None) -> LoadedModel:
+    """The one loader a user's checkpoint and the test models go through."""
+    import diffusers
+    import torch
+
+    kind, local = resolve_model(model)
+    device = pick_device(device)
+    torch_dtype = pick_dtype(dtype, device)
+    common = {"dtype": torch_dtype, "safety_checker": None, "requires_safety_checker": False}
+    if kind == "single-file":
+        from diffusers.loaders.single_file_utils import infer_diffusers_model_type, load_single_file_checkpoint
+        checkpoint = load_single_file_checkpoint(str(local))
+        model_type = infer_diffusers_model_type(checkpoint)
+        cls = diffusers.StableDiffusionXLPipeline if model_type.startswith("xl") else diffusers.StableDiffusionPipeline
+        kwargs = dict(common) if cls is diffusers.StableDiffusionPipeline else {"dtype": torch_dtype}
+        if model_config:
+            kwargs["config"] = model_config
+        try:
+            pipe = cls.from_single_file(str(local), **kwargs)
+        except Exception as exc:
+            raise InputError(f"cannot build a pipeline from {local} ({type(exc).__name__}: "
+                             f"{str(exc).splitlines()[0] if str(exc) else ''})",
+                             "offline, pass --model-config DIR naming a diffusers folder of the same architecture") from exc
+    else:
+        pipe = diffusers.DiffusionPipeline.from_pretrained(str(local), **common)
+    pipe = pipe.to(device)
+    pipe.set_progress_bar_config(disable=True)
+    return LoadedModel(pipe, model, kind, local, fingerprint_path(local), device, str(torch_dtype).replace("torch.", ""))
+
+
+def set_scheduler(pipe, name: str | None) -> str:
+    """Swap the sampler by short name or class name; returns the class name in use."""
+    import diffusers
+    if name:
+        class_name = SCHEDULERS.get(name, name)
+        if class_name not in SCHEDULERS.values():
+            raise InputError(f"unknown scheduler '{name}'", f"use one of {', '.join(SCHEDULERS)}")
+        cls = getattr(diffusers, class_name)
+        pipe.scheduler = cls.from_config(pipe.scheduler.config)
+    return type(pipe.scheduler).__name__
+
+
+def native_size(pipe) -> tuple[int, int]:
+    """The resolution the model was trained at: UNet sample size × VAE scale factor."""
+    unet = pipe.unet
+    sample = unet.config.sample_size
+    sample = sample if isinstance(sample, (tuple, list)) else (sample, sample)
+    scale = getattr(pipe, "vae_scale_factor", 8)
+    return int(sample[0] * scale), int(sample[1] * scale)

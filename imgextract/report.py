@@ -1,0 +1,135 @@
+"""The HTML report: one self-contained file, every finding shown side by side.
+
+Images are embedded as base64 PNG thumbnails so the file can be mailed or archived alone.
+Every caption, path and command is escaped with ``html.escape``: captions are untrusted.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import shlex
+from pathlib import Path
+
+import pandas as pd
+import pyarrow.parquet as pq
+from PIL import Image
+
+from imgextract import rundir
+from imgextract.errors import InputError
+from imgextract.generate import regenerate_command
+from imgextract.sources import BadImage, open_rgb
+
+MAX_FINDINGS = 200
+THUMB = 256
+
+CSS = """
+body{font-family:system-ui,sans-serif;margin:2em;color:#222;max-width:1100px}
+h1{margin-bottom:.2em} .muted{color:#666} table{border-collapse:collapse;margin:1em 0}
+td,th{border:1px solid #ccc;padding:.3em .6em;text-align:left;font-size:.9em}
+.stats{display:flex;gap:1.5em;margin:1em 0}.stat{background:#f4f4f4;padding:.8em 1.2em;border-radius:6px}
+.stat b{display:block;font-size:1.6em}.finding{display:flex;gap:1.2em;border:1px solid #ddd;border-radius:6px;
+padding:1em;margin:1em 0}.finding.hit{border-color:#c0392b}.pair{display:flex;gap:.6em}
+.pair figure{margin:0;text-align:center}.pair img{width:192px;height:auto;image-rendering:pixelated;
+border:1px solid #aaa}figcaption{font-size:.8em;color:#555}code{background:#f4f4f4;padding:.1em .3em;
+word-break:break-all;font-size:.8em} .meta td{border:none;padding:.1em .5em}
+"""
+
+
+def thumbnail_uri(path: str) -> str:
+    """A data: URI of the image, at most THUMB pixels a side (small images stay as they are)."""
+    try:
+        image = open_rgb(Path(path))
+    except BadImage:
+        return ""
+    image.thumbnail((THUMB, THUMB), Image.LANCZOS)
+    buf = io.BytesIO()
+    image.save(buf, format="PNG")
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+
+
+def _e(value) -> str:
+    return html.escape("" if value is None or (isinstance(value, float) and pd.isna(value)) else str(value))
+
+
+def _finding(row: pd.Series, record: dict | None, hit: bool) -> str:
+    cmd = ""
+    if record is not None and pd.notna(row.get("seed")):
+        cmd = shlex.join(regenerate_command(record, row["caption"], int(row["seed"])))
+    meta = [("caption", row.get("caption")), ("training caption", row.get("train_caption")),
+            ("tiled L2", f"{row['tiled_l2']:.4f}"), ("L2", f"{row['l2']:.4f}"),
+            ("phash / dhash / whash", f"{row['phash_distance']} / {row['dhash_distance']} / {row['whash_distance']}"),
+            ("seed", row.get("seed")), ("generation", row["generation_path"]), ("training image", row["train_path"])]
+    cells = "".join(f"<tr><td class=muted>{_e(k)}</td><td>{_e(v)}</td></tr>" for k, v in meta if _e(v))
+    regen = f"<p>regenerate: <code>{_e(cmd)}</code></p>" if cmd else ""
+    return (f"<div class='finding{' hit' if hit else ''}'><div class=pair>"
+            f"<figure><img src='{thumbnail_uri(row['generation_path'])}' alt='generation'>"
+            f"<figcaption>generation</figcaption></figure>"
+            f"<figure><img src='{thumbnail_uri(row['train_path'])}' alt='training image'>"
+            f"<figcaption>training image #{_e(row['train_id'])}</figcaption></figure></div>"
+            f"<div><table class=meta>{cells}</table>{regen}</div></div>")
+
+
+def _per_caption_table(summary: dict) -> str:
+    rows = summary.get("per_caption") or []
+    if not rows:
+        return ""
+    body = "".join(f"<tr><td>{_e(r['caption_id'])}</td><td>{_e(r['caption'])}</td><td>{r['samples']}</td>"
+                   f"<td>{r['memorized_samples']}</td><td>{r['rate']:.2f}</td><td>{r['best_tiled_l2']:.4f}</td></tr>"
+                   for r in sorted(rows, key=lambda r: (-r["rate"], r["best_tiled_l2"])))
+    return ("<h2>Per caption</h2><table><tr><th>id</th><th>caption</th><th>samples</th><th>memorized</th>"
+            f"<th>rate</th><th>best tiled L2</th></tr>{body}</table>")
+
+
+def render_report(out: Path, title: str = "imgextract report") -> Path:
+    """Write ``report.html`` into a run (or scan output) folder that holds matches and a summary."""
+    out = Path(out)
+    if not (out / rundir.MATCHES).is_file() or not (out / rundir.SUMMARY).is_file():
+        raise InputError(f"{out} has no {rundir.MATCHES}/{rundir.SUMMARY}",
+                         f"run `imgextract scan` with --out {out} first")
+    matches = pq.read_table(out / rundir.MATCHES).to_pandas()
+    summary = rundir.read_json(out / rundir.SUMMARY)
+    record = rundir.read_json(out / rundir.RUN_JSON) if rundir.is_run_dir(out) else None
+    best = matches.sort_values("tiled_l2").drop_duplicates("generation_path")
+    hits = best[best["memorized"]]
+    p = summary["parameters"]
+    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{_e(title)}</title>"
+             f"<style>{CSS}</style></head><body><h1>{_e(title)}</h1>"]
+    if record:
+        parts.append(f"<p class=muted>model <code>{_e(record['model']['id'])}</code> "
+                     f"(fingerprint {_e(record['model']['fingerprint'][:16])}), "
+                     f"{_e(record['sampling']['samples'])} samples per caption, "
+                     f"{_e(record['sampling']['steps'])} steps, guidance {_e(record['sampling']['guidance'])}, "
+                     f"safety checker {_e(record.get('safety_checker'))}</p>")
+    parts.append(f"<p class=muted>index <code>{_e(p['index_path'])}</code>, embedder {_e(p['embedder'])}, "
+                 f"k={_e(p['k'])}, memorized = tiled L2 ({_e(p['grid'])}×{_e(p['grid'])} tiles) "
+                 f"&lt; {_e(p['threshold'])}</p>")
+    stats = [("generations scanned", summary["generations_scanned"]),
+             ("memorized generations", summary["memorized_generations"]),
+             ("training images memorized", len(summary["memorized_images"])),
+             ("unreadable, skipped", len(summary["skipped"]))]
+    parts.append("<div class=stats>" + "".join(f"<div class=stat><b>{v}</b>{_e(k)}</div>" for k, v in stats)
+                 + "</div>")
+    parts.append(extra_sections(summary))
+    parts.append(_per_caption_table(summary))
+    if len(hits):
+        shown = hits.head(MAX_FINDINGS)
+        parts.append(f"<h2>Findings ({len(hits)} memorized generations"
+                     f"{f', best {MAX_FINDINGS} shown' if len(hits) > MAX_FINDINGS else ''})</h2>")
+        parts.extend(_finding(r, record, True) for _, r in shown.iterrows())
+    else:
+        parts.append("<h2>No memorized generation found</h2><p>Nearest candidates, for inspection:</p>")
+        parts.extend(_finding(r, record, False) for _, r in best.head(10).iterrows())
+    if summary["skipped"]:
+        items = "".join(f"<li><code>{_e(s['path'])}</code>: {_e(s['reason'])}</li>" for s in summary["skipped"])
+        parts.append(f"<h2>Skipped (unreadable)</h2><ul>{items}</ul>")
+    parts.append("</body></html>")
+    path = out / rundir.REPORT
+    rundir.write_bytes_atomic(path, "\n".join(parts).encode("utf-8"))
+    return path
+
+
+def extra_sections(summary: dict) -> str:
+    """Sections that appear only when the summary carries their data."""
+    return ""

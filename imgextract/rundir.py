@@ -1,0 +1,94 @@
+"""The run directory: one folder per audit, written so that a crash loses at most one shard.
+
+Layout (see ARCHITECTURE.md)::
+
+    RUN/
+      run.json                 config, model fingerprint, versions, seed policy, safety checker
+      captions.parquet         caption_id, caption, train_path, copies
+      samples/shard-00000/     PNG samples of shard 0
+      samples/shard-00000.parquet   its manifest; the shard is done iff this file exists
+      scan/shard-00000.parquet per-shard matches (scan resumes the same way)
+      matches.parquet          all matches, summary.json, report.html
+
+Every file that marks progress is written to a temporary name and renamed into place.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+from importlib import metadata
+from pathlib import Path
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+RUN_JSON = "run.json"
+CAPTIONS = "captions.parquet"
+SAMPLES = "samples"
+SCAN = "scan"
+MATCHES = "matches.parquet"
+SUMMARY = "summary.json"
+REPORT = "report.html"
+VERSIONED_PACKAGES = ("imgextract", "torch", "diffusers", "transformers", "open_clip_torch", "faiss-cpu",
+                      "faiss-gpu", "numpy", "pillow", "imagehash", "pyarrow")
+
+
+def write_bytes_atomic(path: Path, data: bytes) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def write_json_atomic(path: Path, obj) -> None:
+    write_bytes_atomic(path, json.dumps(obj, indent=2, sort_keys=True, default=str).encode())
+
+
+def write_parquet_atomic(path: Path, table: pa.Table | pd.DataFrame) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if isinstance(table, pd.DataFrame):
+        table = pa.Table.from_pandas(table, preserve_index=False)
+    tmp = path.with_name(f".{path.name}.tmp")
+    pq.write_table(table, tmp)
+    os.replace(tmp, path)
+
+
+def read_json(path: Path) -> dict:
+    return json.loads(Path(path).read_text())
+
+
+def package_versions() -> dict:
+    out = {"python": platform.python_version()}
+    for name in VERSIONED_PACKAGES:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return out
+
+
+def shard_name(number: int) -> str:
+    return f"shard-{number:05d}"
+
+
+def is_run_dir(path: Path) -> bool:
+    return (Path(path) / RUN_JSON).is_file()
+
+
+def read_samples(run: Path) -> pd.DataFrame:
+    """All finished shards' manifests, with absolute file paths."""
+    run = Path(run)
+    manifests = sorted((run / SAMPLES).glob("shard-*.parquet"))
+    if not manifests:
+        return pd.DataFrame()
+    df = pd.concat([pq.read_table(m).to_pandas() for m in manifests], ignore_index=True)
+    df["generation_path"] = [str((run / f).resolve()) for f in df["file"]]
+    return df

@@ -1,0 +1,78 @@
+"""Shared fixtures: real photographs that ship offline, and tiny models built once per session."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TQDM_DISABLE", "1")
+
+PHOTOS = ["astronaut", "coffee", "chelsea", "rocket", "camera", "coins", "moon", "immunohistochemistry",
+          "hubble_deep_field", "retina", "colorwheel", "clock", "page", "text"]
+
+
+def photo(name: str) -> Image.Image:
+    import skimage.data
+    if name in ("china", "flower"):
+        from sklearn.datasets import load_sample_image
+        return Image.fromarray(load_sample_image(f"{name}.jpg")).convert("RGB")
+    arr = getattr(skimage.data, name)()
+    if arr.dtype == bool:
+        arr = arr.astype(np.uint8) * 255
+    return Image.fromarray(arr).convert("RGB")
+
+
+@pytest.fixture(scope="session")
+def photos() -> dict[str, Image.Image]:
+    return {n: photo(n) for n in PHOTOS + ["china", "flower"]}
+
+
+@pytest.fixture(scope="session")
+def train_dir(tmp_path_factory, photos) -> Path:
+    """Ten distinct real photographs at 128×128 with sidecar captions, plus one corrupt file."""
+    d = tmp_path_factory.mktemp("train")
+    for name in PHOTOS[:10]:
+        im = photos[name]
+        s = min(im.size)
+        im.crop(((im.width - s) // 2, (im.height - s) // 2, (im.width + s) // 2, (im.height + s) // 2)) \
+          .resize((128, 128), Image.LANCZOS).save(d / f"{name}.png")
+        (d / f"{name}.txt").write_text(f"a photograph of {name}")
+    (d / "corrupt.png").write_bytes(b"\x89PNG\r\n\x1a\n this is not really a png")
+    return d
+
+
+@pytest.fixture(scope="session")
+def index_root(tmp_path_factory, monkeypatch_session) -> Path:
+    root = tmp_path_factory.mktemp("indexes")
+    monkeypatch_session.setenv("IMGEXTRACT_INDEX_DIR", str(root))
+    return root
+
+
+@pytest.fixture(scope="session")
+def monkeypatch_session():
+    mp = pytest.MonkeyPatch()
+    yield mp
+    mp.undo()
+
+
+@pytest.fixture(scope="session")
+def pixel_index(train_dir, index_root):
+    from imgextract.index import build_index
+    return build_index(train_dir, "train-pixel", "pixel", progress=False)
+
+
+@pytest.fixture(scope="session")
+def tiny_pipeline_dir(tmp_path_factory) -> Path:
+    from imgextract.tiny import save_tiny_pipeline
+    return save_tiny_pipeline(tmp_path_factory.mktemp("tiny") / "pipe", seed=0)
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tiny_pipeline_dir):
+    from imgextract.pipelines import load_pipeline
+    return load_pipeline(str(tiny_pipeline_dir), device="cpu")
