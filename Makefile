@@ -5,7 +5,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.imgextract-installed
 DEMO_DIR ?= runs/demo
-DEMO_MINUTES ?= 3
+DEMO_MINUTES ?= 4
 
 .PHONY: install test demo bench clean
 

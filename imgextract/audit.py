@@ -80,3 +80,56 @@ def run_config(path: Path) -> Path:
     run_scan(out, str(index_path), out, s.get("k", 10), s.get("threshold", 0.15), s.get("grid", 4),
              ix.get("embedder"))
     return render_report(out, cfg.get("report", {}).get("title", "imgextract report"))
+
+
+def cache_root() -> Path:
+    import os
+    return Path(os.environ.get("IMGEXTRACT_CACHE", ".cache/imgextract"))
+
+
+def verdict(summary: dict) -> str:
+    """One line: how many training images were found memorized, per duplication level if known."""
+    n = len(summary["memorized_images"])
+    dup = summary.get("duplication") or []
+    if dup:
+        total = sum(r["images"] for r in dup)
+        levels = ", ".join(f"{r['copies']}x: {r['memorized_images']}/{r['images']}" for r in dup)
+        return f"verdict: {n} of {total} training images memorized ({levels})"
+    return f"verdict: {n} training images memorized in {summary['generations_scanned']} generations"
+
+
+def run_demo(out: Path, minutes: float = 4.0, seed: int = 0, samples: int = 16, steps: int = 25,
+             guidance: float = 3.0, say=print) -> tuple[Path, str]:
+    """The offline default: train (or reuse) the toy model, then index → generate → scan → report."""
+    import shutil
+
+    from imgextract import rundir
+    from imgextract.cli import run_generation, run_scan, train_with_progress
+    from imgextract.generate import SamplingConfig
+    from imgextract.index import build_index, resolve_index
+    from imgextract.report import render_report
+    from imgextract.toy import ToyConfig
+
+    out = Path(out)
+    cfg = ToyConfig(minutes=minutes, seed=seed)
+    model = cache_root() / f"toy-{cfg.duplicates.replace(',', '_')}-{cfg.size}px-{minutes:g}min-seed{seed}"
+    say(f"[1/5] toy model: {model} ({'reusing' if (model / 'toy.json').is_file() else f'training for {minutes:g} min'})")
+    train_with_progress(model, cfg)
+    index_path = resolve_index("demo-toy")
+    say(f"[2/5] index of its {len(list((model / 'train').glob('*.png')))} training images: {index_path}")
+    build_index(model / "train", "demo-toy", "pixel", overwrite=True)
+    run = out / "run"
+    if rundir.is_run_dir(run):
+        old = rundir.read_json(run / rundir.RUN_JSON)
+        if old["model"]["local_path"] != str(model.resolve()) or old["sampling"]["samples"] != samples:
+            say(f"      {run} holds an older demo run; starting it afresh")
+            shutil.rmtree(run)
+    say(f"[3/5] generating {samples} samples for every training caption into {run}")
+    sampling = SamplingConfig(samples=samples, batch_size=32, steps=steps, guidance=guidance, seed=seed,
+                              device="cpu", shard_size=128)
+    run_generation(model / "train" / "copies.csv", str(model), run, sampling)
+    say("[4/5] scanning generations against the index")
+    run_scan(run, str(index_path), run, k=5, threshold=0.15, grid=4)
+    say("[5/5] writing the report")
+    report = render_report(run, "imgextract demo: a toy model trained with known duplication")
+    return report, verdict(rundir.read_json(run / rundir.SUMMARY))

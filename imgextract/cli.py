@@ -262,6 +262,64 @@ def run_cmd(config: Path = typer.Argument(..., help="TOML file with [index], [ge
     typer.echo(f"report: {path}")
 
 
+toy_app = typer.Typer(no_args_is_help=True, help="The toy memorizing model (trained offline, known duplication).")
+app.add_typer(toy_app, name="toy")
+
+
+def train_with_progress(out: Path, cfg, images: Optional[Path] = None) -> None:
+    from imgextract.toy import train
+    _quiet_libraries()
+    bar = None
+    for p in train(out, cfg, images):
+        if bar is None:
+            bar = tqdm(total=round(p.budget), desc="train", unit="s",
+                       bar_format="{desc}: {percentage:3.0f}%|{bar}| {n:.0f}/{total:.0f} s [{remaining} left{postfix}]")
+        bar.set_postfix_str(f"{p.phase} step {p.step} loss {p.loss:.4f}", refresh=False)
+        bar.update(min(p.elapsed, bar.total) - bar.n)
+    if bar:
+        bar.close()
+
+
+@toy_app.command("train")
+def toy_train(
+    out: Path = typer.Option(..., help="Folder for the pipeline (StableDiffusionPipeline) and its train/ set."),
+    images: Optional[Path] = typer.Option(None, help="Folder/table of captioned images (default: built-in photographs)."),
+    duplicates: str = typer.Option("100x1,10x4,1x25", help="COPIESxIMAGES parts: copies per image, in order."),
+    size: int = typer.Option(32, help="Image side in pixels (multiple of 8, 16..256)."),
+    minutes: float = typer.Option(4.0, help="Wall-time budget for training."),
+    seed: int = typer.Option(0, help="Seed for initialisation and batches."),
+    vae_steps: Optional[int] = typer.Option(None, help="Fixed VAE steps instead of the time budget."),
+    unet_steps: Optional[int] = typer.Option(None, help="Fixed UNet steps instead of the time budget."),
+) -> None:
+    """Train a small text-to-image model that memorizes its duplicated images.
+
+    Example: imgextract toy train --out runs/toy --duplicates 100x1,10x4,1x25 --minutes 4
+    """
+    from imgextract.toy import ToyConfig, training_set
+    cfg = ToyConfig(duplicates=duplicates, size=size, minutes=minutes, seed=seed, vae_steps=vae_steps,
+                    unet_steps=unet_steps)
+    training_set(cfg, images)  # validate SPEC, size and images before anything is written
+    train_with_progress(out, cfg, images)
+    typer.echo(f"toy model in {out} (training set in {out / 'train'})")
+
+
+@app.command()
+def demo(
+    out: Path = typer.Option(Path("runs/demo"), help="Where the demo run and its report go."),
+    minutes: float = typer.Option(4.0, help="Training budget of the toy model (a finished one is reused)."),
+    seed: int = typer.Option(0, help="Seed for training and sampling."),
+    samples: int = typer.Option(16, help="Samples per training caption."),
+) -> None:
+    """The whole audit offline: toy model → index → generate → scan → report.
+
+    Example: imgextract demo --out runs/demo --minutes 4
+    """
+    from imgextract.audit import run_demo
+    report_path, line = run_demo(out, minutes, seed, samples, say=typer.echo)
+    typer.echo(f"report: {report_path.resolve()}")
+    typer.echo(line)
+
+
 def main() -> None:
     try:
         app(standalone_mode=False)

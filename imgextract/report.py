@@ -132,4 +132,38 @@ def render_report(out: Path, title: str = "imgextract report") -> Path:
 
 def extra_sections(summary: dict) -> str:
     """Sections that appear only when the summary carries their data."""
-    return ""
+    rows = summary.get("duplication") or []
+    if not rows:
+        return ""
+    head = "<tr><th>copies in training set</th><th>images</th><th>memorized images</th><th>image rate</th>" \
+           "<th>samples</th><th>memorized samples</th><th>sample rate</th></tr>"
+    body = "".join(
+        f"<tr><td>{r['copies']}</td><td>{r['images']}</td><td>{r['memorized_images']}</td>"
+        f"<td>{r['image_rate']:.2f}</td><td>{r.get('samples', '')}</td><td>{r.get('memorized_samples', '')}</td>"
+        f"<td>{'' if 'sample_rate' not in r else format(r['sample_rate'], '.2f')}</td></tr>" for r in rows)
+    return (f"<h2>Duplication vs memorization</h2><table>{head}{body}</table>"
+            f"<img alt='extraction rate per duplication level' src='{duplication_plot(rows)}'>")
+
+
+def duplication_plot(rows: list[dict]) -> str:
+    """Bar chart of extraction rate per duplication level, as a PNG data: URI."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    rows = sorted(rows, key=lambda r: r["copies"])
+    labels = [f"{r['copies']}x" for r in rows]
+    x = range(len(rows))
+    fig, ax = plt.subplots(figsize=(5, 3), dpi=100)
+    ax.bar([i - 0.2 for i in x], [r["image_rate"] for r in rows], width=0.4, label="images memorized")
+    if all("sample_rate" in r for r in rows):
+        ax.bar([i + 0.2 for i in x], [r["sample_rate"] for r in rows], width=0.4, label="samples memorized")
+    ax.set_xticks(list(x), labels)
+    ax.set_ylim(0, 1.05)
+    ax.set_xlabel("copies in the training set")
+    ax.set_ylabel("rate")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    plt.close(fig)
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()

@@ -175,6 +175,10 @@ def scan(generations: Path, params: ScanParams, out: Path | None = None, device:
     generations_total = sum(len(r) for _, r in shards)
     rundir.write_parquet_atomic(out / rundir.MATCHES, matches)
     summary = summarize(matches, generations_total, skipped, params, index)
+    captions = out / rundir.CAPTIONS
+    view = duplication_view(matches, index.table, pq.read_table(captions).to_pandas() if captions.is_file() else None)
+    if view:
+        summary["duplication"] = view
     rundir.write_json_atomic(out / rundir.SUMMARY, summary)
 
 
@@ -206,3 +210,32 @@ def summarize(matches: pd.DataFrame, generations_total: int, skipped: list[dict]
         "memorized_images": sorted(per_image, key=lambda r: r["best_tiled_l2"]),
         "per_caption": per_caption,
     }
+
+
+def duplication_view(matches: pd.DataFrame, train: pd.DataFrame, captions: pd.DataFrame | None) -> list[dict]:
+    """Extraction rate per duplication level, when the index knows each image's copy count.
+
+    Per level: how many training images were memorized by at least one generation, and (for a
+    run whose captions carry copy counts) the share of those captions' samples that were.
+    This is Carlini et al.'s duplication-vs-memorization view.
+    """
+    if "copies" not in train.columns or train["copies"].isna().all():
+        return []
+    memorized_ids = set(matches.loc[matches["memorized"], "train_id"].astype(int))
+    sample_rate: dict[int, tuple[int, int]] = {}
+    if captions is not None and captions["copies"].notna().any() and len(matches):
+        per_gen = matches.groupby("generation_path").agg(caption_id=("caption_id", "first"),
+                                                         memorized=("memorized", "any"))
+        per_gen = per_gen.merge(captions[["caption_id", "copies"]], on="caption_id", how="inner")
+        for level, grp in per_gen.groupby("copies"):
+            sample_rate[int(level)] = (int(grp["memorized"].sum()), len(grp))
+    rows = []
+    for level, grp in train.dropna(subset=["copies"]).groupby("copies"):
+        level = int(level)
+        hit = sum(int(i) in memorized_ids for i in grp["id"])
+        row = {"copies": level, "images": len(grp), "memorized_images": hit, "image_rate": hit / len(grp)}
+        if level in sample_rate:
+            m, n = sample_rate[level]
+            row.update(samples=n, memorized_samples=m, sample_rate=m / n if n else 0.0)
+        rows.append(row)
+    return sorted(rows, key=lambda r: -r["copies"])
