@@ -28,7 +28,7 @@ demo: $(STAMP)
 	$(VENV)/bin/imgextract demo --out $(DEMO_DIR) --minutes $(DEMO_MINUTES)
 
 bench: $(STAMP)
-	$(PY) scripts/bench_distance.py
+	$(PY) scripts/bench_cliques.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

@@ -18,7 +18,7 @@ from pathlib import Path
 from imgextract.errors import InputError
 
 GENERATE_KEYS = {"captions", "model", "samples", "batch_size", "steps", "guidance", "scheduler", "size", "seed",
-                 "device", "dtype", "shard_size", "model_config"}
+                 "device", "dtype", "shard_size", "model_config", "triage", "top"}
 
 
 def _path(base: Path, value: str) -> Path:
@@ -70,15 +70,23 @@ def run_config(path: Path) -> Path:
         model = str(_path(base, model))
     if "size" in g:
         g["size"] = tuple(g["size"])
+    triage_file = _path(base, g.pop("triage")) if "triage" in g else None
+    top = g.pop("top", None)
     sampling = SamplingConfig(**g)
+    table = None
+    if triage_file is not None:
+        from imgextract.sources import read_captions
+        from imgextract.triage import top_captions
+        table = top_captions(read_captions(captions), triage_file, top if top is not None else 0)
     # validate captions, model and run folder before any index or sampling work
-    loaded, _, _ = prepare_run(captions, model, out, sampling)
+    loaded, _, _ = prepare_run(captions, model, out, sampling, captions=table)
     if "source" in ix and not (index_path / "index.faiss").is_file():
         build_index(_path(base, ix["source"]), str(index_path), ix.get("embedder", "pixel"))
-    run_generation(captions, model, out, sampling, loaded=loaded)
+    run_generation(captions, model, out, sampling, loaded=loaded, caption_table=table)
     s = cfg.get("scan", {})
+    relative = {k: s[k] for k in ("relative_n", "alpha", "relative_threshold", "criterion") if k in s}
     run_scan(out, str(index_path), out, s.get("k", 10), s.get("threshold", 0.15), s.get("grid", 4),
-             ix.get("embedder"))
+             ix.get("embedder"), **relative)
     return render_report(out, cfg.get("report", {}).get("title", "imgextract report"))
 
 

@@ -115,10 +115,18 @@ def _sampling_config(samples, batch_size, steps, guidance, scheduler, size, seed
                           dtype=dtype, shard_size=shard_size, model_config=model_config)
 
 
-def run_generation(captions: Path, model: str, out: Path, cfg, loaded=None, caption_table=None) -> dict:
+def run_generation(captions: Path, model: str, out: Path, cfg, loaded=None, caption_table=None,
+                   triage_file: Optional[Path] = None, top: Optional[int] = None) -> dict:
     """Prepare (validating everything), then sample with a progress bar. Returns run.json."""
     from imgextract.generate import prepare_run, run_shards
     _quiet_libraries()
+    if (triage_file is None) != (top is None):
+        raise InputError("--triage and --top go together", "give both (the triage file and how many captions to keep)")
+    if triage_file is not None:
+        from imgextract.sources import read_captions
+        from imgextract.triage import top_captions
+        caption_table = top_captions(caption_table if caption_table is not None else read_captions(captions),
+                                     triage_file, top)
     loaded, record, table = prepare_run(captions, model, out, cfg, command=sys.argv, loaded=loaded,
                                         captions=caption_table)
     bar = None
@@ -150,6 +158,8 @@ def generate(
     dtype: str = typer.Option("auto", help="auto (fp16 on CUDA, fp32 otherwise) | float32 | float16 | bfloat16"),
     shard_size: int = typer.Option(256, help="Samples per resumable shard."),
     model_config: Optional[str] = typer.Option(None, help="For single-file checkpoints offline: a diffusers folder of the same architecture."),
+    triage: Optional[Path] = typer.Option(None, help="Output of `imgextract triage`: sample only its top captions."),
+    top: Optional[int] = typer.Option(None, help="With --triage: how many of the most suspicious captions to sample."),
 ) -> None:
     """Generate seeded samples for every caption, resumably.
 
@@ -157,7 +167,7 @@ def generate(
     """
     cfg = _sampling_config(samples, batch_size, steps, guidance, scheduler, size, seed, device, dtype, shard_size,
                            model_config)
-    run_generation(captions, model, out, cfg)
+    run_generation(captions, model, out, cfg, triage_file=triage, top=top)
 
 
 @app.command()
@@ -187,10 +197,10 @@ def sample(
 
 
 def run_scan(generations: Path, index: str, out: Optional[Path], k: int, threshold: float, grid: int,
-             embedder: Optional[str] = None, device: str = "auto") -> Path:
+             embedder: Optional[str] = None, device: str = "auto", **relative) -> Path:
     from imgextract.index import check_embedder, open_index
     from imgextract.scan import ScanParams, default_out, scan
-    params = ScanParams(index=index, k=k, threshold=threshold, grid=grid)
+    params = ScanParams(index=index, k=k, threshold=threshold, grid=grid, **relative)
     idx = open_index(index)
     if embedder:
         check_embedder(idx, embedder)
@@ -227,12 +237,17 @@ def scan_cmd(
     grid: int = typer.Option(4, help="Tiles per side for tiled L2."),
     embedder: Optional[str] = typer.Option(None, help="Assert the index was built with this embedder."),
     device: str = typer.Option("auto", help="Device for the embedder."),
+    relative_n: int = typer.Option(50, help="Neighbours in Carlini's relative distance (0 turns it off)."),
+    alpha: float = typer.Option(0.5, help="Relative distance = L2 / (alpha * mean L2 to the n nearest others)."),
+    relative_threshold: float = typer.Option(1.0, help="Relative distance below this counts for the relative criterion."),
+    criterion: str = typer.Option("tiled", help="What 'memorized' means: tiled | relative | either | both."),
 ) -> None:
     """Find generations that copy indexed training images.
 
     Example: imgextract scan runs/sd15 --index laion-subset -k 10 --threshold 0.15
     """
-    out = run_scan(generations, index, out, k, threshold, grid, embedder, device)
+    out = run_scan(generations, index, out, k, threshold, grid, embedder, device, relative_n=relative_n,
+                   alpha=alpha, relative_threshold=relative_threshold, criterion=criterion)
     print_findings(out)
     typer.echo(f"matches in {out / 'matches.parquet'}")
 
@@ -260,6 +275,64 @@ def run_cmd(config: Path = typer.Argument(..., help="TOML file with [index], [ge
     _quiet_libraries()
     path = run_config(config)
     typer.echo(f"report: {path}")
+
+
+@app.command()
+def cliques(
+    run: Path = typer.Argument(..., help="Run folder of `imgextract generate`."),
+    delta: float = typer.Option(0.15, help="Edge between two generations when their tiled L2 is below this."),
+    min_size: int = typer.Option(10, help="Flag a caption whose largest clique has at least this many members."),
+    grid: int = typer.Option(4, help="Tiles per side for tiled L2."),
+    max_cliques: int = typer.Option(200_000, help="Stop the exact search after this many maximal cliques."),
+) -> None:
+    """Training-set-free test: captions whose generations form a large near-duplicate clique.
+
+    Example: imgextract cliques runs/sd15 --delta 0.15 --min-size 10
+    """
+    from imgextract.cliques import CLIQUES, CliqueParams, run_cliques
+    table = run_cliques(run, CliqueParams(delta=delta, min_size=min_size, grid=grid, max_cliques=max_cliques))
+    flagged = table[table["flagged"]]
+    typer.echo(f"{len(flagged)} of {len(table)} captions flagged (largest clique >= {min_size}, delta {delta})")
+    for _, r in flagged.sort_values("largest_clique", ascending=False).head(10).iterrows():
+        bound = "" if r["exact"] else f" (search bound hit; true size <= {r['upper_bound']})"
+        typer.echo(f"  {r['largest_clique']:>4}/{r['n_generations']}  {r['caption']}{bound}")
+    typer.echo(f"cliques in {run / CLIQUES}")
+
+
+@app.command("triage")
+def triage_cmd(
+    captions: Path = typer.Argument(..., help=".txt or CSV/JSONL/Parquet with a caption column."),
+    model: str = typer.Option(..., help="Hub id, local diffusers folder, or .safetensors/.ckpt file."),
+    out: Path = typer.Option(..., help="Parquet file to write (caption, wen_score, edge_score, unet_evals)."),
+    steps: int = typer.Option(1, help="Sampling steps measured by the noise-difference score."),
+    samples: int = typer.Option(4, help="Seeds per caption."),
+    guidance: float = typer.Option(7.5, help="Guidance for advancing latents and for the one-step images."),
+    schedule_steps: int = typer.Option(50, help="Length of the sampling schedule."),
+    methods: str = typer.Option("wen,edge", help="Comma list of wen, edge."),
+    seed: int = typer.Option(0), device: str = typer.Option("auto"), dtype: str = typer.Option("auto"),
+    model_config: Optional[str] = typer.Option(None),
+) -> None:
+    """Rank captions by how likely they are memorized, cheaply (Wen et al.; Webster).
+
+    Example: imgextract triage captions.txt --model ./toy --out triage.parquet --steps 1 --samples 4
+    """
+    from imgextract.pipelines import load_pipeline
+    from imgextract.sources import read_captions
+    from imgextract.triage import TriageParams, triage, write_triage
+    chosen = tuple(m.strip() for m in methods.split(",") if m.strip())
+    if not chosen or set(chosen) - {"wen", "edge"}:
+        raise InputError(f"--methods '{methods}'", "use wen, edge or wen,edge")
+    table = read_captions(captions).to_pandas()
+    _quiet_libraries()
+    loaded = load_pipeline(model, device, dtype, model_config)
+    params = TriageParams(steps=steps, samples=samples, schedule_steps=schedule_steps, guidance=guidance, seed=seed)
+    result = triage(loaded, table, params, chosen)
+    write_triage(result, out, params)
+    typer.echo(f"{len(result)} captions, {int(result['unet_evals'].sum())} UNet evaluations; most suspicious:")
+    for _, r in result.head(5).iterrows():
+        typer.echo(f"  wen {r['wen_score'] if r['wen_score'] is not None else float('nan'):8.3f}  "
+                   f"edge {r['edge_score'] if r['edge_score'] is not None else float('nan'):6.3f}  {r['caption']}")
+    typer.echo(f"triage in {out}")
 
 
 toy_app = typer.Typer(no_args_is_help=True, help="The toy memorizing model (trained offline, known duplication).")

@@ -112,6 +112,7 @@ def render_report(out: Path, title: str = "imgextract report") -> Path:
     parts.append("<div class=stats>" + "".join(f"<div class=stat><b>{v}</b>{_e(k)}</div>" for k, v in stats)
                  + "</div>")
     parts.append(extra_sections(summary))
+    parts.append(clique_section(out))
     parts.append(_per_caption_table(summary))
     if len(hits):
         shown = hits.head(MAX_FINDINGS)
@@ -128,6 +129,27 @@ def render_report(out: Path, title: str = "imgextract report") -> Path:
     path = out / rundir.REPORT
     rundir.write_bytes_atomic(path, "\n".join(parts).encode("utf-8"))
     return path
+
+
+def clique_section(out: Path, max_images: int = 12) -> str:
+    """Flagged cliques (training-set-free test), each as a strip of its member images."""
+    path = out / "cliques.parquet"
+    if not path.is_file():
+        return ""
+    table = pq.read_table(path).to_pandas()
+    flagged = table[table["flagged"]].sort_values("largest_clique", ascending=False)
+    first = table.iloc[0] if len(table) else None
+    params = (f"delta {first['delta']}, min size {first['min_size']}" if first is not None else "")
+    parts = [f"<h2>Cliques among generations ({len(flagged)} of {len(table)} captions flagged; {_e(params)})</h2>"]
+    for _, r in flagged.iterrows():
+        members = list(r["members"])
+        strip = "".join(f"<img src='{thumbnail_uri(p)}' alt='member' style='width:96px'>"
+                        for p in members[:max_images])
+        bound = "" if r["exact"] else f" — search bound hit, true size at most {int(r['upper_bound'])}"
+        parts.append(f"<div class=finding><div><p><b>{_e(r['caption'])}</b>: clique of {int(r['largest_clique'])} "
+                     f"of {int(r['n_generations'])} generations, mean tiled L2 {r['mean_distance']:.4f}{_e(bound)}</p>"
+                     f"<div class=pair>{strip}</div></div></div>")
+    return "".join(parts)
 
 
 def extra_sections(summary: dict) -> str:

@@ -32,7 +32,8 @@ from imgextract.sources import IMAGE_SUFFIXES, BadImage, open_rgb
 FOLDER_SHARD = 512
 MATCH_COLUMNS = ["generation_path", "caption_id", "caption", "sample_index", "seed", "train_id", "train_path",
                  "train_caption", "rank", "similarity", "tiled_l2", "l2", "phash_distance", "dhash_distance",
-                 "whash_distance", "memorized"]
+                 "whash_distance", "relative_l2", "memorized"]
+CRITERIA = ("tiled", "relative", "either", "both")
 
 
 @dataclass(frozen=True)
@@ -41,6 +42,10 @@ class ScanParams:
     k: int = 10
     threshold: float = distance.DEFAULT_THRESHOLD
     grid: int = distance.DEFAULT_GRID
+    relative_n: int = 50            # Carlini et al. §5.1: neighbours in the relative distance (0 = off)
+    alpha: float = 0.5
+    relative_threshold: float = 1.0
+    criterion: str = "tiled"        # tiled | relative | either | both
 
     def key(self, embedder: dict) -> str:
         blob = json.dumps({**asdict(self), "embedder": embedder.get("spec"),
@@ -105,7 +110,7 @@ def scan_shard(rows: pd.DataFrame, index: TrainingIndex, embedder: Embedder, tra
             skipped.append({"path": str(bad.path), "reason": bad.reason})
     if not images:
         return pd.DataFrame(columns=MATCH_COLUMNS), skipped
-    sims, ids = index.search(embedder.embed(images), params.k)
+    sims, ids = index.search(embedder.embed(images), max(params.k, params.relative_n + 1))
     tab = index.table
     out = []
     for row_i, image, sim_row, id_row in zip(kept, images, sims, ids):
@@ -121,6 +126,8 @@ def scan_shard(rows: pd.DataFrame, index: TrainingIndex, embedder: Embedder, tra
         stack = np.stack([a for a in arrays if a is not None])
         tiled = np.atleast_1d(distance.tiled_l2(gen[None], stack, params.grid))
         plain = np.atleast_1d(distance.l2(gen[None], stack))
+        rel = relative_distance(plain, params.relative_n, params.alpha)
+        ok = [c for c in ok if c[0] < params.k]
         tids = [t for _, t, _ in ok]
         hd = {name: hashes.hamming_many(gen_hashes[name], tab[name].iloc[tids].tolist()) for name in hashes.HASHES}
         for j, (rank, t, s) in enumerate(ok):
@@ -131,8 +138,29 @@ def scan_shard(rows: pd.DataFrame, index: TrainingIndex, embedder: Embedder, tra
                 "train_id": t, "train_path": tab["path"].iat[t], "train_caption": tab["caption"].iat[t],
                 "rank": rank, "similarity": s, "tiled_l2": float(tiled[j]), "l2": float(plain[j]),
                 "phash_distance": int(hd["phash"][j]), "dhash_distance": int(hd["dhash"][j]),
-                "whash_distance": int(hd["whash"][j]), "memorized": bool(tiled[j] < params.threshold)})
+                "whash_distance": int(hd["whash"][j]), "relative_l2": float(rel[j]),
+                "memorized": is_memorized(float(tiled[j]), float(rel[j]), params)})
     return pd.DataFrame(out, columns=MATCH_COLUMNS), skipped
+
+
+def relative_distance(l2s: np.ndarray, n: int, alpha: float) -> np.ndarray:
+    """Carlini et al.'s adaptive distance for every candidate: its L2 divided by alpha times the
+    mean L2 to the n nearest *other* candidates. NaN when off (n = 0) or no other candidate exists.
+    Below 1 means "much closer to this image than to the training images around it"."""
+    out = np.full(len(l2s), np.nan)
+    if n < 1 or len(l2s) < 2:
+        return out
+    for j in range(len(l2s)):
+        others = np.sort(np.delete(l2s, j))[:n]
+        out[j] = l2s[j] / (alpha * others.mean()) if others.mean() > 0 else np.inf
+    return out
+
+
+def is_memorized(tiled: float, relative: float, params: ScanParams) -> bool:
+    by_tiled = tiled < params.threshold
+    by_relative = bool(relative < params.relative_threshold) if not np.isnan(relative) else False
+    return {"tiled": by_tiled, "relative": by_relative, "either": by_tiled or by_relative,
+            "both": by_tiled and by_relative}[params.criterion]
 
 
 def _int_or_none(v):
@@ -150,9 +178,14 @@ def scan(generations: Path, params: ScanParams, out: Path | None = None, device:
 
     Yields (shards done, shards total) as it goes.
     """
-    if params.k < 1 or params.grid < 1 or not 0 < params.threshold:
-        raise InputError(f"scan parameters k={params.k} grid={params.grid} threshold={params.threshold}",
-                         "use k >= 1, grid >= 1 and a positive threshold")
+    if params.k < 1 or params.grid < 1 or not 0 < params.threshold or params.relative_n < 0:
+        raise InputError(f"scan parameters k={params.k} grid={params.grid} threshold={params.threshold} "
+                         f"relative_n={params.relative_n}", "use k >= 1, grid >= 1, a positive threshold, n >= 0")
+    if params.criterion not in CRITERIA:
+        raise InputError(f"unknown criterion '{params.criterion}'", f"use one of {', '.join(CRITERIA)}")
+    if params.criterion != "tiled" and params.relative_n < 1:
+        raise InputError(f"criterion '{params.criterion}' needs the relative distance",
+                         "give --relative-n >= 1 (default 50)")
     shards = generation_shards(generations)
     index = index or open_index(params.index)
     out = Path(out) if out else default_out(generations)
@@ -213,14 +246,21 @@ def summarize(matches: pd.DataFrame, generations_total: int, skipped: list[dict]
 
 
 def duplication_view(matches: pd.DataFrame, train: pd.DataFrame, captions: pd.DataFrame | None) -> list[dict]:
-    """Extraction rate per duplication level, when the index knows each image's copy count.
+    """Extraction rate per duplication level, when each training image's copy count is known.
 
-    Per level: how many training images were memorized by at least one generation, and (for a
-    run whose captions carry copy counts) the share of those captions' samples that were.
-    This is Carlini et al.'s duplication-vs-memorization view.
+    Copy counts come from the index (a ``copies`` column of its source table) or else from the
+    run's captions (``copies`` + ``train_path``, e.g. a toy model's ``copies.csv``). Per level:
+    how many training images at least one generation memorized, and (for a run) the share of
+    those captions' samples that were memorized. Carlini et al.'s duplication view.
     """
-    if "copies" not in train.columns or train["copies"].isna().all():
+    copies = train["copies"] if "copies" in train.columns else pd.Series(np.nan, index=train.index)
+    if captions is not None and "copies" in captions and captions["copies"].notna().any():
+        by_path = captions.dropna(subset=["train_path", "copies"]).set_index("train_path")["copies"]
+        by_path = by_path[~by_path.index.duplicated()]
+        copies = copies.fillna(train["path"].map(by_path))
+    if copies.isna().all():
         return []
+    train = train.assign(copies=copies)
     memorized_ids = set(matches.loc[matches["memorized"], "train_id"].astype(int))
     sample_rate: dict[int, tuple[int, int]] = {}
     if captions is not None and captions["copies"].notna().any() and len(matches):

@@ -44,9 +44,10 @@ def test_scan_flags_planted_copies_only(generations, pixel_index, tmp_path):
         assert best.loc[gen, "train_path"].endswith(f"{train}.png")
         assert best.loc[gen, "rank"] == 0
         assert best.loc[gen, "phash_distance"] <= 8
+        assert best.loc[gen, "relative_l2"] < 0.5  # far closer to it than to the other training images
     distinct = best[best.index.str.startswith("distinct_")]
     assert len(distinct) == 5 and not distinct["memorized"].any()
-    assert (distinct["tiled_l2"] > 0.2).all()
+    assert (distinct["tiled_l2"] > 0.2).all() and (distinct["relative_l2"] > 1.0).all()
     import json
     summary = json.loads((out / "summary.json").read_text())
     assert summary["memorized_generations"] == 3
@@ -65,3 +66,36 @@ def test_scan_resumes_finished_shards(generations, pixel_index, tmp_path):
     assert shard.stat().st_mtime_ns == stamp  # not recomputed
     list(scan(generations, ScanParams(index="train-pixel", k=2, threshold=0.05), out))
     assert len(list((out / "scan").glob("*/shard-00000.parquet"))) == 2  # other params, other folder
+
+
+def test_relative_distance_by_hand():
+    from imgextract.scan import relative_distance
+    rel = relative_distance(np.array([0.1, 0.4, 0.4, 0.4]), n=3, alpha=0.5)
+    assert rel[0] == pytest.approx(0.1 / (0.5 * 0.4))
+    assert rel[1] == pytest.approx(0.4 / (0.5 * 0.3))
+    assert np.isnan(relative_distance(np.array([0.1, 0.2]), n=0, alpha=0.5)).all()
+
+
+def test_relative_criterion(generations, pixel_index, tmp_path):
+    out = tmp_path / "rel"
+    list(scan(generations, ScanParams(index="train-pixel", k=3, criterion="relative"), out))
+    m = pd.read_parquet(out / "matches.parquet")
+    assert (m["memorized"] == (m["relative_l2"] < 1.0)).all()
+    hits = set(m.loc[m["memorized"], "generation_path"].str.rsplit("/", n=1).str[1])
+    assert hits == {"copy_jpeg.png", "copy_noise.png", "copy_resized.png"}
+
+
+def test_duplication_view_from_run_captions():
+    from imgextract.scan import duplication_view
+    train = pd.DataFrame({"id": [0, 1, 2, 3], "path": ["/t/a.png", "/t/b.png", "/t/c.png", "/t/d.png"]})
+    captions = pd.DataFrame({"caption_id": ["0", "1", "2", "3"], "train_path": train["path"],
+                             "copies": [100, 10, 1, 1]})
+    matches = pd.DataFrame({"generation_path": ["g0", "g1", "g2", "g3", "g4"],
+                            "caption_id": ["0", "0", "1", "2", "3"], "train_id": [0, 0, 1, 2, 0],
+                            "memorized": [True, True, False, False, True]})
+    view = {r["copies"]: r for r in duplication_view(matches, train, captions)}
+    assert view[100]["memorized_images"] == 1 and view[100]["sample_rate"] == 1.0
+    assert view[10]["memorized_images"] == 0 and view[10]["samples"] == 1
+    # caption "3" drew training image 0: a memorized sample at level 1, but no level-1 image memorized
+    assert view[1]["images"] == 2 and view[1]["memorized_images"] == 0 and view[1]["sample_rate"] == 0.5
+    assert duplication_view(matches, train, None) == []

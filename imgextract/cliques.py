@@ -1,0 +1,133 @@
+"""The clique test (Carlini et al. 2023, §4.2): memorization without the training set.
+
+A memorized caption makes the model draw (nearly) the same image again and again, so among
+its N generations there is a large group that are all near-duplicates of each other. For
+each caption: the pairwise tiled L2 matrix among its generations, a graph with an edge where
+the distance is below ``delta``, and its largest clique; the caption is flagged when that
+clique has at least ``min_size`` members.
+
+The pairwise matrix is computed tile by tile as matrix products
+(‖a−b‖² = ‖a‖² + ‖b‖² − 2a·b), so 500 images at 512×512 need one tile of all images in memory
+at a time, never N² image pairs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from imgextract import distance, rundir
+from imgextract.errors import InputError
+from imgextract.sources import BadImage, open_rgb
+
+CLIQUES = "cliques.parquet"
+
+
+def pairwise_tiled_l2(images: np.ndarray, grid: int = distance.DEFAULT_GRID) -> np.ndarray:
+    """(N, N) tiled L2 between all pairs of (N, H, W, C) images (uint8 0..255 or float 0..1)."""
+    n, h, w, c = images.shape
+    scale = 255.0 if images.dtype == np.uint8 else 1.0
+    ys, xs = distance.tile_edges(h, grid), distance.tile_edges(w, grid)
+    worst = np.zeros((n, n), dtype=np.float64)
+    for i in range(grid):
+        for j in range(grid):
+            tile = images[:, ys[i]:ys[i + 1], xs[j]:xs[j + 1], :].reshape(n, -1).astype(np.float32) / scale
+            sq = np.einsum("ij,ij->i", tile, tile, dtype=np.float64)
+            gram = (tile @ tile.T).astype(np.float64)
+            d2 = np.maximum(sq[:, None] + sq[None, :] - 2.0 * gram, 0.0) / tile.shape[1]
+            np.maximum(worst, d2, out=worst)
+    out = np.sqrt(worst)
+    np.fill_diagonal(out, 0.0)
+    return out
+
+
+@dataclass
+class CliqueResult:
+    members: list[int]
+    exact: bool
+    upper_bound: int
+
+
+def largest_clique(adjacency: np.ndarray, max_cliques: int = 200_000) -> CliqueResult:
+    """Maximum clique of a graph given as a boolean adjacency matrix.
+
+    Bron–Kerbosch (networkx ``find_cliques``) enumerates maximal cliques; it is exact when it
+    finishes. After ``max_cliques`` maximal cliques it stops and reports the best found, with
+    ``exact=False`` and an upper bound (degeneracy + 1) on the true size.
+    """
+    import networkx as nx
+    n = adjacency.shape[0]
+    if n == 0:
+        return CliqueResult([], True, 0)
+    graph = nx.Graph()
+    graph.add_nodes_from(range(n))
+    rows, cols = np.nonzero(np.triu(adjacency, 1))
+    graph.add_edges_from(zip(rows.tolist(), cols.tolist()))
+    bound = (max(nx.core_number(graph).values()) + 1) if graph.number_of_edges() else 1
+    best: list[int] = [0]
+    for count, clique in enumerate(nx.find_cliques(graph), start=1):
+        if len(clique) > len(best):
+            best = sorted(clique)
+            if len(best) == bound:  # cannot do better than the bound
+                return CliqueResult(best, True, bound)
+        if count >= max_cliques:
+            return CliqueResult(best, False, bound)
+    return CliqueResult(best, True, bound)
+
+
+@dataclass(frozen=True)
+class CliqueParams:
+    delta: float = 0.15
+    min_size: int = 10
+    grid: int = distance.DEFAULT_GRID
+    max_cliques: int = 200_000
+
+
+def caption_cliques(paths: list[str], params: CliqueParams) -> dict:
+    """Largest clique among one caption's generations, with its mean internal distance."""
+    images, kept = [], []
+    for p in paths:
+        try:
+            images.append(np.asarray(open_rgb(Path(p)), dtype=np.uint8))
+            kept.append(p)
+        except BadImage:
+            continue
+    shapes = {im.shape for im in images}
+    if len(shapes) > 1:  # generations of one caption share a size; bring stragglers to the first
+        h, w = images[0].shape[:2]
+        images = [im if im.shape[:2] == (h, w) else np.asarray(distance.fit(open_rgb(Path(p)), (h, w)))
+                  for im, p in zip(images, kept)]
+    if not images:
+        return {"n_generations": 0, "largest_clique": 0, "members": [], "mean_distance": None,
+                "exact": True, "upper_bound": 0}
+    d = pairwise_tiled_l2(np.stack(images), params.grid)
+    res = largest_clique(d < params.delta, params.max_cliques)
+    sub = d[np.ix_(res.members, res.members)]
+    k = len(res.members)
+    mean = float(sub[np.triu_indices(k, 1)].mean()) if k > 1 else None
+    return {"n_generations": len(kept), "largest_clique": k, "members": [kept[i] for i in res.members],
+            "mean_distance": mean, "exact": res.exact, "upper_bound": res.upper_bound}
+
+
+def run_cliques(run: Path, params: CliqueParams = CliqueParams()) -> pd.DataFrame:
+    """cliques.parquet for every caption of a run; the parameters are recorded in each row."""
+    run = Path(run)
+    if not rundir.is_run_dir(run):
+        raise InputError(f"{run} is not a run folder (no run.json)", "pass the --out folder of `imgextract generate`")
+    if params.delta <= 0 or params.min_size < 2:
+        raise InputError(f"clique parameters delta={params.delta} min_size={params.min_size}",
+                         "use a positive --delta and --min-size of at least 2")
+    samples = rundir.read_samples(run)
+    if samples.empty:
+        raise InputError(f"run {run} has no finished sample shard", "run `imgextract generate` into it first")
+    rows = []
+    for cid, grp in samples.groupby("caption_id", sort=True):
+        res = caption_cliques(grp.sort_values("sample_index")["generation_path"].tolist(), params)
+        rows.append({"caption_id": str(cid), "caption": grp["caption"].iat[0], **res,
+                     "flagged": res["largest_clique"] >= params.min_size, **asdict(params)})
+    table = pd.DataFrame(rows)
+    rundir.write_parquet_atomic(run / CLIQUES, table)
+    return table
