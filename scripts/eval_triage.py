@@ -30,7 +30,7 @@ def main() -> None:
     ap.add_argument("--run", type=Path, required=True)
     ap.add_argument("--samples", type=int, default=4)
     ap.add_argument("--guidance", type=float, default=3.0)
-    ap.add_argument("--min-size", type=int, default=8)
+    ap.add_argument("--min-size", type=int, default=12)
     args = ap.parse_args()
 
     caps = pd.read_parquet(args.run / "captions.parquet")
