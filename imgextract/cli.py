@@ -335,6 +335,42 @@ def triage_cmd(
     typer.echo(f"triage in {out}")
 
 
+@app.command("watermarks")
+def watermarks_cmd(
+    images: Path = typer.Argument(..., help="A run folder, an index folder, or any folder of images."),
+    out: Optional[Path] = typer.Option(None, help="Output folder (default: the run/index itself, or IMAGES-watermarks)."),
+    brands: Optional[Path] = typer.Option(None, help="Extra brands, one per line: 'Name' or 'Name: alias, alias'."),
+    templates: Optional[Path] = typer.Option(None, help="Folder of logo template images."),
+    classifier: Optional[Path] = typer.Option(None, help="LAION watermark classifier weights (.pt state dict or .safetensors)."),
+    device: str = typer.Option("cpu", help="Device for the classifier."),
+) -> None:
+    """Flag stock-photo watermarks (OCR + brand list, logo templates, optional classifier).
+
+    Example: imgextract watermarks runs/sd15 --templates logos/ && imgextract watermarks indexes/laion-subset
+    """
+    from imgextract import rundir
+    from imgextract.watermarks import (Detector, WatermarkClassifier, list_targets, load_brands, load_templates,
+                                       run_watermarks, watermark_summary)
+    detector = Detector(brands=load_brands(brands), templates=load_templates(templates),
+                        classifier=WatermarkClassifier(classifier, device) if classifier else None)
+    _, default = list_targets(images)
+    out = out or default
+    table = run_watermarks(images, out, detector)
+    flagged = table[table["watermark"].fillna(False).astype(bool)]
+    typer.echo(f"{len(flagged)} of {len(table)} images carry a watermark")
+    for _, r in flagged.head(10).iterrows():
+        typer.echo(f"  {r['brand'] or '?':14s} {list(r['box']) if r['box'] is not None else ''}  {r['path']}")
+    for _, r in table[table["error"].notna()].iterrows():
+        typer.echo(f"skipped unreadable image {r['path']}: {r['error']}", err=True)
+    if (out / rundir.SUMMARY).is_file():  # a scanned run: fold the rates into its summary
+        summary = rundir.read_json(out / rundir.SUMMARY)
+        marks = watermark_summary(out, Path(summary["parameters"]["index_path"]))
+        if marks:
+            summary["watermarks"] = marks
+            rundir.write_json_atomic(out / rundir.SUMMARY, summary)
+    typer.echo(f"watermarks in {out / 'watermarks.parquet'}")
+
+
 toy_app = typer.Typer(no_args_is_help=True, help="The toy memorizing model (trained offline, known duplication).")
 app.add_typer(toy_app, name="toy")
 

@@ -37,12 +37,15 @@ word-break:break-all;font-size:.8em} .meta td{border:none;padding:.1em .5em}
 """
 
 
-def thumbnail_uri(path: str) -> str:
-    """A data: URI of the image, at most THUMB pixels a side (small images stay as they are)."""
+def thumbnail_uri(path: str, box: list | None = None) -> str:
+    """A data: URI of the image, at most THUMB pixels a side, with an optional box drawn in red."""
     try:
         image = open_rgb(Path(path))
     except BadImage:
         return ""
+    if box is not None and len(box) == 4:
+        from PIL import ImageDraw
+        ImageDraw.Draw(image).rectangle([int(v) for v in box], outline=(230, 20, 20), width=max(1, image.width // 128))
     image.thumbnail((THUMB, THUMB), Image.LANCZOS)
     buf = io.BytesIO()
     image.save(buf, format="PNG")
@@ -53,7 +56,7 @@ def _e(value) -> str:
     return html.escape("" if value is None or (isinstance(value, float) and pd.isna(value)) else str(value))
 
 
-def _finding(row: pd.Series, record: dict | None, hit: bool) -> str:
+def _finding(row: pd.Series, record: dict | None, hit: bool, marks: dict | None = None) -> str:
     cmd = ""
     if record is not None and pd.notna(row.get("seed")):
         cmd = shlex.join(regenerate_command(record, row["caption"], int(row["seed"])))
@@ -61,10 +64,15 @@ def _finding(row: pd.Series, record: dict | None, hit: bool) -> str:
             ("tiled L2", f"{row['tiled_l2']:.4f}"), ("L2", f"{row['l2']:.4f}"),
             ("phash / dhash / whash", f"{row['phash_distance']} / {row['dhash_distance']} / {row['whash_distance']}"),
             ("seed", row.get("seed")), ("generation", row["generation_path"]), ("training image", row["train_path"])]
+    mark = (marks or {}).get(row["generation_path"])
+    box = None
+    if mark is not None:
+        box = list(mark["box"]) if mark["watermark"] and mark["box"] is not None else None
+        meta.append(("watermark", f"{mark['brand'] or 'yes'} at {box}" if mark["watermark"] else "none found"))
     cells = "".join(f"<tr><td class=muted>{_e(k)}</td><td>{_e(v)}</td></tr>" for k, v in meta if _e(v))
     regen = f"<p>regenerate: <code>{_e(cmd)}</code></p>" if cmd else ""
     return (f"<div class='finding{' hit' if hit else ''}'><div class=pair>"
-            f"<figure><img src='{thumbnail_uri(row['generation_path'])}' alt='generation'>"
+            f"<figure><img src='{thumbnail_uri(row['generation_path'], box)}' alt='generation'>"
             f"<figcaption>generation</figcaption></figure>"
             f"<figure><img src='{thumbnail_uri(row['train_path'])}' alt='training image'>"
             f"<figcaption>training image #{_e(row['train_id'])}</figcaption></figure></div>"
@@ -93,6 +101,10 @@ def render_report(out: Path, title: str = "imgextract report") -> Path:
     record = rundir.read_json(out / rundir.RUN_JSON) if rundir.is_run_dir(out) else None
     best = matches.sort_values("tiled_l2").drop_duplicates("generation_path")
     hits = best[best["memorized"]]
+    marks = None
+    if (out / "watermarks.parquet").is_file():
+        wm = pq.read_table(out / "watermarks.parquet").to_pandas()
+        marks = {r["path"]: r for _, r in wm.iterrows()}
     p = summary["parameters"]
     parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{_e(title)}</title>"
              f"<style>{CSS}</style></head><body><h1>{_e(title)}</h1>"]
@@ -113,15 +125,16 @@ def render_report(out: Path, title: str = "imgextract report") -> Path:
                  + "</div>")
     parts.append(extra_sections(summary))
     parts.append(clique_section(out))
+    parts.append(watermark_section(summary, marks))
     parts.append(_per_caption_table(summary))
     if len(hits):
         shown = hits.head(MAX_FINDINGS)
         parts.append(f"<h2>Findings ({len(hits)} memorized generations"
                      f"{f', best {MAX_FINDINGS} shown' if len(hits) > MAX_FINDINGS else ''})</h2>")
-        parts.extend(_finding(r, record, True) for _, r in shown.iterrows())
+        parts.extend(_finding(r, record, True, marks) for _, r in shown.iterrows())
     else:
         parts.append("<h2>No memorized generation found</h2><p>Nearest candidates, for inspection:</p>")
-        parts.extend(_finding(r, record, False) for _, r in best.head(10).iterrows())
+        parts.extend(_finding(r, record, False, marks) for _, r in best.head(10).iterrows())
     if summary["skipped"]:
         items = "".join(f"<li><code>{_e(s['path'])}</code>: {_e(s['reason'])}</li>" for s in summary["skipped"])
         parts.append(f"<h2>Skipped (unreadable)</h2><ul>{items}</ul>")
@@ -129,6 +142,32 @@ def render_report(out: Path, title: str = "imgextract report") -> Path:
     path = out / rundir.REPORT
     rundir.write_bytes_atomic(path, "\n".join(parts).encode("utf-8"))
     return path
+
+
+def watermark_section(summary: dict, marks: dict | None) -> str:
+    """Per-caption watermark rates and whether the caption's training image carried a mark too."""
+    w = summary.get("watermarks")
+    if not w and not marks:
+        return ""
+    parts = ["<h2>Watermark artifacts</h2>"]
+    if w:
+        parts.append(f"<p>{w['watermarked']} of {w['generations_checked']} generations carry a mark; "
+                     f"{w['training_images_checked']} training images checked.</p>")
+        rows = [r for r in w["per_caption"] if r["watermarked"] or r.get("train_watermarked")]
+        body = "".join(f"<tr><td>{_e(r['caption'])}</td><td>{r['watermarked']}/{r['samples']}</td>"
+                       f"<td>{_e(', '.join(r['brands']))}</td><td>{_e(r['train_watermarked'])}</td>"
+                       f"<td>{_e(r['reproduced'])}</td></tr>" for r in rows)
+        if body:
+            parts.append("<table><tr><th>caption</th><th>marked samples</th><th>brands</th>"
+                         f"<th>training image marked</th><th>reproduced</th></tr>{body}</table>")
+    elif marks:
+        flagged = [m for m in marks.values() if m["watermark"]]
+        body = "".join(f"<tr><td><code>{_e(m['path'])}</code></td><td>{_e(m['brand'])}</td><td>{_e(m['text'])}</td>"
+                       f"<td>{_e(list(m['box']) if m['box'] is not None else '')}</td></tr>" for m in flagged[:200])
+        parts.append(f"<p>{len(flagged)} of {len(marks)} images carry a mark.</p>")
+        if body:
+            parts.append(f"<table><tr><th>image</th><th>brand</th><th>text</th><th>box</th></tr>{body}</table>")
+    return "".join(parts)
 
 
 def clique_section(out: Path, max_images: int = 12) -> str:

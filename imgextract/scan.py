@@ -111,36 +111,41 @@ def scan_shard(rows: pd.DataFrame, index: TrainingIndex, embedder: Embedder, tra
     if not images:
         return pd.DataFrame(columns=MATCH_COLUMNS), skipped
     sims, ids = index.search(embedder.embed(images), max(params.k, params.relative_n + 1))
-    tab = index.table
     out = []
     for row_i, image, sim_row, id_row in zip(kept, images, sims, ids):
         meta = rows.iloc[row_i]
-        size = (image.height, image.width)
-        gen = distance.to_array(image)
-        gen_hashes = hashes.image_hashes(image)
-        cand = [(rank, int(t), float(s)) for rank, (t, s) in enumerate(zip(id_row, sim_row)) if t >= 0]
-        arrays = [train.get(t, size) for _, t, _ in cand]
-        ok = [c for c, a in zip(cand, arrays) if a is not None]
-        if not ok:
-            continue
-        stack = np.stack([a for a in arrays if a is not None])
-        tiled = np.atleast_1d(distance.tiled_l2(gen[None], stack, params.grid))
-        plain = np.atleast_1d(distance.l2(gen[None], stack))
-        rel = relative_distance(plain, params.relative_n, params.alpha)
-        ok = [c for c in ok if c[0] < params.k]
-        tids = [t for _, t, _ in ok]
-        hd = {name: hashes.hamming_many(gen_hashes[name], tab[name].iloc[tids].tolist()) for name in hashes.HASHES}
-        for j, (rank, t, s) in enumerate(ok):
-            out.append({
-                "generation_path": meta["generation_path"],
-                "caption_id": meta.get("caption_id"), "caption": meta.get("caption"),
-                "sample_index": _int_or_none(meta.get("sample_index")), "seed": _int_or_none(meta.get("seed")),
-                "train_id": t, "train_path": tab["path"].iat[t], "train_caption": tab["caption"].iat[t],
-                "rank": rank, "similarity": s, "tiled_l2": float(tiled[j]), "l2": float(plain[j]),
-                "phash_distance": int(hd["phash"][j]), "dhash_distance": int(hd["dhash"][j]),
-                "whash_distance": int(hd["whash"][j]), "relative_l2": float(rel[j]),
-                "memorized": is_memorized(float(tiled[j]), float(rel[j]), params)})
+        for m in match_image(image, sim_row, id_row, index, train, params):
+            out.append({"generation_path": meta["generation_path"], "caption_id": meta.get("caption_id"),
+                        "caption": meta.get("caption"), "sample_index": _int_or_none(meta.get("sample_index")),
+                        "seed": _int_or_none(meta.get("seed")), **m})
     return pd.DataFrame(out, columns=MATCH_COLUMNS), skipped
+
+
+def match_image(image, sim_row: np.ndarray, id_row: np.ndarray, index: TrainingIndex, train: TrainingImages,
+                params: ScanParams) -> list[dict]:
+    """The near-duplicate test of one image against its candidate training images (by rank)."""
+    tab = index.table
+    size = (image.height, image.width)
+    gen = distance.to_array(image)
+    gen_hashes = hashes.image_hashes(image)
+    cand = [(rank, int(t), float(s)) for rank, (t, s) in enumerate(zip(id_row, sim_row)) if t >= 0]
+    arrays = [train.get(t, size) for _, t, _ in cand]
+    ok = [c for c, a in zip(cand, arrays) if a is not None]
+    if not ok:
+        return []
+    stack = np.stack([a for a in arrays if a is not None])
+    tiled = np.atleast_1d(distance.tiled_l2(gen[None], stack, params.grid))
+    plain = np.atleast_1d(distance.l2(gen[None], stack))
+    rel = relative_distance(plain, params.relative_n, params.alpha)
+    ok = [c for c in ok if c[0] < params.k]  # a prefix: candidates are in rank order
+    tids = [t for _, t, _ in ok]
+    hd = {name: hashes.hamming_many(gen_hashes[name], tab[name].iloc[tids].tolist()) for name in hashes.HASHES}
+    return [{"train_id": t, "train_path": tab["path"].iat[t], "train_caption": tab["caption"].iat[t],
+             "rank": rank, "similarity": s, "tiled_l2": float(tiled[j]), "l2": float(plain[j]),
+             "phash_distance": int(hd["phash"][j]), "dhash_distance": int(hd["dhash"][j]),
+             "whash_distance": int(hd["whash"][j]), "relative_l2": float(rel[j]),
+             "memorized": is_memorized(float(tiled[j]), float(rel[j]), params)}
+            for j, (rank, t, s) in enumerate(ok)]
 
 
 def relative_distance(l2s: np.ndarray, n: int, alpha: float) -> np.ndarray:
@@ -212,6 +217,10 @@ def scan(generations: Path, params: ScanParams, out: Path | None = None, device:
     view = duplication_view(matches, index.table, pq.read_table(captions).to_pandas() if captions.is_file() else None)
     if view:
         summary["duplication"] = view
+    from imgextract.watermarks import watermark_summary
+    marks = watermark_summary(out, index.path)
+    if marks:
+        summary["watermarks"] = marks
     rundir.write_json_atomic(out / rundir.SUMMARY, summary)
 
 
