@@ -371,6 +371,83 @@ def watermarks_cmd(
     typer.echo(f"watermarks in {out / 'watermarks.parquet'}")
 
 
+@app.command()
+def check(
+    works: Path = typer.Argument(..., help="One image or a folder of your works."),
+    model: str = typer.Option(..., help="Hub id, local diffusers folder, or .safetensors/.ckpt file."),
+    caption: Optional[str] = typer.Option(None, help="Prompt to use for every work."),
+    captions: Optional[Path] = typer.Option(None, help="Table with a file column and a caption column."),
+    samples: int = typer.Option(8, help="Samples per work."),
+    out: Path = typer.Option(Path("imgextract-check"), help="Folder for the index, samples and check.html."),
+    steps: int = typer.Option(50), guidance: float = typer.Option(7.5), seed: int = typer.Option(0),
+    size: Optional[tuple[int, int]] = typer.Option(None), device: str = typer.Option("auto"),
+) -> None:
+    """Artist's check: can this model reproduce my images? One verdict per work.
+
+    Example: imgextract check ./my-paintings --model stable-diffusion-v1-5/stable-diffusion-v1-5 --samples 16
+    """
+    from imgextract.check import run_check
+    _quiet_libraries()
+    result, page = run_check(works, model, out, caption, captions, samples, steps, guidance, seed, device,
+                             tuple(size) if size else None, say=typer.echo)
+    for v in result:
+        typer.echo(f"{Path(v.work).name}: {v.sentence()}")
+    typer.echo(f"page: {page.resolve()}")
+
+
+@app.command()
+def compare(
+    runs: list[Path] = typer.Argument(..., help="Two or more audited run folders (same captions)."),
+    out: Path = typer.Option(..., help="Folder for compare.json, compare.parquet and compare.html."),
+    intersection: bool = typer.Option(False, help="Compare only the captions all runs share."),
+    threshold: Optional[float] = typer.Option(None, help="Apply one tiled-L2 threshold to all runs."),
+    resamples: int = typer.Option(2000, help="Bootstrap resamples for the 95% intervals."),
+) -> None:
+    """Researcher's comparison: extraction rate per model (and per duplication level), with CIs.
+
+    Example: imgextract compare runs/model-a runs/model-b --out runs/compare
+    """
+    from imgextract.compare import compare_runs
+    result = compare_runs(runs, out, intersection, threshold, resamples)
+    typer.echo(f"{'run':24s} {'extracted':>10} {'rate':>6}  95% CI")
+    for r in result["runs"]:
+        typer.echo(f"{r['run']:24s} {r['extracted']:>4}/{r['captions']:<5} {r['rate']:6.3f}  "
+                   f"[{r['ci_low']:.3f}, {r['ci_high']:.3f}]")
+    for r in result["per_duplication_level"]:
+        typer.echo(f"  {r['run']:22s} {r['copies']:>5}x {r['extracted']:>4}/{r['captions']:<5} {r['rate']:6.3f}")
+    shared = sum(f["shared"] for f in result["findings"])
+    typer.echo(f"{len(result['findings'])} memorized training images, {shared} shared by all runs")
+    typer.echo(f"comparison in {out / 'compare.html'}")
+
+
+@app.command("guard")
+def guard_cmd(
+    image: Path = typer.Argument(..., help="One generated image."),
+    index: str = typer.Option(..., help="Index name or path."),
+    origin: str = typer.Option("ordinary", help="How it was made: ordinary (prompt) or targeted (search)."),
+    threshold: float = typer.Option(0.15, help="Memorized when tiled L2 is below this."),
+    k: int = typer.Option(10, "-k", help="Candidates tested."),
+) -> None:
+    """Release guard: does this image substantially replicate an indexed training image?
+
+    Exit code 1 when it does, so a serving pipeline can block it.
+    Example: imgextract guard out.png --index laion-subset
+    """
+    from imgextract.guard import ORIGINS, guard
+    from imgextract.sources import BadImage, open_rgb
+    if origin not in ORIGINS:
+        raise InputError(f"--origin {origin}", "use ordinary or targeted")
+    try:
+        img = open_rgb(image)
+    except BadImage as bad:
+        raise InputError(f"cannot read image {image} ({bad.reason})", "pass a PNG/JPEG/WebP image") from bad
+    verdict = guard(img, index, origin, k=k, threshold=threshold)
+    typer.echo(verdict.sentence())
+    typer.echo(f"({verdict.seconds * 1000:.0f} ms)")
+    if verdict.memorized:
+        raise typer.Exit(1)
+
+
 toy_app = typer.Typer(no_args_is_help=True, help="The toy memorizing model (trained offline, known duplication).")
 app.add_typer(toy_app, name="toy")
 

@@ -76,3 +76,23 @@ def tiny_pipeline_dir(tmp_path_factory) -> Path:
 def tiny_model(tiny_pipeline_dir):
     from imgextract.pipelines import load_pipeline
     return load_pipeline(str(tiny_pipeline_dir), device="cpu")
+
+
+@pytest.fixture(scope="session")
+def memorizing_model(tmp_path_factory):
+    """A toy model trained for fixed steps on one image 60 times among 5 singletons (about 2 min)."""
+    from imgextract.toy import ToyConfig, train
+    out = tmp_path_factory.mktemp("toy") / "model"
+    cfg = ToyConfig(duplicates="60x1,1x5", vae_steps=300, unet_steps=450, seed=0)
+    list(train(out, cfg))
+    return out, cfg
+
+
+@pytest.fixture(scope="session")
+def plain_model(tmp_path_factory):
+    """The same six images once each, trained briefly: a model without a duplicated image."""
+    from imgextract.toy import ToyConfig, train
+    out = tmp_path_factory.mktemp("toy") / "plain"
+    cfg = ToyConfig(duplicates="1x6", vae_steps=100, unet_steps=150, seed=0)
+    list(train(out, cfg))
+    return out, cfg

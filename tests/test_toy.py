@@ -58,15 +58,6 @@ def test_interrupted_training_resumes_to_the_same_weights(tmp_path):
                                                         ("chelsea.png", "1")]
 
 
-@pytest.fixture(scope="session")
-def memorizing_model(tmp_path_factory):
-    """A model trained for a fixed number of steps on one image 60 times among 5 singletons."""
-    out = tmp_path_factory.mktemp("toy") / "model"
-    cfg = ToyConfig(duplicates="60x1,1x5", vae_steps=300, unet_steps=450, seed=0)
-    list(train(out, cfg))
-    return out, cfg
-
-
 def test_duplicated_image_is_regenerated_and_held_out_captions_are_not(memorizing_model):
     from imgextract.generate import render
     from imgextract.pipelines import load_pipeline

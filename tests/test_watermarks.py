@@ -112,3 +112,37 @@ def test_folder_run_writes_table(tmp_path, detector):
     assert flags["a.png"] is True or flags["a.png"] == True  # noqa: E712
     assert flags["b.png"] == False  # noqa: E712
     assert pd.isna(flags["c.png"]) and out.set_index("path").filter(like="c.png", axis=0)["error"].iloc[0]
+
+
+def test_reproduced_when_caption_and_its_training_image_carry_marks(tmp_path, detector):
+    """A run's per-caption watermark rate, and 'reproduced' from the index's own watermark table."""
+    import pyarrow as pa
+
+    from imgextract import rundir
+    from imgextract.watermarks import watermark_summary
+    rng = np.random.default_rng(7)
+    train = tmp_path / "train.png"
+    draw_mark(photo("coffee", 384, rng), "Getty Images", "single", rng, font_files(), opacity=0.8).save(train)
+    run = tmp_path / "run"
+    rows = []
+    for i, marked in enumerate([True, False]):
+        img = photo("rocket", 384, rng)
+        if marked:
+            img = draw_mark(img, "Getty Images", "credit", rng, font_files())
+        rel = f"samples/shard-00000/c000000_s{i:05d}.png"
+        (run / rel).parent.mkdir(parents=True, exist_ok=True)
+        img.save(run / rel)
+        rows.append({"caption_id": "0", "caption": "coffee", "sample_index": i, "seed": i, "file": rel})
+    rundir.write_parquet_atomic(run / "samples/shard-00000.parquet", pa.Table.from_pylist(rows))
+    rundir.write_json_atomic(run / "run.json", {"imgextract_run": 1})
+    rundir.write_parquet_atomic(run / "captions.parquet", pa.table({
+        "caption_id": ["0"], "caption": ["coffee"], "train_path": [str(train)], "copies": pa.array([None], pa.int64())}))
+    index = tmp_path / "index"
+    index.mkdir()
+    run_watermarks(run, run, detector, progress=False)
+    rundir.write_parquet_atomic(index / "watermarks.parquet",
+                                pd.DataFrame([{"path": str(train), **detector.detect(Image.open(train))}]))
+    summary = watermark_summary(run, index)
+    cap = summary["per_caption"][0]
+    assert summary["watermarked"] == 1 and cap["rate"] == 0.5 and cap["brands"] == ["Getty Images"]
+    assert cap["train_watermarked"] is True and cap["reproduced"] is True

@@ -1,0 +1,184 @@
+"""The artist's check: can this model reproduce my images?
+
+Builds a private index of the artist's works, samples the model with a prompt per work,
+scans the samples against the works, checks them for stock watermarks, and answers per work
+in plain words that do not overclaim:
+
+* **reproduced** — a sample is a near-exact copy (tiled L2 below the threshold);
+* **close** — a sample matches by perceptual hash (phash distance ≤ 10) or by Carlini's relative
+  distance, but is not a near-exact copy;
+* **not reproduced in N samples** — nothing close turned up; that is not proof the model has not
+  memorized the work (more samples or other prompts may find it).
+"""
+
+from __future__ import annotations
+
+import csv
+import html
+import re
+import shlex
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+import pyarrow as pa
+
+from imgextract import rundir
+from imgextract.errors import InputError
+from imgextract.sources import IMAGE_SUFFIXES, read_captions
+
+PHASH_CLOSE = 10
+
+
+@dataclass
+class WorkVerdict:
+    work: str
+    prompt: str
+    prompt_source: str
+    verdict: str
+    best_tiled_l2: float | None
+    best_phash: int | None
+    samples: int
+
+    def sentence(self) -> str:
+        if self.verdict == "reproduced":
+            return (f"reproduced: the model drew a near-exact copy of {Path(self.work).name} "
+                    f"(tiled L2 {self.best_tiled_l2:.3f}) from the prompt \"{self.prompt}\"")
+        if self.verdict == "close":
+            return (f"close: samples resemble {Path(self.work).name} (phash distance {self.best_phash}, tiled L2 "
+                    f"{self.best_tiled_l2:.3f}) but none is a near-exact copy")
+        return (f"not reproduced in {self.samples} samples: no sample came close to {Path(self.work).name}; "
+                "this does not show the model has not memorized it")
+
+
+def _works(path: Path) -> list[Path]:
+    path = Path(path)
+    if path.is_file():
+        if path.suffix.lower() not in IMAGE_SUFFIXES:
+            raise InputError(f"{path} is not an image", f"pass an image ({', '.join(sorted(IMAGE_SUFFIXES))}) or a folder")
+        return [path.resolve()]
+    if path.is_dir():
+        works = sorted(p.resolve() for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+        if works:
+            return works
+        raise InputError(f"folder {path} holds no images", "point at the folder of your works")
+    raise InputError(f"{path} does not exist", "pass one image or a folder of your works")
+
+
+def prompt_from_name(path: Path) -> str:
+    """'my_red-barn.2019.png' → 'my red barn 2019'."""
+    return re.sub(r"\s+", " ", re.sub(r"[_\-.]+", " ", path.stem)).strip()
+
+
+def prompts_for(works: list[Path], caption: str | None, captions_file: Path | None) -> list[tuple[str, str]]:
+    """(prompt, where it came from) per work."""
+    if caption and captions_file:
+        raise InputError("both --caption and --captions given", "use one of them")
+    if caption:
+        return [(caption, "--caption")] * len(works)
+    by_path: dict[str, str] = {}
+    if captions_file:
+        table = read_captions(Path(captions_file)).to_pandas()
+        if table["train_path"].isna().all():
+            raise InputError(f"captions file {captions_file} does not say which caption belongs to which work",
+                             "add a 'file' column naming each work's image")
+        by_path = dict(zip(table["train_path"], table["caption"]))
+    out = []
+    for w in works:
+        side = w.with_suffix(".txt")
+        if str(w) in by_path:
+            out.append((by_path[str(w)], "captions file"))
+        elif side.is_file() and side.read_text(encoding="utf-8").strip():
+            out.append((side.read_text(encoding="utf-8").strip(), "sidecar text"))
+        else:
+            out.append((prompt_from_name(w), "file name"))
+    return out
+
+
+def verdicts(run: Path, works: list[Path], prompts: list[tuple[str, str]], samples: int,
+             threshold: float) -> list[WorkVerdict]:
+    matches = pd.read_parquet(run / rundir.MATCHES)
+    out = []
+    for w, (prompt, source) in zip(works, prompts):
+        m = matches[matches["train_path"] == str(w)]
+        if m.empty:
+            out.append(WorkVerdict(str(w), prompt, source, f"not reproduced in {samples} samples", None, None, samples))
+            continue
+        best_t, best_p = float(m["tiled_l2"].min()), int(m["phash_distance"].min())
+        rel = m["relative_l2"].dropna()
+        if best_t < threshold:
+            v = "reproduced"
+        elif best_p <= PHASH_CLOSE or (len(rel) and float(rel.min()) < 1.0):
+            v = "close"
+        else:
+            v = f"not reproduced in {samples} samples"
+        out.append(WorkVerdict(str(w), prompt, source, v, best_t, best_p, samples))
+    return out
+
+
+def run_check(works_path: Path, model: str, out: Path, caption: str | None = None,
+              captions_file: Path | None = None, samples: int = 8, steps: int = 50, guidance: float = 7.5,
+              seed: int = 0, device: str = "auto", size: tuple[int, int] | None = None,
+              threshold: float = 0.15, say=print) -> tuple[list[WorkVerdict], Path]:
+    from imgextract.cli import run_generation, run_scan
+    from imgextract.generate import SamplingConfig, prepare_run
+    from imgextract.index import build_index
+    from imgextract.watermarks import Detector, run_watermarks
+
+    works = _works(works_path)
+    prompts = prompts_for(works, caption, captions_file)
+    for source in sorted({s for _, s in prompts}):
+        if source in ("file name", "sidecar text"):
+            n = sum(s == source for _, s in prompts)
+            say(f"no caption given: prompting {n} work(s) with their {source}")
+    out = Path(out)
+    table = pa.table({"caption_id": [f"w{i:04d}" for i in range(len(works))], "caption": [p for p, _ in prompts],
+                      "train_path": [str(w) for w in works], "copies": pa.array([None] * len(works), pa.int64())})
+    cfg = SamplingConfig(samples=samples, steps=steps, guidance=guidance, seed=seed, device=device, size=size,
+                         batch_size=min(8, samples * len(works)))
+    run = out / "run"
+    loaded, _, _ = prepare_run(Path(str(works_path)), model, run, cfg, captions=table)  # validate before work
+    index = out / "index"
+    if not (index / "index.faiss").is_file():  # the private index: exactly these works
+        listing = out / "works.csv"
+        with open(listing, "w", newline="", encoding="utf-8") as f:
+            writer = csv.writer(f)
+            writer.writerow(["path", "caption"])
+            writer.writerows([str(w), p] for w, (p, _) in zip(works, prompts))
+        build_index(listing, str(index), "pixel", overwrite=True, progress=False)
+    run_generation(Path(str(works_path)), model, run, cfg, loaded=loaded, caption_table=table)
+    run_scan(run, str(index), run, k=min(10, len(works)), threshold=threshold, grid=4, relative_n=0)
+    run_watermarks(run, run, Detector(), progress=False)
+    result = verdicts(run, works, prompts, samples, threshold)
+    page = write_page(out, run, result)
+    return result, page
+
+
+def write_page(out: Path, run: Path, result: list[WorkVerdict]) -> Path:
+    from imgextract.generate import regenerate_command
+    from imgextract.report import CSS, thumbnail_uri
+    e = html.escape
+    record = rundir.read_json(run / rundir.RUN_JSON)
+    matches = pd.read_parquet(run / rundir.MATCHES)
+    marks = pd.read_parquet(run / "watermarks.parquet") if (run / "watermarks.parquet").is_file() else None
+    marked = int(marks["watermark"].fillna(False).sum()) if marks is not None else 0
+    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>imgextract check</title><style>{CSS}</style>"
+             f"</head><body><h1>Can this model reproduce these works?</h1><p class=muted>model "
+             f"<code>{e(record['model']['id'])}</code>, {record['sampling']['samples']} samples per work, "
+             f"{record['sampling']['steps']} steps; stock watermarks found in {marked} samples.</p>"]
+    for v in result:
+        m = matches[matches["train_path"] == v.work].sort_values("tiled_l2").head(4)
+        gens = "".join(
+            f"<figure><img src='{thumbnail_uri(r['generation_path'])}' alt='sample'><figcaption>tiled L2 "
+            f"{r['tiled_l2']:.3f} · seed {int(r['seed'])}<br><code>"
+            f"{e(shlex.join(regenerate_command(record, r['caption'], int(r['seed']))))}</code></figcaption></figure>"
+            for _, r in m.iterrows())
+        parts.append(f"<div class='finding{' hit' if v.verdict == 'reproduced' else ''}'><div>"
+                     f"<h2>{e(Path(v.work).name)}: {e(v.verdict)}</h2><p>{e(v.sentence())}</p>"
+                     f"<p class=muted>prompt ({e(v.prompt_source)}): “{e(v.prompt)}”</p><div class=pair>"
+                     f"<figure><img src='{thumbnail_uri(v.work)}' alt='work'><figcaption>your work</figcaption>"
+                     f"</figure>{gens}</div></div></div>")
+    parts.append("</body></html>")
+    page = out / "check.html"
+    rundir.write_bytes_atomic(page, "\n".join(parts).encode())
+    return page
