@@ -9,9 +9,7 @@ all runs or unique to one.
 
 from __future__ import annotations
 
-import base64
 import html
-import io
 from pathlib import Path
 
 import numpy as np
@@ -146,11 +144,8 @@ def _plot(result: dict) -> str:
         ax.set_xlabel("copies in training set")
         ax.set_ylim(-0.05, 1.05)
         ax.legend(fontsize=7)
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    plt.close(fig)
-    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+    from imgextract.report import figure_uri
+    return figure_uri(fig)
 
 
 def _html(result: dict) -> str:

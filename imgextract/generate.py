@@ -17,7 +17,7 @@ import hashlib
 import io
 import json
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
@@ -60,7 +60,6 @@ class Progress:
     total: int
     shard: str
     skipped_shards: int = 0
-    extra: dict = field(default_factory=dict)
 
 
 def render(loaded: LoadedModel, prompts: list[str], seeds: list[int], steps: int, guidance: float,
@@ -144,33 +143,43 @@ def prepare_run(captions_path: Path, model: str, out: Path, cfg: SamplingConfig,
 def run_shards(loaded: LoadedModel, record: dict, captions: pa.Table, out: Path) -> Iterator[Progress]:
     """Generate every unfinished shard; yields after each batch so callers can show progress."""
     s = record["sampling"]
-    size = (s["height"], s["width"])
     work = plan(captions, s["samples"])
     shards = [work[i:i + s["shard_size"]] for i in range(0, len(work), s["shard_size"])]
-    base = record["seed_policy"]["base_seed"]
-    done = sum(len(sh) for n, sh in enumerate(shards) if _manifest(out, n).is_file())
-    skipped = sum(1 for n in range(len(shards)) if _manifest(out, n).is_file())
-    yield Progress(done, len(work), "", skipped)
+    finished = [n for n in range(len(shards)) if _manifest(out, n).is_file()]
+    done = sum(len(shards[n]) for n in finished)
+    yield Progress(done, len(work), "", len(finished))
     for number, items in enumerate(shards):
-        if _manifest(out, number).is_file():
+        if number in finished:
             continue
-        name = rundir.shard_name(number)
-        rows = []
-        for start in range(0, len(items), s["batch_size"]):
-            batch = items[start:start + s["batch_size"]]
-            seeds = [sample_seed(base, cid, i) for _, cid, _, i in batch]
-            images = render(loaded, [cap for _, _, cap, _ in batch], seeds, s["steps"], s["guidance"], size)
-            for (row, cid, cap, i), seed, image in zip(batch, seeds, images):
-                meta = {"caption_id": cid, "caption": cap, "sample_index": i, "seed": seed, "steps": s["steps"],
-                        "guidance": s["guidance"], "scheduler": s["scheduler"], "height": size[0],
-                        "width": size[1]}
-                data = png_bytes(image, meta)
-                rel = f"{rundir.SAMPLES}/{name}/c{row:06d}_s{i:05d}.png"
-                rundir.write_bytes_atomic(out / rel, data)
-                rows.append({**meta, "file": rel, "sha256": hashlib.sha256(data).hexdigest()})
-            done += len(batch)
-            yield Progress(done, len(work), name, skipped)
-        rundir.write_parquet_atomic(_manifest(out, number), pa.Table.from_pylist(rows))
+        for batch in generate_shard(loaded, record, items, out, number):
+            done += batch
+            yield Progress(done, len(work), rundir.shard_name(number), len(finished))
+
+
+def generate_shard(loaded: LoadedModel, record: dict, items: list[tuple[int, str, str, int]], out: Path,
+                   number: int) -> Iterator[int]:
+    """Draw one shard's samples and write its manifest last; yields the size of each batch.
+
+    Self-contained (model, run record, work items), so a cluster can map it over shards.
+    """
+    s = record["sampling"]
+    size = (s["height"], s["width"])
+    base = record["seed_policy"]["base_seed"]
+    name = rundir.shard_name(number)
+    rows = []
+    for start in range(0, len(items), s["batch_size"]):
+        batch = items[start:start + s["batch_size"]]
+        seeds = [sample_seed(base, cid, i) for _, cid, _, i in batch]
+        images = render(loaded, [cap for _, _, cap, _ in batch], seeds, s["steps"], s["guidance"], size)
+        for (row, cid, cap, i), seed, image in zip(batch, seeds, images):
+            meta = {"caption_id": cid, "caption": cap, "sample_index": i, "seed": seed, "steps": s["steps"],
+                    "guidance": s["guidance"], "scheduler": s["scheduler"], "height": size[0], "width": size[1]}
+            data = png_bytes(image, meta)
+            rel = f"{rundir.SAMPLES}/{name}/c{row:06d}_s{i:05d}.png"
+            rundir.write_bytes_atomic(out / rel, data)
+            rows.append({**meta, "file": rel, "sha256": hashlib.sha256(data).hexdigest()})
+        yield len(batch)
+    rundir.write_parquet_atomic(_manifest(out, number), pa.Table.from_pylist(rows))
 
 
 def _manifest(out: Path, number: int) -> Path:

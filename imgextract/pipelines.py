@@ -112,18 +112,19 @@ def load_pipeline(model: str, device: str = "auto", dtype: str = "auto",
     common = {"dtype": torch_dtype, "safety_checker": None, "requires_safety_checker": False}
     if kind == "single-file":
         from diffusers.loaders.single_file_utils import infer_diffusers_model_type, load_single_file_checkpoint
-        checkpoint = load_single_file_checkpoint(str(local))
-        model_type = infer_diffusers_model_type(checkpoint)
-        cls = diffusers.StableDiffusionXLPipeline if model_type.startswith("xl") else diffusers.StableDiffusionPipeline
-        kwargs = dict(common) if cls is diffusers.StableDiffusionPipeline else {"dtype": torch_dtype}
-        if model_config:
-            kwargs["config"] = model_config
         try:
+            model_type = infer_diffusers_model_type(load_single_file_checkpoint(str(local)))
+            xl = model_type.startswith("xl")
+            cls = diffusers.StableDiffusionXLPipeline if xl else diffusers.StableDiffusionPipeline
+            kwargs = {"dtype": torch_dtype} if xl else dict(common)
+            if model_config:
+                kwargs["config"] = model_config
             pipe = cls.from_single_file(str(local), **kwargs)
-        except Exception as exc:
+        except Exception as exc:  # diffusers raises many types here; all mean "cannot build from this file"
             raise InputError(f"cannot build a pipeline from {local} ({type(exc).__name__}: "
-                             f"{str(exc).splitlines()[0] if str(exc) else ''})",
-                             "offline, pass --model-config DIR naming a diffusers folder of the same architecture") from exc
+                             f"{str(exc).splitlines()[0][:160] if str(exc) else ''})",
+                             "pass a Stable Diffusion 1.x/2.x/XL checkpoint; offline, add --model-config DIR "
+                             "naming a diffusers folder of the same architecture") from exc
     else:
         pipe = diffusers.DiffusionPipeline.from_pretrained(str(local), **common)
     pipe = pipe.to(device)

@@ -223,6 +223,12 @@ def duplication_plot(rows: list[dict]) -> str:
     ax.set_xlabel("copies in the training set")
     ax.set_ylabel("rate")
     ax.legend(fontsize=8)
+    return figure_uri(fig)
+
+
+def figure_uri(fig) -> str:
+    """A matplotlib figure as a PNG data: URI (and closed), for self-contained pages."""
+    import matplotlib.pyplot as plt
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png")

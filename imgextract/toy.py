@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import csv
 import json
-import math
 import os
 import time
 from dataclasses import asdict, dataclass
@@ -316,12 +315,3 @@ def train(out: Path, cfg: ToyConfig = ToyConfig(), images: Path | None = None) -
         "scaling_factor": scaling, "copies": {it.name: it.copies for it in items},
         "recipe": "latent 32x32 -> 16x16x4, x0-prediction, AdamW, warm-up, grad clip 1, caption dropout"})
     ckpt.unlink(missing_ok=True)
-
-
-def held_out(cfg: ToyConfig, images: Path | None = None) -> list[TrainImage]:
-    """Default images the spec leaves out: captions the model never trained on."""
-    return training_set(cfg, images)[1]
-
-
-def eta(p: TrainProgress) -> float:
-    return max(0.0, p.budget - p.elapsed) if math.isfinite(p.budget) else 0.0

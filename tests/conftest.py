@@ -78,21 +78,21 @@ def tiny_model(tiny_pipeline_dir):
     return load_pipeline(str(tiny_pipeline_dir), device="cpu")
 
 
+def _toy(tmp_path_factory, name: str, **config):
+    from imgextract.toy import ToyConfig, train
+    out = tmp_path_factory.mktemp("toy") / name
+    cfg = ToyConfig(seed=0, **config)
+    list(train(out, cfg))
+    return out, cfg
+
+
 @pytest.fixture(scope="session")
 def memorizing_model(tmp_path_factory):
     """A toy model trained for fixed steps on one image 60 times among 5 singletons (about 2 min)."""
-    from imgextract.toy import ToyConfig, train
-    out = tmp_path_factory.mktemp("toy") / "model"
-    cfg = ToyConfig(duplicates="60x1,1x5", vae_steps=300, unet_steps=450, seed=0)
-    list(train(out, cfg))
-    return out, cfg
+    return _toy(tmp_path_factory, "model", duplicates="60x1,1x5", vae_steps=300, unet_steps=450)
 
 
 @pytest.fixture(scope="session")
 def plain_model(tmp_path_factory):
     """The same six images once each, trained briefly: a model without a duplicated image."""
-    from imgextract.toy import ToyConfig, train
-    out = tmp_path_factory.mktemp("toy") / "plain"
-    cfg = ToyConfig(duplicates="1x6", vae_steps=100, unet_steps=150, seed=0)
-    list(train(out, cfg))
-    return out, cfg
+    return _toy(tmp_path_factory, "plain", duplicates="1x6", vae_steps=100, unet_steps=150)

@@ -87,3 +87,16 @@ def test_help_has_examples(monkeypatch, capsys):
     for cmd in (["generate"], ["scan"], ["report"], ["run"], ["index", "build"], ["index", "search"]):
         code, out, _ = cli(monkeypatch, capsys, *cmd, "--help")
         assert code == 0 and "Example:" in out, cmd
+
+
+def test_single_file_that_is_not_a_checkpoint(monkeypatch, capsys, tmp_path):
+    from safetensors.numpy import save_file
+    import numpy as np
+    bogus = tmp_path / "model.safetensors"
+    save_file({"weight": np.zeros((2, 2), np.float32)}, str(bogus))
+    caps = tmp_path / "c.txt"
+    caps.write_text("a cat\n")
+    code, _, err = cli(monkeypatch, capsys, "generate", caps, "--model", bogus, "--out", tmp_path / "r")
+    assert code == 2
+    line = error_line(err)
+    assert str(bogus) in line and "--model-config" in line
