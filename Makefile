@@ -5,7 +5,6 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.imgextract-installed
 DEMO_DIR ?= runs/demo
-DEMO_MINUTES ?= 4
 
 .PHONY: install test demo bench clean
 
@@ -25,7 +24,7 @@ test: $(STAMP)
 	$(PY) -m pytest -q tests
 
 demo: $(STAMP)
-	$(VENV)/bin/imgextract demo --out $(DEMO_DIR) --minutes $(DEMO_MINUTES)
+	$(VENV)/bin/imgextract demo --out $(DEMO_DIR)
 
 bench: $(STAMP)
 	$(PY) scripts/bench_cliques.py

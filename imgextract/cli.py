@@ -458,10 +458,11 @@ def train_with_progress(out: Path, cfg, images: Optional[Path] = None) -> None:
     bar = None
     for p in train(out, cfg, images):
         if bar is None:
-            bar = tqdm(total=round(p.budget), desc="train", unit="s",
-                       bar_format="{desc}: {percentage:3.0f}%|{bar}| {n:.0f}/{total:.0f} s [{remaining} left{postfix}]")
+            bar = tqdm(total=round(p.total), desc="train", unit=p.unit, mininterval=1.0,
+                       bar_format="{desc}: {percentage:3.0f}%|{bar}| {n:.0f}/{total:.0f} {unit} "
+                                  "[{remaining} left{postfix}]")
         bar.set_postfix_str(f"{p.phase} step {p.step} loss {p.loss:.4f}", refresh=False)
-        bar.update(min(p.elapsed, bar.total) - bar.n)
+        bar.update(min(p.done, bar.total) - bar.n)
     if bar:
         bar.close()
 
@@ -492,16 +493,17 @@ def toy_train(
 @app.command()
 def demo(
     out: Path = typer.Option(Path("runs/demo"), help="Where the demo run and its report go."),
-    minutes: float = typer.Option(4.0, help="Training budget of the toy model (a finished one is reused)."),
+    vae_steps: int = typer.Option(580, help="Toy VAE training steps (a finished model is reused from the cache)."),
+    unet_steps: int = typer.Option(900, help="Toy UNet training steps."),
     seed: int = typer.Option(0, help="Seed for training and sampling."),
     samples: int = typer.Option(16, help="Samples per training caption."),
 ) -> None:
     """The whole audit offline: toy model → index → generate → scan → report.
 
-    Example: imgextract demo --out runs/demo --minutes 4
+    Example: imgextract demo --out runs/demo
     """
     from imgextract.audit import run_demo
-    report_path, line = run_demo(out, minutes, seed, samples, say=typer.echo)
+    report_path, line = run_demo(out, vae_steps, unet_steps, seed, samples, say=typer.echo)
     typer.echo(f"report: {report_path.resolve()}")
     typer.echo(line)
 

@@ -195,8 +195,9 @@ class TrainProgress:
     phase: str
     step: int
     loss: float
-    elapsed: float
-    budget: float
+    done: float      # seconds of the time budget, or steps when training is bounded by steps
+    total: float
+    unit: str        # "s" or "step"
 
 
 CHECKPOINT = ".checkpoint.pt"
@@ -252,7 +253,10 @@ def train(out: Path, cfg: ToyConfig = ToyConfig(), images: Path | None = None) -
         if time.monotonic() - last_save >= cfg.checkpoint_every:
             save_checkpoint()
             last_save = time.monotonic()
-        return TrainProgress(state["phase"], state["step"], loss, state["elapsed"], budget)
+        if cfg.vae_steps is not None and cfg.unet_steps is not None:
+            done = state["step"] + (state.get("vae_steps") or 0) if state["phase"] == "unet" else state["step"]
+            return TrainProgress(state["phase"], state["step"], loss, done, cfg.vae_steps + cfg.unet_steps, "step")
+        return TrainProgress(state["phase"], state["step"], loss, state["elapsed"], budget, "s")
 
     # phase 1: the VAE learns to reconstruct the distinct images (uniformly, not by copies)
     vae.train()

@@ -31,6 +31,8 @@ def main() -> None:
     ap.add_argument("--samples", type=int, default=4)
     ap.add_argument("--guidance", type=float, default=3.0)
     ap.add_argument("--min-size", type=int, default=12)
+    ap.add_argument("--delta", type=float, default=0.03,
+                    help="clique edge threshold; 0.15 is tuned for 512px, and 32px toy images sit closer")
     args = ap.parse_args()
 
     caps = pd.read_parquet(args.run / "captions.parquet")
@@ -59,14 +61,19 @@ def main() -> None:
     record = json.loads((args.run / "run.json").read_text())
     s = record["sampling"]
     sweep_evals = s["samples"] * s["steps"] * (2 if s["guidance"] > 1 else 1)
+    loose = run_cliques(args.run, CliqueParams(delta=0.15, min_size=args.min_size)).merge(
+        labelled[["caption_id", "label"]], on="caption_id")
+    print(f"at delta 0.15: cliques >= {args.min_size} for {int(loose[loose.label == 1].flagged.sum())}/"
+          f"{int((loose.label == 1).sum())} memorized and {int(loose[loose.label == 0].flagged.sum())}/"
+          f"{int((loose.label == 0).sum())} single-copy captions")
     t = time.perf_counter()
-    cl = run_cliques(args.run, CliqueParams(delta=0.15, min_size=args.min_size))
+    cl = run_cliques(args.run, CliqueParams(delta=args.delta, min_size=args.min_size))
     secs = time.perf_counter() - t
     m = labelled.merge(cl[["caption_id", "largest_clique", "flagged"]], on="caption_id")
-    rows.append(("clique (on the sweep's samples)", roc_auc_score(m["label"].astype(int), m["largest_clique"]),
+    rows.append((f"clique, delta {args.delta} (sweep samples)", roc_auc_score(m["label"].astype(int), m["largest_clique"]),
                  sweep_evals * len(m), secs))
     pos, neg = m[m["label"] == 1], m[m["label"] == 0]
-    clique_line = (f"cliques >= {args.min_size}: {int(pos['flagged'].sum())}/{len(pos)} memorized captions, "
+    clique_line = (f"at delta {args.delta}: cliques >= {args.min_size}: {int(pos['flagged'].sum())}/{len(pos)} memorized captions, "
                    f"{int(neg['flagged'].sum())}/{len(neg)} single-copy captions; largest clique sizes "
                    f"memorized {sorted(pos['largest_clique'].tolist())}, single max {int(neg['largest_clique'].max())}")
 

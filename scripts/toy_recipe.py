@@ -1,6 +1,6 @@
 """Measure the toy recipe: train per seed, audit, print extraction rates per duplication level.
 
-    python scripts/toy_recipe.py --seeds 0 1 --minutes 4
+    python scripts/toy_recipe.py --seeds 0 1
 
 Each seed runs the same path as `make demo` (cached models are reused), so the numbers quoted
 in the README and issue notes come from this script.
@@ -13,20 +13,22 @@ import json
 import time
 from pathlib import Path
 
-from imgextract.audit import run_demo
+from imgextract.audit import DEMO_STEPS, run_demo
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
-    ap.add_argument("--minutes", type=float, default=4.0)
+    ap.add_argument("--vae-steps", type=int, default=DEMO_STEPS[0])
+    ap.add_argument("--unet-steps", type=int, default=DEMO_STEPS[1])
     ap.add_argument("--out", type=Path, default=Path("runs/recipe"))
     args = ap.parse_args()
     for seed in args.seeds:
         t = time.monotonic()
-        report, verdict = run_demo(args.out / f"seed{seed}", args.minutes, seed, say=lambda *_: None)
+        report, verdict = run_demo(args.out / f"seed{seed}", args.vae_steps, args.unet_steps, seed,
+                                   say=lambda *_: None)
         summary = json.loads((report.parent / "summary.json").read_text())
-        model = next(p for p in Path(".cache/imgextract").glob(f"toy-*-{args.minutes:g}min-seed{seed}"))
+        model = next(p for p in Path(".cache/imgextract").glob(f"toy-*-{args.vae_steps}+{args.unet_steps}steps-seed{seed}"))
         toy = json.loads((model / "toy.json").read_text())
         print(f"seed {seed}: VAE {toy['vae_steps']} steps, UNet {toy['unet_steps']} steps, "
               f"train {toy['train_seconds']} s, pipeline wall {time.monotonic() - t:.0f} s")
