@@ -127,9 +127,9 @@ def run_demo(out: Path, vae_steps: int = DEMO_STEPS[0], unet_steps: int = DEMO_S
     state = "reusing" if (model / "toy.json").is_file() else f"training {vae_steps} VAE + {unet_steps} UNet steps, ~4 min"
     say(f"[1/5] toy model: {model} ({state})")
     train_with_progress(model, cfg)
-    index_path = resolve_index("demo-toy")
+    index_path = resolve_index(f"demo-{model.name}")  # one index per toy model: seeds do not overwrite each other
     say(f"[2/5] index of its {len(list((model / 'train').glob('*.png')))} training images: {index_path}")
-    build_index(model / "train", "demo-toy", "pixel", overwrite=True)
+    build_index(model / "train", str(index_path), "pixel", overwrite=True)
     run = out / "run"
     if rundir.is_run_dir(run):
         old = rundir.read_json(run / rundir.RUN_JSON)
