@@ -211,6 +211,12 @@ def scan(generations: Path, params: ScanParams, out: Path | None = None, device:
                         ignore_index=True)
     skipped = [s for name, _ in shards for s in rundir.read_json(work / f"{name}.skipped.json")]
     generations_total = sum(len(r) for _, r in shards)
+    marks_file = out / "watermarks.parquet"
+    if marks_file.is_file():  # `imgextract watermarks` ran first: carry each generation's flag and box
+        marks = pq.read_table(marks_file).to_pandas()[["path", "watermark", "brand", "box"]]
+        marks = marks.rename(columns={"path": "generation_path", "watermark": "watermark",
+                                      "brand": "watermark_brand", "box": "watermark_box"})
+        matches = matches.merge(marks, on="generation_path", how="left")
     rundir.write_parquet_atomic(out / rundir.MATCHES, matches)
     summary = summarize(matches, generations_total, skipped, params, index)
     captions = out / rundir.CAPTIONS

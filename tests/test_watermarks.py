@@ -146,3 +146,22 @@ def test_reproduced_when_caption_and_its_training_image_carry_marks(tmp_path, de
     cap = summary["per_caption"][0]
     assert summary["watermarked"] == 1 and cap["rate"] == 0.5 and cap["brands"] == ["Getty Images"]
     assert cap["train_watermarked"] is True and cap["reproduced"] is True
+
+
+def test_scan_carries_the_flag_and_box(tmp_path, detector, pixel_index, train_dir):
+    """Watermarks checked first, then scan: each match row has the generation's flag and box."""
+    from imgextract.scan import ScanParams, scan
+    rng = np.random.default_rng(11)
+    gens = tmp_path / "gens"
+    gens.mkdir()
+    draw_mark(Image.open(train_dir / "coffee.png").convert("RGB").resize((384, 384)), "iStock", "credit", rng,
+              font_files()).save(gens / "marked.png")
+    photo("flower", 384, rng).save(gens / "clean.png")
+    out = tmp_path / "out"
+    run_watermarks(gens, out, detector, progress=False)
+    list(scan(gens, ScanParams(index="train-pixel", k=2), out))
+    m = pd.read_parquet(out / "matches.parquet").drop_duplicates("generation_path").set_index("generation_path")
+    marked = m.loc[str((gens / "marked.png").resolve())]
+    assert marked["watermark"] == True and marked["watermark_brand"] == "iStock"  # noqa: E712
+    assert len(marked["watermark_box"]) == 4
+    assert m.loc[str((gens / "clean.png").resolve()), "watermark"] == False  # noqa: E712
