@@ -31,7 +31,7 @@ td,th{border:1px solid #ccc;padding:.3em .6em;text-align:left;font-size:.9em}
 .stats{display:flex;gap:1.5em;margin:1em 0}.stat{background:#f4f4f4;padding:.8em 1.2em;border-radius:6px}
 .stat b{display:block;font-size:1.6em}.finding{display:flex;gap:1.2em;border:1px solid #ddd;border-radius:6px;
 padding:1em;margin:1em 0}.finding.hit{border-color:#c0392b}.pair{display:flex;gap:.6em;flex-wrap:wrap}
-.pair figure{margin:0;text-align:center}.pair img{width:192px;height:auto;image-rendering:pixelated;
+.pair figure{margin:0;text-align:center;max-width:200px}.pair img{width:192px;height:auto;image-rendering:pixelated;
 border:1px solid #aaa}figcaption{font-size:.8em;color:#555}code{background:#f4f4f4;padding:.1em .3em;
 word-break:break-all;font-size:.8em} .meta td{border:none;padding:.1em .5em}
 """
