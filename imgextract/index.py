@@ -13,6 +13,7 @@ half-built index that looks complete.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -30,7 +31,7 @@ from tqdm.auto import tqdm
 from imgextract import hashes
 from imgextract.embedders import Embedder, load_embedder
 from imgextract.errors import InputError
-from imgextract.sources import BadImage, list_images, open_rgb, sha256_file
+from imgextract.sources import BadImage, list_images, open_rgb
 
 INDEX_DIR_ENV = "IMGEXTRACT_INDEX_DIR"
 
@@ -126,15 +127,18 @@ def build_index(source: Path, name: str, embedder_spec: str = "pixel", *, batch_
         images, kept = [], []
         for rec in batch:
             try:
-                images.append(open_rgb(rec.path))
-                kept.append(rec)
+                data = rec.path.read_bytes()  # read once: hashed here, decoded by open_rgb
+                images.append(open_rgb(rec.path, data))
+                kept.append((rec, hashlib.sha256(data).hexdigest()))
+            except OSError as exc:
+                skipped.append({"path": str(rec.path), "reason": exc.strerror or type(exc).__name__})
             except BadImage as bad:
                 skipped.append({"path": str(bad.path), "reason": bad.reason})
         if images:
             vectors.append(embedder.embed(images))
-        for rec, im in zip(kept, images):
+        for (rec, sha), im in zip(kept, images):
             rows.append({"id": len(rows), "path": str(rec.path), "caption": rec.caption,
-                         "sha256": sha256_file(rec.path), "width": im.width, "height": im.height,
+                         "sha256": sha, "width": im.width, "height": im.height,
                          **hashes.image_hashes(im), **rec.extra})
         bar.update(len(batch))
     bar.close()

@@ -10,6 +10,7 @@ import base64
 import html
 import io
 import shlex
+from functools import lru_cache
 from pathlib import Path
 
 import pandas as pd
@@ -39,13 +40,19 @@ word-break:break-all;font-size:.8em} .meta td{border:none;padding:.1em .5em}
 
 def thumbnail_uri(path: str, box: list | None = None) -> str:
     """A data: URI of the image, at most THUMB pixels a side, with an optional box drawn in red."""
+    return _thumbnail(str(path), tuple(int(v) for v in box) if box is not None and len(box) == 4 else None)
+
+
+@lru_cache(maxsize=512)
+def _thumbnail(path: str, box: tuple[int, ...] | None) -> str:
+    """Cached: one training image behind many findings is encoded once."""
     try:
         image = open_rgb(Path(path))
     except BadImage:
         return ""
-    if box is not None and len(box) == 4:
+    if box is not None:
         from PIL import ImageDraw
-        ImageDraw.Draw(image).rectangle([int(v) for v in box], outline=(230, 20, 20), width=max(1, image.width // 128))
+        ImageDraw.Draw(image).rectangle(list(box), outline=(230, 20, 20), width=max(1, image.width // 128))
     image.thumbnail((THUMB, THUMB), Image.LANCZOS)
     buf = io.BytesIO()
     image.save(buf, format="PNG")

@@ -8,6 +8,7 @@ Unreadable images are never fatal here: callers get them back as ``skipped`` row
 from __future__ import annotations
 
 import hashlib
+import io
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -112,10 +113,14 @@ def list_images(source: Path, image_column: str | None = None,
 RESERVED_INDEX_COLUMNS = {"id", "path", "caption", "sha256", "width", "height", "phash", "dhash", "whash"}
 
 
-def open_rgb(path: Path) -> Image.Image:
-    """Open an image fully as RGB, or raise ``BadImage`` saying why."""
+def open_rgb(path: Path, data: bytes | None = None) -> Image.Image:
+    """Open an image fully as RGB, or raise ``BadImage`` saying why.
+
+    ``data``: the file's bytes when the caller already read them (to hash them), so the file
+    is read once.
+    """
     try:
-        with Image.open(path) as im:
+        with Image.open(io.BytesIO(data) if data is not None else path) as im:
             im.load()
             if im.mode in ("RGBA", "LA", "P"):
                 im = im.convert("RGBA")

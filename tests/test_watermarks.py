@@ -108,10 +108,10 @@ def test_folder_run_writes_table(tmp_path, detector):
     table = run_watermarks(d, None, detector, progress=False)
     out = pd.read_parquet(tmp_path / "imgs-watermarks" / "watermarks.parquet")
     assert len(out) == 3 and {"path", "watermark", "brand", "text", "box", "score"} <= set(out.columns)
-    flags = dict(zip(out["path"].str.rsplit("/", n=1).str[1], out["watermark"]))
-    assert flags["a.png"] is True or flags["a.png"] == True  # noqa: E712
-    assert flags["b.png"] == False  # noqa: E712
-    assert pd.isna(flags["c.png"]) and out.set_index("path").filter(like="c.png", axis=0)["error"].iloc[0]
+    by_name = out.set_index(out["path"].str.rsplit("/", n=1).str[1])
+    assert bool(by_name.loc["a.png", "watermark"]) and by_name.loc["a.png", "brand"] == "Dreamstime"
+    assert not bool(by_name.loc["b.png", "watermark"]) and pd.isna(by_name.loc["b.png", "error"])
+    assert pd.isna(by_name.loc["c.png", "watermark"]) and by_name.loc["c.png", "error"]
 
 
 def test_reproduced_when_caption_and_its_training_image_carry_marks(tmp_path, detector):
