@@ -51,7 +51,7 @@ def load_config(path: Path) -> dict:
 
 
 def run_config(path: Path) -> Path:
-    from imgextract.cli import run_generation, run_scan
+    from imgextract.engine import run_generation, run_scan
     from imgextract.generate import SamplingConfig, prepare_run
     from imgextract.index import build_index, resolve_index
     from imgextract.report import render_report
@@ -79,7 +79,7 @@ def run_config(path: Path) -> Path:
         from imgextract.triage import top_captions
         table = top_captions(read_captions(captions), triage_file, top if top is not None else 0)
     # validate captions, model and run folder before any index or sampling work
-    loaded, _, _ = prepare_run(captions, model, out, sampling, captions=table)
+    loaded, _, _ = prepare_run(captions, model, out, sampling, captions=table, write=False)
     if "source" in ix and not (index_path / "index.faiss").is_file():
         build_index(_path(base, ix["source"]), str(index_path), ix.get("embedder", "pixel"))
     run_generation(captions, model, out, sampling, loaded=loaded, caption_table=table)
@@ -112,10 +112,8 @@ DEMO_STEPS = (580, 900)  # VAE, UNet: about 4 minutes on 2 cores; steps (not min
 def run_demo(out: Path, vae_steps: int = DEMO_STEPS[0], unet_steps: int = DEMO_STEPS[1], seed: int = 0,
              samples: int = 16, steps: int = 25, guidance: float = 3.0, say=print) -> tuple[Path, str]:
     """The offline default: train (or reuse) the toy model, then index → generate → scan → report."""
-    import shutil
-
     from imgextract import rundir
-    from imgextract.cli import run_generation, run_scan, train_with_progress
+    from imgextract.engine import run_generation, run_scan, train_with_progress
     from imgextract.generate import SamplingConfig
     from imgextract.index import build_index, resolve_index
     from imgextract.report import render_report
@@ -135,7 +133,7 @@ def run_demo(out: Path, vae_steps: int = DEMO_STEPS[0], unet_steps: int = DEMO_S
         old = rundir.read_json(run / rundir.RUN_JSON)
         if old["model"]["local_path"] != str(model.resolve()) or old["sampling"]["samples"] != samples:
             say(f"      {run} holds an older demo run; starting it afresh")
-            shutil.rmtree(run)
+            rundir.remove_run(run)
     say(f"[3/5] generating {samples} samples for every training caption into {run}")
     sampling = SamplingConfig(samples=samples, batch_size=32, steps=steps, guidance=guidance, seed=seed,
                               device="cpu", shard_size=128)

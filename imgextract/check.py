@@ -25,7 +25,7 @@ import pyarrow as pa
 
 from imgextract import rundir
 from imgextract.errors import InputError
-from imgextract.sources import IMAGE_SUFFIXES, read_captions
+from imgextract.sources import IMAGE_SUFFIXES, BadImage, list_image_files, open_rgb, read_captions
 
 PHASH_CLOSE = 10
 
@@ -39,8 +39,11 @@ class WorkVerdict:
     best_tiled_l2: float | None
     best_phash: int | None
     samples: int
+    reason: str | None = None
 
     def sentence(self) -> str:
+        if self.verdict == "unreadable":
+            return f"unreadable: {Path(self.work).name} could not be read ({self.reason}); it was not checked"
         if self.verdict == "reproduced":
             return (f"reproduced: the model drew a near-exact copy of {Path(self.work).name} "
                     f"(tiled L2 {self.best_tiled_l2:.3f}) from the prompt \"{self.prompt}\"")
@@ -51,18 +54,30 @@ class WorkVerdict:
                 "this does not show the model has not memorized it")
 
 
-def _works(path: Path) -> list[Path]:
+def _works(path: Path) -> tuple[list[Path], list[dict]]:
+    """(readable works, unreadable ones with their reason): an unreadable work is never 'not reproduced'."""
     path = Path(path)
     if path.is_file():
         if path.suffix.lower() not in IMAGE_SUFFIXES:
             raise InputError(f"{path} is not an image", f"pass an image ({', '.join(sorted(IMAGE_SUFFIXES))}) or a folder")
-        return [path.resolve()]
-    if path.is_dir():
-        works = sorted(p.resolve() for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
-        if works:
-            return works
-        raise InputError(f"folder {path} holds no images", "point at the folder of your works")
-    raise InputError(f"{path} does not exist", "pass one image or a folder of your works")
+        files, bad = [path.resolve()], []
+    elif path.is_dir():
+        files, bad = list_image_files(path)
+        if not files and not bad:
+            raise InputError(f"folder {path} holds no images", "point at the folder of your works")
+    else:
+        raise InputError(f"{path} does not exist", "pass one image or a folder of your works")
+    works = []
+    for f in files:
+        try:
+            open_rgb(f, min_side=4)
+            works.append(f)
+        except BadImage as exc:
+            bad.append({"path": str(f), "reason": exc.reason})
+    if not works:
+        raise InputError(f"no readable work in {path} ({len(bad)} unreadable)", "check the files listed below",
+                         details=[f"unreadable {b['path']}: {b['reason']}" for b in bad])
+    return works, bad
 
 
 def prompt_from_name(path: Path) -> str:
@@ -120,12 +135,15 @@ def run_check(works_path: Path, model: str, out: Path, caption: str | None = Non
               captions_file: Path | None = None, samples: int = 8, steps: int = 50, guidance: float = 7.5,
               seed: int = 0, device: str = "auto", size: tuple[int, int] | None = None,
               threshold: float = 0.15, say=print) -> tuple[list[WorkVerdict], Path]:
-    from imgextract.cli import run_generation, run_scan
+    from imgextract.engine import check_out_folder, run_generation, run_scan
     from imgextract.generate import SamplingConfig, prepare_run
-    from imgextract.index import build_index
+    from imgextract.index import build_index, is_index_dir
     from imgextract.watermarks import Detector, run_watermarks
 
-    works = _works(works_path)
+    check_out_folder(Path(out))
+    works, unreadable = _works(works_path)
+    for b in unreadable:
+        say(f"unreadable work {b['path']}: {b['reason']} (listed, not checked)")
     prompts = prompts_for(works, caption, captions_file)
     for source in sorted({s for _, s in prompts}):
         if source in ("file name", "sidecar text"):
@@ -137,10 +155,14 @@ def run_check(works_path: Path, model: str, out: Path, caption: str | None = Non
     cfg = SamplingConfig(samples=samples, steps=steps, guidance=guidance, seed=seed, device=device, size=size,
                          batch_size=min(8, samples * len(works)))
     run = out / "run"
-    loaded, _, _ = prepare_run(Path(str(works_path)), model, run, cfg, captions=table)  # validate before work
+    loaded, _, _ = prepare_run(Path(str(works_path)), model, run, cfg, captions=table, write=False)
     index = out / "index"
-    if not (index / "index.faiss").is_file():  # the private index: exactly these works
+    if index.exists() and not is_index_dir(index):
+        raise InputError(f"{index} exists and is not an imgextract index; refusing to replace it",
+                         "choose another --out folder")
+    if not is_index_dir(index) or pd.read_parquet(index / "images.parquet")["path"].tolist() != [str(w) for w in works]:
         listing = out / "works.csv"
+        out.mkdir(parents=True, exist_ok=True)
         with open(listing, "w", newline="", encoding="utf-8") as f:
             writer = csv.writer(f)
             writer.writerow(["path", "caption"])
@@ -150,6 +172,7 @@ def run_check(works_path: Path, model: str, out: Path, caption: str | None = Non
     run_scan(run, str(index), run, k=min(10, len(works)), threshold=threshold, grid=4, relative_n=0)
     run_watermarks(run, run, Detector(), progress=False)
     result = verdicts(run, works, prompts, samples, threshold)
+    result += [WorkVerdict(b["path"], "", "", "unreadable", None, None, 0, b["reason"]) for b in unreadable]
     page = write_page(out, run, result)
     return result, page
 
@@ -167,6 +190,10 @@ def write_page(out: Path, run: Path, result: list[WorkVerdict]) -> Path:
              f"<code>{e(record['model']['id'])}</code>, {record['sampling']['samples']} samples per work, "
              f"{record['sampling']['steps']} steps; stock watermarks found in {marked} samples.</p>"]
     for v in result:
+        if v.verdict == "unreadable":
+            parts.append(f"<div class='finding'><div><h2>{e(Path(v.work).name)}: unreadable</h2>"
+                         f"<p>{e(v.sentence())}</p></div></div>")
+            continue
         m = matches[matches["train_path"] == v.work].sort_values("tiled_l2").head(4)
         gens = "".join(
             f"<figure><img src='{thumbnail_uri(r['generation_path'])}' alt='sample'><figcaption>tiled L2 "

@@ -11,27 +11,15 @@ from pathlib import Path
 from typing import Optional
 
 import typer
-from tqdm.auto import tqdm
 
+from imgextract import errors
+from imgextract.engine import quiet_libraries, run_generation, run_scan, train_with_progress
 from imgextract.errors import InputError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Audit text-to-image diffusion models for memorized training images.")
 index_app = typer.Typer(no_args_is_help=True, help="Build and inspect training-image indexes.")
 app.add_typer(index_app, name="index")
-
-
-def _quiet_libraries() -> None:
-    """diffusers/transformers chatter would drown the progress bars."""
-    try:
-        import diffusers.utils.logging as dlog
-        import transformers.utils.logging as tlog
-        dlog.set_verbosity_error()
-        dlog.disable_progress_bar()
-        tlog.set_verbosity_error()
-        tlog.disable_progress_bar()
-    except ImportError:
-        pass
 
 
 @index_app.command("build")
@@ -115,33 +103,6 @@ def _sampling_config(samples, batch_size, steps, guidance, scheduler, size, seed
                           dtype=dtype, shard_size=shard_size, model_config=model_config)
 
 
-def run_generation(captions: Path, model: str, out: Path, cfg, loaded=None, caption_table=None,
-                   triage_file: Optional[Path] = None, top: Optional[int] = None) -> dict:
-    """Prepare (validating everything), then sample with a progress bar. Returns run.json."""
-    from imgextract.generate import prepare_run, run_shards
-    _quiet_libraries()
-    if (triage_file is None) != (top is None):
-        raise InputError("--triage and --top go together", "give both (the triage file and how many captions to keep)")
-    if triage_file is not None:
-        from imgextract.sources import read_captions
-        from imgextract.triage import top_captions
-        caption_table = top_captions(caption_table if caption_table is not None else read_captions(captions),
-                                     triage_file, top)
-    loaded, record, table = prepare_run(captions, model, out, cfg, command=sys.argv, loaded=loaded,
-                                        captions=caption_table)
-    bar = None
-    for p in run_shards(loaded, record, table, out):
-        if bar is None:
-            bar = tqdm(total=p.total, initial=p.done, desc="generate", unit="img")
-            if p.skipped_shards:
-                typer.echo(f"resuming: {p.skipped_shards} shard(s) already done", err=True)
-        else:
-            bar.update(p.done - bar.n)
-    bar.close()
-    typer.echo(f"samples in {out}")
-    return record
-
-
 @app.command()
 def generate(
     captions: Path = typer.Argument(..., help=".txt (one caption per line) or CSV/JSONL/Parquet with a caption column."),
@@ -167,7 +128,8 @@ def generate(
     """
     cfg = _sampling_config(samples, batch_size, steps, guidance, scheduler, size, seed, device, dtype, shard_size,
                            model_config)
-    run_generation(captions, model, out, cfg, triage_file=triage, top=top)
+    run_generation(captions, model, out, cfg, triage_file=triage, top=top, say=_err)
+    typer.echo(f"samples in {out}")
 
 
 @app.command()
@@ -185,33 +147,19 @@ def sample(
 
     Example: imgextract sample --model ./toy --prompt "an astronaut" --seed 123 --steps 25 --out a.png
     """
-    from imgextract.generate import render
+    from imgextract.engine import check_out_folder
+    from imgextract.generate import SamplingConfig, render, validate_sampling
     from imgextract.pipelines import load_pipeline, native_size, set_scheduler
-    _quiet_libraries()
+    validate_sampling(SamplingConfig(samples=1, batch_size=1, steps=steps, size=tuple(size) if size else None))
+    if out.is_dir():
+        raise InputError(f"--out {out} is a folder", "name the PNG file to write, e.g. --out sample.png")
+    quiet_libraries()
     loaded = load_pipeline(model, device, dtype, model_config)
     set_scheduler(loaded.pipe, scheduler)
     image = render(loaded, [prompt], [seed], steps, guidance, tuple(size) if size else native_size(loaded.pipe))[0]
     out.parent.mkdir(parents=True, exist_ok=True)
     image.save(out)
     typer.echo(str(out))
-
-
-def run_scan(generations: Path, index: str, out: Optional[Path], k: int, threshold: float, grid: int,
-             embedder: Optional[str] = None, device: str = "auto", **relative) -> Path:
-    from imgextract.index import check_embedder, open_index
-    from imgextract.scan import ScanParams, default_out, scan
-    params = ScanParams(index=index, k=k, threshold=threshold, grid=grid, **relative)
-    idx = open_index(index)
-    if embedder:
-        check_embedder(idx, embedder)
-    out = out or default_out(generations)
-    bar = None
-    for done, total in scan(generations, params, out, device=device, index=idx):
-        bar = bar or tqdm(total=total, desc="scan", unit="shard")
-        bar.update(done - bar.n)
-    if bar:
-        bar.close()
-    return out
 
 
 def print_findings(out: Path, limit: int = 10) -> None:
@@ -221,6 +169,9 @@ def print_findings(out: Path, limit: int = 10) -> None:
                f"{len(summary['memorized_images'])} training images memorized, {len(summary['skipped'])} skipped")
     for s in summary["skipped"]:
         typer.echo(f"skipped unreadable image {s['path']}: {s['reason']}", err=True)
+    if summary.get("incomplete"):
+        inc = summary["incomplete"]
+        typer.echo(f"incomplete run: {inc['shards_finished']} of {inc['shards_planned']} shards generated so far")
     if summary["memorized_images"]:
         typer.echo(f"{'train_id':>8}  {'gens':>5}  {'best tiled_l2':>13}  training image")
         for r in summary["memorized_images"][:limit]:
@@ -246,7 +197,7 @@ def scan_cmd(
 
     Example: imgextract scan runs/sd15 --index laion-subset -k 10 --threshold 0.15
     """
-    out = run_scan(generations, index, out, k, threshold, grid, embedder, device, relative_n=relative_n,
+    out = run_scan(generations, index, out, k, threshold, grid, embedder, device, say=_err, relative_n=relative_n,
                    alpha=alpha, relative_threshold=relative_threshold, criterion=criterion)
     print_findings(out)
     typer.echo(f"matches in {out / 'matches.parquet'}")
@@ -272,7 +223,7 @@ def run_cmd(config: Path = typer.Argument(..., help="TOML file with [index], [ge
     Example: imgextract run audit.toml   (see README for the file's keys)
     """
     from imgextract.audit import run_config
-    _quiet_libraries()
+    quiet_libraries()
     path = run_config(config)
     typer.echo(f"report: {path}")
 
@@ -323,7 +274,7 @@ def triage_cmd(
     if not chosen or set(chosen) - {"wen", "edge"}:
         raise InputError(f"--methods '{methods}'", "use wen, edge or wen,edge")
     table = read_captions(captions).to_pandas()
-    _quiet_libraries()
+    quiet_libraries()
     loaded = load_pipeline(model, device, dtype, model_config)
     params = TriageParams(steps=steps, samples=samples, schedule_steps=schedule_steps, guidance=guidance, seed=seed)
     result = triage(loaded, table, params, chosen)
@@ -387,7 +338,7 @@ def check(
     Example: imgextract check ./my-paintings --model stable-diffusion-v1-5/stable-diffusion-v1-5 --samples 16
     """
     from imgextract.check import run_check
-    _quiet_libraries()
+    quiet_libraries()
     result, page = run_check(works, model, out, caption, captions, samples, steps, guidance, seed, device,
                              tuple(size) if size else None, say=typer.echo)
     for v in result:
@@ -437,34 +388,23 @@ def guard_cmd(
     from imgextract.sources import BadImage, open_rgb
     if origin not in ORIGINS:
         raise InputError(f"--origin {origin}", "use ordinary or targeted")
+    if k < 1:
+        raise InputError(f"-k {k}", "test at least one candidate (-k 1 or more; 10 is the default)")
+    if not 0 < threshold <= 1:
+        raise InputError(f"--threshold {threshold}", "use a tiled-L2 threshold in (0, 1]; 0.15 is the default")
     try:
-        img = open_rgb(image)
+        img = open_rgb(image, min_side=4)
     except BadImage as bad:
-        raise InputError(f"cannot read image {image} ({bad.reason})", "pass a PNG/JPEG/WebP image") from bad
+        raise InputError(f"cannot read image {image} ({bad.reason})", "pass a readable PNG/JPEG/WebP image") from bad
     verdict = guard(img, index, origin, k=k, threshold=threshold)
     typer.echo(verdict.sentence())
     typer.echo(f"({verdict.seconds * 1000:.0f} ms)")
     if verdict.memorized:
-        raise typer.Exit(1)
+        raise typer.Exit(errors.FOUND)
 
 
 toy_app = typer.Typer(no_args_is_help=True, help="The toy memorizing model (trained offline, known duplication).")
 app.add_typer(toy_app, name="toy")
-
-
-def train_with_progress(out: Path, cfg, images: Optional[Path] = None) -> None:
-    from imgextract.toy import train
-    _quiet_libraries()
-    bar = None
-    for p in train(out, cfg, images):
-        if bar is None:
-            bar = tqdm(total=round(p.total), desc="train", unit=p.unit, mininterval=1.0,
-                       bar_format="{desc}: {percentage:3.0f}%|{bar}| {n:.0f}/{total:.0f} {unit} "
-                                  "[{remaining} left{postfix}]")
-        bar.set_postfix_str(f"{p.phase} step {p.step} loss {p.loss:.4f}", refresh=False)
-        bar.update(min(p.done, bar.total) - bar.n)
-    if bar:
-        bar.close()
 
 
 @toy_app.command("train")
@@ -508,20 +448,38 @@ def demo(
     typer.echo(line)
 
 
-def main() -> None:
+def _err(line: str) -> None:
+    typer.echo(line, err=True)
+
+
+def _click_exception() -> type:
+    """Usage errors' base class in the click that typer runs on (typer >= 0.2x bundles its own)."""
     try:
-        app(standalone_mode=False)
+        from typer._click.exceptions import ClickException
+    except ImportError:  # older typer: plain click
+        from click.exceptions import ClickException
+    return ClickException
+
+
+def main() -> None:
+    """Exit codes (README, "Exit codes"): 0 ok, 1 found (guard), 2 bad input or usage, 130 interrupted."""
+    import logging
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("warning: %(message)s"))
+    logging.getLogger("imgextract").addHandler(handler)
+    usage_error = _click_exception()
+    try:
+        code = app(standalone_mode=False)
     except InputError as err:
         typer.echo(f"error: {err}", err=True)
-        sys.exit(2)
-    except KeyboardInterrupt:
-        typer.echo("interrupted: finished shards are kept; run the same command again to resume", err=True)
-        sys.exit(130)
-    except typer.Exit as ex:
+        for line in err.details:
+            typer.echo(f"  {line}", err=True)
+        sys.exit(errors.BAD_INPUT)
+    except (KeyboardInterrupt, typer.Abort):
+        code = errors.INTERRUPTED
+    except usage_error as ex:  # usage errors: click's own message, exit 2
+        ex.show()
         sys.exit(ex.exit_code)
-    except Exception as ex:  # click usage errors
-        import click
-        if isinstance(ex, click.ClickException):
-            ex.show()
-            sys.exit(ex.exit_code)
-        raise
+    if code == errors.INTERRUPTED:
+        typer.echo("interrupted: finished shards are kept; run the same command again to resume", err=True)
+    sys.exit(code if isinstance(code, int) else errors.OK)

@@ -24,7 +24,7 @@ from typing import Callable, Protocol
 import numpy as np
 from PIL import Image
 
-from imgextract.errors import InputError
+from imgextract.errors import PICKLE_SUFFIXES, InputError
 
 
 class Embedder(Protocol):
@@ -132,13 +132,29 @@ def _load_clip(arg: str, device: str) -> Embedder:
     if arg.startswith("hf-hub:"):
         return ClipEmbedder(spec, arg, None, device)
     local = Path(arg)
+    if local.is_file():
+        if local.suffix in PICKLE_SUFFIXES:
+            _refuse_pickle(spec, local)
+        raise InputError(f"embedder '{spec}' names a file", "use clip:MODEL/FILE.safetensors or clip:FOLDER")
     if local.is_dir():
         if not (local / "open_clip_config.json").is_file():
             raise InputError(f"folder {local} has no open_clip_config.json",
                              "point clip:PATH at an open_clip model folder (config + weights)")
+        weights = [p for p in local.iterdir() if p.suffix in PICKLE_SUFFIXES]
+        if weights and not any(p.suffix == ".safetensors" for p in local.iterdir()):
+            _refuse_pickle(spec, weights[0])
         return ClipEmbedder(f"clip:{local.resolve()}", f"local-dir:{local.resolve()}", None, device)
     model, _, pretrained = arg.partition("/")
+    if pretrained and Path(pretrained).suffix in PICKLE_SUFFIXES:
+        _refuse_pickle(spec, Path(pretrained))
     return ClipEmbedder(spec, model, pretrained or None, device)
+
+
+
+def _refuse_pickle(spec: str, weights: Path) -> None:
+    raise InputError(f"embedder '{spec}' was refused as unsafe: {weights} is a pickle (loading it can run code)",
+                     "convert it once, in a sandbox you trust: load the state dict with torch.load and save it with "
+                     "safetensors.torch.save_file(state_dict, 'open_clip_model.safetensors'), then pass that file")
 
 
 LOADERS: dict[str, Callable[[str, str], Embedder]] = {

@@ -7,10 +7,22 @@ the remedy on a single line; the CLI prints it and exits non-zero before any wor
 from __future__ import annotations
 
 
+# Exit codes, decided once (README, "Exit codes"):
+OK = 0
+FOUND = 1          # guard: the image replicates a training image
+BAD_INPUT = 2      # usage errors and InputError, before any work
+INTERRUPTED = 130  # Ctrl-C / SIGINT: finished shards are kept
+
+
 class InputError(Exception):
     """A bad argument: message = what is wrong with which input, then how to fix it."""
 
-    def __init__(self, what: str, remedy: str):
+    def __init__(self, what: str, remedy: str, details: list[str] | None = None):
         self.what = what
         self.remedy = remedy
+        self.details = details or []  # printed after the error line (e.g. the skipped files)
         super().__init__(f"{what}; {remedy}")
+
+
+# Weight files that are pickles: loading one can run code, so they are refused (safetensors only).
+PICKLE_SUFFIXES = {".bin", ".ckpt", ".pt", ".pth", ".pkl", ".pickle"}

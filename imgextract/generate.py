@@ -94,19 +94,24 @@ def plan(captions: pa.Table, samples: int) -> list[tuple[int, str, str, int]]:
     return [(row, cid, cap, i) for row, (cid, cap) in enumerate(zip(ids, caps)) for i in range(samples)]
 
 
-def _validate(cfg: SamplingConfig) -> None:
+def validate_sampling(cfg: SamplingConfig) -> None:
     for name in ("samples", "batch_size", "steps", "shard_size"):
         if getattr(cfg, name) < 1:
             raise InputError(f"--{name.replace('_', '-')} is {getattr(cfg, name)}", "give a positive number")
     if cfg.size is not None and (cfg.size[0] % 8 or cfg.size[1] % 8 or min(cfg.size) < 8):
         raise InputError(f"--size {cfg.size[0]} {cfg.size[1]} is not a multiple of 8", "use sizes like 512 512")
+    if cfg.guidance < 0:
+        raise InputError(f"--guidance {cfg.guidance}", "use a guidance scale >= 0 (7.5 is the usual)")
 
 
 def prepare_run(captions_path: Path, model: str, out: Path, cfg: SamplingConfig,
                 command: list[str] | None = None, loaded: LoadedModel | None = None,
-                captions: pa.Table | None = None) -> tuple[LoadedModel, dict, pa.Table]:
-    """Check arguments, load the model, and write or verify ``run.json`` before any sampling."""
-    _validate(cfg)
+                captions: pa.Table | None = None, write: bool = True) -> tuple[LoadedModel, dict, pa.Table]:
+    """Check arguments, load the model, and write or verify ``run.json`` before any sampling.
+
+    ``write=False`` validates everything (an existing run's settings included) and writes nothing.
+    """
+    validate_sampling(cfg)
     captions = captions if captions is not None else read_captions(Path(captions_path))
     loaded = loaded or load_pipeline(model, cfg.device, cfg.dtype, cfg.model_config)
     scheduler = set_scheduler(loaded.pipe, cfg.scheduler)
@@ -132,6 +137,8 @@ def prepare_run(captions_path: Path, model: str, out: Path, cfg: SamplingConfig,
             raise InputError(f"run folder {out} holds a run with other {', '.join(diffs)} settings",
                              "use a new --out folder, or the same settings to resume")
         return loaded, old, captions
+    if not write:
+        return loaded, identity, captions
     out.mkdir(parents=True, exist_ok=True)
     record = {**identity, "imgextract_run": 1, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
               "command": command or [], "versions": rundir.package_versions()}

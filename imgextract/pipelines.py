@@ -12,7 +12,7 @@ import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
-from imgextract.errors import InputError
+from imgextract.errors import PICKLE_SUFFIXES, InputError
 
 SCHEDULERS = {
     "ddim": "DDIMScheduler",
@@ -39,8 +39,26 @@ class LoadedModel:
     dtype: str
 
 
+DEVICE_CHOICES = "auto, cpu, cuda, cuda:N or mps"
+
+
+def check_device(device: str) -> None:
+    """Refuse a device name torch would reject, or one this machine does not have, before loading."""
+    import re
+    if device == "auto" or device == "cpu":
+        return
+    if not re.fullmatch(r"cuda(:\d+)?|mps", device):
+        raise InputError(f"--device {device!r} is not a device", f"use {DEVICE_CHOICES}")
+    import torch
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise InputError(f"--device {device}: no CUDA GPU is visible here", "use --device cpu (or auto)")
+    if device == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise InputError("--device mps: no Apple GPU is visible here", "use --device cpu (or auto)")
+
+
 def pick_device(device: str = "auto") -> str:
     import torch
+    check_device(device)
     if device != "auto":
         return device
     if torch.cuda.is_available():
@@ -73,6 +91,36 @@ def fingerprint_path(path: Path) -> str:
     return h.hexdigest()
 
 
+KNOWN_LIBRARIES = {"diffusers", "transformers", None}
+UNSAFE_REMEDY = ("convert it once, in a sandbox you trust: python -c \"from diffusers import DiffusionPipeline; "
+                 "DiffusionPipeline.from_pretrained('{path}', use_safetensors=False)"
+                 ".save_pretrained('{path}-safetensors', safe_serialization=True)\", then pass {path}-safetensors")
+
+
+def check_safe_folder(path: Path) -> None:
+    """Refuse what would run code on load: pickled weights without a safetensors twin, custom code."""
+    import json
+    code = sorted(p.relative_to(path) for p in path.rglob("*.py"))
+    try:
+        index = json.loads((path / "model_index.json").read_text())
+    except ValueError as exc:
+        raise InputError(f"{path / 'model_index.json'} is not valid JSON", "re-save the pipeline folder") from exc
+    custom = [f"{name} ({spec[0]}.{spec[1]})" for name, spec in index.items()
+              if isinstance(spec, list) and len(spec) == 2 and spec[0] not in KNOWN_LIBRARIES]
+    if code or custom:
+        what = ", ".join([*map(str, code), *custom][:3])
+        raise InputError(f"model folder {path} was refused as unsafe: it needs custom code ({what})",
+                         "imgextract loads only diffusers/transformers components; save the pipeline with "
+                         "standard classes (save_pretrained) and pass that folder")
+    for sub in [path, *(p for p in path.iterdir() if p.is_dir())]:
+        files = [p for p in sub.iterdir() if p.is_file()]
+        pickles = [p for p in files if p.suffix in PICKLE_SUFFIXES]
+        if pickles and not any(p.suffix == ".safetensors" for p in files):
+            raise InputError(f"model folder {path} was refused as unsafe: {pickles[0].relative_to(path)} is a pickle "
+                             "(loading it can run code) and has no .safetensors twin",
+                             UNSAFE_REMEDY.format(path=path))
+
+
 def resolve_model(model: str) -> tuple[str, Path]:
     """(kind, local path) for MODEL; downloads nothing that is not already reachable."""
     path = Path(model).expanduser()
@@ -80,6 +128,7 @@ def resolve_model(model: str) -> tuple[str, Path]:
         if not (path / "model_index.json").is_file():
             raise InputError(f"model folder {path} has no model_index.json",
                              "point --model at a diffusers pipeline folder (saved with save_pretrained)")
+        check_safe_folder(path.resolve())
         return "folder", path.resolve()
     if path.is_file():
         if path.suffix not in (".safetensors", ".ckpt"):
@@ -97,6 +146,7 @@ def resolve_model(model: str) -> tuple[str, Path]:
         raise InputError(f"model {model} is not a local path and could not be fetched from the hub "
                          f"({type(exc).__name__})",
                          "download it first (huggingface-cli download) or pass a local folder or checkpoint") from exc
+    check_safe_folder(Path(local))
     return "hub", Path(local)
 
 
@@ -126,7 +176,7 @@ def load_pipeline(model: str, device: str = "auto", dtype: str = "auto",
                              "pass a Stable Diffusion 1.x/2.x/XL checkpoint; offline, add --model-config DIR "
                              "naming a diffusers folder of the same architecture") from exc
     else:
-        pipe = diffusers.DiffusionPipeline.from_pretrained(str(local), **common)
+        pipe = diffusers.DiffusionPipeline.from_pretrained(str(local), use_safetensors=True, **common)
     pipe = pipe.to(device)
     pipe.set_progress_bar_config(disable=True)
     return LoadedModel(pipe, model, kind, local, fingerprint_path(local), device, str(torch_dtype).replace("torch.", ""))

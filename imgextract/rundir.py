@@ -25,6 +25,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from imgextract.errors import InputError
+
 RUN_JSON = "run.json"
 CAPTIONS = "captions.parquet"
 SAMPLES = "samples"
@@ -81,6 +83,31 @@ def shard_name(number: int) -> str:
 
 def is_run_dir(path: Path) -> bool:
     return (Path(path) / RUN_JSON).is_file()
+
+
+def remove_run(path: Path) -> None:
+    """Delete a run folder, only when it provably is one (a real folder with imgextract's run.json)."""
+    import shutil
+    path = Path(path)
+    try:
+        record = read_json(path / RUN_JSON)
+    except (OSError, ValueError):
+        record = {}
+    if path.is_symlink() or not path.is_dir() or "imgextract_run" not in record:
+        raise InputError(f"{path} is not an imgextract run folder; refusing to delete it",
+                         "choose another output folder")
+    shutil.rmtree(path)
+
+
+def planned_shards(run: Path) -> int | None:
+    """How many sample shards the run will have when generation is finished."""
+    run = Path(run)
+    try:
+        sampling = read_json(run / RUN_JSON)["sampling"]
+        n = pq.read_metadata(run / CAPTIONS).num_rows * int(sampling["samples"])
+    except (OSError, KeyError, ValueError):
+        return None
+    return -(-n // int(sampling["shard_size"]))
 
 
 def read_samples(run: Path) -> pd.DataFrame:

@@ -27,7 +27,7 @@ from imgextract import distance, hashes, rundir
 from imgextract.embedders import Embedder
 from imgextract.errors import InputError
 from imgextract.index import TrainingIndex, open_index
-from imgextract.sources import IMAGE_SUFFIXES, BadImage, open_rgb
+from imgextract.sources import BadImage, list_image_files, open_rgb
 
 FOLDER_SHARD = 512
 MATCH_COLUMNS = ["generation_path", "caption_id", "caption", "sample_index", "seed", "train_id", "train_path",
@@ -47,9 +47,11 @@ class ScanParams:
     relative_threshold: float = 1.0
     criterion: str = "tiled"        # tiled | relative | either | both
 
-    def key(self, embedder: dict) -> str:
-        blob = json.dumps({**asdict(self), "embedder": embedder.get("spec"),
-                           "weights": embedder.get("weights_fingerprint")}, sort_keys=True)
+    def key(self, index: TrainingIndex) -> str:
+        """Same parameters on the same index (however it was named) → the same scan folder."""
+        params = {**asdict(self), "index": str(Path(index.path).resolve())}
+        blob = json.dumps({**params, "layout": SCAN_LAYOUT, "embedder": index.embedder.get("spec"),
+                           "weights": index.embedder.get("weights_fingerprint")}, sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 
@@ -76,26 +78,103 @@ class TrainingImages:
         return arr
 
 
-def generation_shards(generations: Path) -> list[tuple[str, pd.DataFrame]]:
-    """(shard name, rows with generation_path and, for runs, caption/seed) for every shard."""
+MAX_GRID = 64
+SCAN_LAYOUT = 2  # folder shards keyed by file (path, size, mtime); older scan folders are not mixed in
+
+
+def validate_params(params: ScanParams) -> None:
+    """Every scan parameter checked before any work (and before the index is opened)."""
+    if params.k < 1:
+        raise InputError(f"-k {params.k}", "test at least one candidate (-k 1 or more; 10 is the default)")
+    if not 1 <= params.grid <= MAX_GRID:
+        raise InputError(f"--grid {params.grid}", f"use a tile grid from 1 to {MAX_GRID} per side (4 is Carlini et al.'s)")
+    if not 0 < params.threshold <= 1:
+        raise InputError(f"--threshold {params.threshold}", "use a tiled-L2 threshold in (0, 1]; 0.15 is the default")
+    if params.relative_n < 0:
+        raise InputError(f"--relative-n {params.relative_n}", "use 0 (off) or a positive number of neighbours")
+    if params.alpha <= 0:
+        raise InputError(f"--alpha {params.alpha}", "use a positive alpha (0.5 is Carlini et al.'s)")
+    if params.criterion not in CRITERIA:
+        raise InputError(f"unknown criterion '{params.criterion}'", f"use one of {', '.join(CRITERIA)}")
+    if params.criterion != "tiled" and params.relative_n < 1:
+        raise InputError(f"criterion '{params.criterion}' needs the relative distance",
+                         "give --relative-n >= 1 (default 50)")
+
+
+@dataclass
+class ScanPlan:
+    """What a scan will do: shards still to scan, every shard whose rows count, and what it noticed."""
+
+    todo: list[tuple[str, pd.DataFrame]]
+    shards: list[str]
+    generations: int
+    notes: list[str]
+    current: dict[str, tuple[int, int]] | None = None    # plain folder: path → (size, mtime_ns)
+    incomplete: dict | None = None                       # run still being generated
+    listed_bad: list[dict] | None = None
+
+
+def plan_scan(generations: Path, work: Path) -> ScanPlan:
     generations = Path(generations)
     if not generations.exists():
         raise InputError(f"generations {generations} do not exist", "pass a run folder or a folder of images")
     if rundir.is_run_dir(generations):
-        samples = rundir.read_samples(generations)
-        if samples.empty:
-            raise InputError(f"run {generations} has no finished sample shard",
-                             "run `imgextract generate` into it first (it resumes)")
-        return [(name, df.reset_index(drop=True)) for name, df in samples.groupby(
-            samples["file"].str.split("/").str[1], sort=True)]
+        return _plan_run(generations, work)
     if not generations.is_dir():
         raise InputError(f"generations {generations} is not a folder", "pass a run folder or a folder of images")
-    files = sorted(str(p.resolve()) for p in generations.rglob("*")
-                   if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
-    if not files:
-        raise InputError(f"folder {generations} holds no images", "point at the folder of generated images")
-    return [(rundir.shard_name(i // FOLDER_SHARD), pd.DataFrame({"generation_path": files[i:i + FOLDER_SHARD]}))
-            for i in range(0, len(files), FOLDER_SHARD)]
+    return _plan_folder(generations, work)
+
+
+def _plan_run(run: Path, work: Path) -> ScanPlan:
+    samples = rundir.read_samples(run)
+    if samples.empty:
+        raise InputError(f"run {run} has no finished sample shard",
+                         "run `imgextract generate` into it first (it resumes)")
+    shards = [(name, df.reset_index(drop=True)) for name, df in samples.groupby(
+        samples["file"].str.split("/").str[1], sort=True)]
+    planned = rundir.planned_shards(run)
+    notes, incomplete = [], None
+    if planned and len(shards) < planned:
+        incomplete = {"shards_finished": len(shards), "shards_planned": planned}
+        notes.append(f"run {run} is incomplete: {len(shards)} of {planned} shards generated; scanning those "
+                     "(scan again when `imgextract generate` has finished)")
+    todo = [(n, rows) for n, rows in shards if not (work / f"{n}.parquet").is_file()]
+    return ScanPlan(todo, [n for n, _ in shards], len(samples), notes, incomplete=incomplete)
+
+
+def _plan_folder(folder: Path, work: Path) -> ScanPlan:
+    """Resume by file: what was scanned before (same path, size, mtime) is kept, new files are
+    scanned, vanished or changed files are dropped from the results, and the user is told."""
+    files, bad = list_image_files(folder)
+    if not files and not bad:
+        raise InputError(f"folder {folder} holds no images", "point at the folder of generated images")
+    current = {}
+    for f in files:
+        st = f.stat()
+        current[str(f)] = (st.st_size, st.st_mtime_ns)
+    done_names, done = [], {}
+    for listing in sorted(work.glob("shard-*.files.parquet")):
+        name = listing.name[: -len(".files.parquet")]
+        if (work / f"{name}.parquet").is_file():
+            done_names.append(name)
+            t = pq.read_table(listing).to_pandas()
+            done.update({p: (int(sz), int(mt)) for p, sz, mt in zip(t["path"], t["size"], t["mtime_ns"])})
+    new = [p for p in current if done.get(p) != current[p]]
+    gone = [p for p in done if p not in current]
+    changed = [p for p in new if p in done]
+    notes = []
+    if done:
+        notes.append(f"resuming: {len(current) - len(new)} file(s) already scanned, {len(new) - len(changed)} new, "
+                     f"{len(changed)} changed (rescanned), {len(gone)} gone (dropped from the results)")
+    first = max((int(n.split("-")[1]) for n in done_names), default=-1) + 1
+    todo = []
+    for j, i in enumerate(range(0, len(new), FOLDER_SHARD)):
+        chunk = new[i:i + FOLDER_SHARD]
+        todo.append((rundir.shard_name(first + j), pd.DataFrame({
+            "generation_path": chunk, "size": [current[p][0] for p in chunk],
+            "mtime_ns": [current[p][1] for p in chunk]})))
+    return ScanPlan(todo, done_names + [n for n, _ in todo], len(current) + len(bad), notes, current=current,
+                    listed_bad=bad)
 
 
 def scan_shard(rows: pd.DataFrame, index: TrainingIndex, embedder: Embedder, train: TrainingImages,
@@ -104,7 +183,7 @@ def scan_shard(rows: pd.DataFrame, index: TrainingIndex, embedder: Embedder, tra
     images, kept, skipped = [], [], []
     for i, path in enumerate(rows["generation_path"]):
         try:
-            images.append(open_rgb(Path(path)))
+            images.append(open_rgb(Path(path), min_side=params.grid))
             kept.append(i)
         except BadImage as bad:
             skipped.append({"path": str(bad.path), "reason": bad.reason})
@@ -178,39 +257,34 @@ def default_out(generations: Path) -> Path:
 
 
 def scan(generations: Path, params: ScanParams, out: Path | None = None, device: str = "auto",
-         index: TrainingIndex | None = None) -> Iterator[tuple[int, int]]:
-    """Scan all shards (resuming finished ones), then write matches.parquet and summary.json.
+         index: TrainingIndex | None = None) -> Iterator[tuple[int, int] | str]:
+    """Scan every shard not yet scanned, then write matches.parquet and summary.json.
 
-    Yields (shards done, shards total) as it goes.
+    Yields a line of text for what the user should know (resume, incomplete run) and
+    (shards done, shards total) as it goes.
     """
-    if params.k < 1 or params.grid < 1 or not 0 < params.threshold or params.relative_n < 0:
-        raise InputError(f"scan parameters k={params.k} grid={params.grid} threshold={params.threshold} "
-                         f"relative_n={params.relative_n}", "use k >= 1, grid >= 1, a positive threshold, n >= 0")
-    if params.criterion not in CRITERIA:
-        raise InputError(f"unknown criterion '{params.criterion}'", f"use one of {', '.join(CRITERIA)}")
-    if params.criterion != "tiled" and params.relative_n < 1:
-        raise InputError(f"criterion '{params.criterion}' needs the relative distance",
-                         "give --relative-n >= 1 (default 50)")
-    shards = generation_shards(generations)
+    validate_params(params)
     index = index or open_index(params.index)
     out = Path(out) if out else default_out(generations)
-    work = out / rundir.SCAN / params.key(index.embedder)
+    work = out / rundir.SCAN / params.key(index)
+    plan = plan_scan(generations, work)
+    yield from plan.notes
     work.mkdir(parents=True, exist_ok=True)
     rundir.write_json_atomic(work / "params.json", {**asdict(params), "embedder": index.embedder})
     embedder = None
     train = TrainingImages(index)
-    for n, (name, rows) in enumerate(shards):
-        done_file = work / f"{name}.parquet"
-        if not done_file.is_file():
-            embedder = embedder or index.load_embedder(device)
-            matches, skipped = scan_shard(rows, index, embedder, train, params)
-            rundir.write_json_atomic(work / f"{name}.skipped.json", skipped)
-            rundir.write_parquet_atomic(done_file, matches)
-        yield n + 1, len(shards)
-    matches = pd.concat([pq.read_table(work / f"{name}.parquet").to_pandas() for name, _ in shards],
-                        ignore_index=True)
-    skipped = [s for name, _ in shards for s in rundir.read_json(work / f"{name}.skipped.json")]
-    generations_total = sum(len(r) for _, r in shards)
+    finished = len(plan.shards) - len(plan.todo)
+    yield finished, len(plan.shards)
+    for name, rows in plan.todo:
+        embedder = embedder or index.load_embedder(device)
+        matches, skipped = scan_shard(rows, index, embedder, train, params)
+        rundir.write_json_atomic(work / f"{name}.skipped.json", skipped)
+        if plan.current is not None:
+            rundir.write_parquet_atomic(work / f"{name}.files.parquet", rows.rename(columns={"generation_path": "path"}))
+        rundir.write_parquet_atomic(work / f"{name}.parquet", matches)
+        finished += 1
+        yield finished, len(plan.shards)
+    matches, skipped = _assemble(work, plan)
     marks_file = out / "watermarks.parquet"
     if marks_file.is_file():  # `imgextract watermarks` ran first: carry each generation's flag and box
         marks = pq.read_table(marks_file).to_pandas()[["path", "watermark", "brand", "box"]]
@@ -218,7 +292,10 @@ def scan(generations: Path, params: ScanParams, out: Path | None = None, device:
                                       "brand": "watermark_brand", "box": "watermark_box"})
         matches = matches.merge(marks, on="generation_path", how="left")
     rundir.write_parquet_atomic(out / rundir.MATCHES, matches)
-    summary = summarize(matches, generations_total, skipped, params, index)
+    summary = summarize(matches, plan.generations, skipped, params, index)
+    summary["complete"] = plan.incomplete is None
+    if plan.incomplete:
+        summary["incomplete"] = plan.incomplete
     captions = out / rundir.CAPTIONS
     view = duplication_view(matches, index.table, pq.read_table(captions).to_pandas() if captions.is_file() else None)
     if view:
@@ -228,6 +305,24 @@ def scan(generations: Path, params: ScanParams, out: Path | None = None, device:
     if marks:
         summary["watermarks"] = marks
     rundir.write_json_atomic(out / rundir.SUMMARY, summary)
+
+
+def _assemble(work: Path, plan: ScanPlan) -> tuple[pd.DataFrame, list[dict]]:
+    """All shards' matches and skipped lists; for a folder, each file's rows from the shard that
+    scanned it as it is now (a changed file's older rows and a vanished file's rows are dropped)."""
+    parts, skipped = [], []
+    for name in plan.shards:
+        m = pq.read_table(work / f"{name}.parquet").to_pandas()
+        sk = rundir.read_json(work / f"{name}.skipped.json")
+        if plan.current is not None:
+            f = pq.read_table(work / f"{name}.files.parquet").to_pandas()
+            valid = {p for p, sz, mt in zip(f["path"], f["size"], f["mtime_ns"]) if plan.current.get(p) == (sz, mt)}
+            m = m[m["generation_path"].isin(valid)]
+            sk = [x for x in sk if x["path"] in valid]
+        parts.append(m)
+        skipped += sk
+    matches = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=MATCH_COLUMNS)
+    return matches, skipped + (plan.listed_bad or [])
 
 
 def summarize(matches: pd.DataFrame, generations_total: int, skipped: list[dict], params: ScanParams,

@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import hashlib
 import io
+import logging
+import re
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,9 +20,12 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.json as pajson
 import pyarrow.parquet as pq
-from PIL import Image, UnidentifiedImageError
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from imgextract.errors import InputError
+
+log = logging.getLogger("imgextract")
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
 TABLE_SUFFIXES = {".csv", ".jsonl", ".json", ".parquet"}
@@ -81,12 +87,9 @@ def list_images(source: Path, image_column: str | None = None,
         raise InputError(f"image source {source} does not exist",
                          "pass a folder of images or a CSV/JSONL/Parquet table of image paths")
     if source.is_dir():
-        records = []
-        for p in sorted(source.rglob("*")):
-            if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file():
-                side = p.with_suffix(".txt")
-                caption = side.read_text(encoding="utf-8").strip() if side.is_file() else None
-                records.append(ImageRecord(p.resolve(), caption, {}))
+        files, bad = list_image_files(source)
+        records = [ImageRecord(p, _sidecar(p), {}) for p in files]
+        records += [ImageRecord(Path(b["path"]), None, {}) for b in bad]  # opened later, listed as skipped
         if not records:
             raise InputError(f"folder {source} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))})",
                              "point at the folder that contains the training images")
@@ -110,25 +113,86 @@ def list_images(source: Path, image_column: str | None = None,
     return records
 
 
+def _sidecar(image: Path) -> str | None:
+    side = image.with_suffix(".txt")
+    if not side.is_file():
+        return None
+    return side.read_bytes().decode("utf-8", errors="replace").strip() or None
+
+
 RESERVED_INDEX_COLUMNS = {"id", "path", "caption", "sha256", "width", "height", "phash", "dhash", "whash"}
 
 
-def open_rgb(path: Path, data: bytes | None = None) -> Image.Image:
-    """Open an image fully as RGB, or raise ``BadImage`` saying why.
+MAX_PIXELS = Image.MAX_IMAGE_PIXELS or 89_478_485  # Pillow's decompression-bomb limit
 
-    ``data``: the file's bytes when the caller already read them (to hash them), so the file
-    is read once.
+
+def open_rgb(path: Path, data: bytes | None = None, min_side: int = 1) -> Image.Image:
+    """Open an image fully as 8-bit RGB, upright, or raise ``BadImage`` saying why.
+
+    The one place every image is opened, so every stage treats odd files alike: EXIF
+    orientation applied, 16-bit grey scaled (not clipped), alpha flattened on white, the
+    first frame of an animation, bomb-sized images refused before a byte is decoded, and
+    images smaller than ``min_side`` (a tile grid that cannot fit) refused.
+    ``data``: the file's bytes when the caller already read them (to hash them).
     """
     try:
-        with Image.open(io.BytesIO(data) if data is not None else path) as im:
-            im.load()
-            if im.mode in ("RGBA", "LA", "P"):
-                im = im.convert("RGBA")
-                background = Image.new("RGBA", im.size, (255, 255, 255, 255))
-                return Image.alpha_composite(background, im).convert("RGB")
-            return im.convert("RGB")
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
-        raise BadImage(path, str(exc).splitlines()[0] if str(exc) else type(exc).__name__) from exc
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data) if data is not None else path) as im:
+                if im.width * im.height > MAX_PIXELS:
+                    raise BadImage(path, f"{im.width * im.height:,} pixels ({im.width}x{im.height}) is over the {MAX_PIXELS:,}-pixel safety "
+                                         "limit (decompression bomb); downscale it first")
+                if min(im.size) < min_side:
+                    raise BadImage(path, f"{im.width}x{im.height} pixels is too small for a "
+                                         f"{min_side}x{min_side} tile grid")
+                im.load()
+                im = ImageOps.exif_transpose(im)
+                return _to_rgb(im)
+    except BadImage:
+        raise
+    except Image.DecompressionBombError as exc:  # Pillow refuses > 2x the limit at open, before we can look
+        pixels = re.search(r"\((\d+) pixels\)", str(exc))
+        size = f"{int(pixels.group(1)):,} pixels" if pixels else "its size"
+        raise BadImage(path, f"{size} is over the {MAX_PIXELS:,}-pixel safety limit (decompression bomb); "
+                             "downscale it first") from exc
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, EOFError,
+            Image.DecompressionBombError) as exc:
+        raise BadImage(path, _reason(exc)) from exc
+
+
+def _reason(exc: Exception) -> str:
+    if isinstance(exc, UnidentifiedImageError):
+        return "not an image Pillow can read (unknown format, empty or corrupt file)"
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+
+
+def _to_rgb(im: Image.Image) -> Image.Image:
+    if im.mode.startswith("I") or im.mode == "F":  # 16/32-bit grey: scale to 8 bits instead of clipping
+        arr = np.asarray(im, dtype=np.float64)
+        top = 1.0 if im.mode == "F" and arr.max(initial=0) <= 1.0 else (255.0 if arr.max(initial=0) <= 255 else 65535.0)
+        grey = np.clip(np.rint(arr * (255.0 / top)), 0, 255).astype(np.uint8)
+        return Image.fromarray(grey, "L").convert("RGB")
+    if im.mode in ("RGBA", "LA", "P", "PA") or "transparency" in im.info:
+        im = im.convert("RGBA")
+        background = Image.new("RGBA", im.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, im).convert("RGB")
+    return im.convert("RGB")
+
+
+def list_image_files(folder: Path) -> tuple[list[Path], list[dict]]:
+    """Image files under ``folder`` (recursive, sorted, resolved) and the entries that cannot be
+    images: broken links and symlink loops are listed with a reason, never silently dropped."""
+    files, skipped = [], []
+    for p in sorted(Path(folder).rglob("*")):
+        if p.suffix.lower() not in IMAGE_SUFFIXES:
+            continue
+        if p.is_file():
+            files.append(p.resolve())
+        elif p.is_symlink():
+            skipped.append({"path": str(p.absolute()), "reason": "symlink loop or broken link"})
+    return files, skipped
 
 
 class BadImage(Exception):
@@ -148,20 +212,56 @@ def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
+def _utf8_text(path: Path) -> str:
+    data = path.read_bytes()
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data[:exc.start].count(b"\n") + 1
+        raise InputError(f"caption file {path} is not UTF-8 (byte 0x{data[exc.start]:02x} on line {line})",
+                         f"re-save it as UTF-8, e.g. iconv -f latin1 -t utf-8 {path} > captions.txt") from exc
+
+
+def _column(table: pa.Table, col: str, path: Path, what: str) -> list:
+    """A column as Python values, refusing types that would become nonsense prompts or ids."""
+    typ = table.schema.field(col).type
+    values = table[col].to_pylist()
+    if pa.types.is_binary(typ) or pa.types.is_large_binary(typ):
+        row = next((i for i, v in enumerate(values) if v is not None and not _is_utf8(v)), 0)
+        raise InputError(f"{path}: column '{col}' is not UTF-8 text (row {row + 1})",
+                         f"re-save the table as UTF-8, e.g. iconv -f latin1 -t utf-8 {path.name}")
+    if pa.types.is_nested(typ):
+        row = next((i for i, v in enumerate(values) if v is not None), 0)
+        raise InputError(f"{path}: {what} column '{col}' holds lists (row {row + 1}: {str(values[row])[:60]})",
+                         f"give one {what} per row (join or explode the lists first)")
+    return values
+
+
+def _is_utf8(b: bytes) -> bool:
+    try:
+        b.decode("utf-8")
+        return True
+    except UnicodeDecodeError:
+        return False
+
+
 def read_captions(path: Path, caption_column: str | None = None) -> pa.Table:
     """Captions to sample: ``.txt`` (one per line) or a table with a caption column.
 
     Returns a table with ``caption_id`` (string), ``caption``, ``train_path`` (nullable:
     the training image the caption belongs to) and ``copies`` (nullable: how often that
-    image was in the training set, when known).
+    image was in the training set, when known). A value that would become a nonsense prompt
+    (lists, non-UTF-8 bytes, a caption spanning lines from an unclosed quote) or a bad id or
+    copy count is an error naming the row; empty captions are skipped with a counted warning.
     """
     path = Path(path)
     if not path.is_file():
         raise InputError(f"caption file {path} does not exist",
                          "pass a .txt file (one caption per line) or a CSV/JSONL/Parquet table")
     if path.suffix.lower() == ".txt":
-        lines = [ln.strip() for ln in path.read_text(encoding="utf-8").splitlines()]
-        captions = [ln for ln in lines if ln]
+        lines = [ln.strip() for ln in _utf8_text(path).splitlines()]
+        rows = [i for i, ln in enumerate(lines) if ln]
+        captions = [lines[i] for i in rows]
         ids = [str(i) for i in range(len(captions))]
         train = [None] * len(captions)
         copies = [None] * len(captions)
@@ -171,15 +271,33 @@ def read_captions(path: Path, caption_column: str | None = None) -> pa.Table:
         icol = pick_column(table, ID_COLUMNS, None, "id", path, required=False)
         pcol = pick_column(table, PATH_COLUMNS, None, "image", path, required=False)
         kcol = "copies" if "copies" in table.column_names else None
-        mask = pc.invert(pc.is_null(table[ccol]))
-        table = table.filter(mask)
-        captions = [str(c).strip() for c in table[ccol].to_pylist()]
-        keep = [i for i, c in enumerate(captions) if c]
-        captions = [captions[i] for i in keep]
-        ids = ([str(table[icol][i].as_py()) for i in keep] if icol else [str(i) for i in range(len(keep))])
-        train = ([str((path.parent / str(table[pcol][i].as_py())).resolve()) for i in keep] if pcol
-                 else [None] * len(keep))
-        copies = [int(table[kcol][i].as_py()) for i in keep] if kcol else [None] * len(keep)
+        raw = _column(table, ccol, path, "caption")
+        for i, c in enumerate(raw):
+            if isinstance(c, str) and ("\n" in c or "\r" in c):
+                raise InputError(f"{path}: the caption in row {i + 1} spans several lines (an unclosed quote?)",
+                                 "close the quote, or remove line breaks inside captions")
+        stripped = ["" if c is None else str(c).strip() for c in raw]
+        rows = [i for i, c in enumerate(stripped) if c]
+        captions = [stripped[i] for i in rows]
+        if icol:
+            id_values = _column(table, icol, path, "id")
+            null = next((i for i in rows if id_values[i] is None or
+                         (isinstance(id_values[i], float) and np.isnan(id_values[i]))), None)
+            if null is not None:
+                raise InputError(f"{path}: column '{icol}' is empty in row {null + 1}",
+                                 "give every caption an id, or drop the column to number captions by row")
+            ids = [str(id_values[i]) for i in rows]
+        else:
+            ids = [str(n) for n in range(len(rows))]
+        train = [str((path.parent / str(table[pcol][i].as_py())).resolve())
+                 if table[pcol][i].as_py() is not None else None for i in rows] if pcol else [None] * len(rows)
+        copies = [_copies(v, i, path) for i, v in zip(rows, (_column(table, kcol, path, "copies")[i] for i in rows))] \
+            if kcol else [None] * len(rows)
+        empty = len(stripped) - len(rows)
+        if empty:
+            first = [i + 1 for i, c in enumerate(stripped) if not c][:5]
+            log.warning("%s: skipped %d empty caption(s) (rows %s%s)", path, empty,
+                        ", ".join(map(str, first)), ", ..." if empty > 5 else "")
     if not captions:
         raise InputError(f"caption file {path} holds no captions",
                          "put one caption per line (.txt) or give a table with a non-empty 'caption' column")
@@ -192,3 +310,17 @@ def read_captions(path: Path, caption_column: str | None = None) -> pa.Table:
         "train_path": pa.array(train, pa.string()),
         "copies": pa.array(copies, pa.int64()),
     })
+
+
+def _copies(value, row: int, path: Path) -> int | None:
+    """A copy count must be a whole number >= 1 (or empty): '3' is fine, 'many' or 2.5 are not."""
+    if value is None or (isinstance(value, float) and np.isnan(value)):
+        return None
+    try:
+        n = float(str(value).strip())
+    except ValueError:
+        n = float("nan")
+    if not np.isfinite(n) or n != int(n) or n < 1:
+        raise InputError(f"{path}: 'copies' in row {row + 1} is {value!r}, not a whole number >= 1",
+                         "write each copy count as a number like 3, or leave it empty")
+    return int(n)

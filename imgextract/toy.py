@@ -203,6 +203,20 @@ class TrainProgress:
 CHECKPOINT = ".checkpoint.pt"
 
 
+TOY_MARKER = ".imgextract-toy"
+
+
+def check_toy_folder(out: Path) -> None:
+    """Train only into a new or empty folder, or one that is already a toy model's (its marker)."""
+    if out.exists() and not out.is_dir():
+        raise InputError(f"--out {out} is a file", "name a folder for the toy model")
+    if not out.is_dir() or any((out / f).is_file() for f in (TOY_MARKER, "toy.json", CHECKPOINT)):
+        return
+    if any(not p.name.startswith(".imgextract.lock") for p in out.iterdir()):
+        raise InputError(f"--out {out} holds files that are not a toy model's",
+                         "choose a new or empty folder; imgextract writes a model only where it owns the folder")
+
+
 def train(out: Path, cfg: ToyConfig = ToyConfig(), images: Path | None = None) -> Iterator[TrainProgress]:
     """Train (or resume) the toy model into ``out``; yields progress, ends with the saved pipeline."""
     import torch
@@ -211,7 +225,9 @@ def train(out: Path, cfg: ToyConfig = ToyConfig(), images: Path | None = None) -
 
     out = Path(out)
     items, _ = training_set(cfg, images)
+    check_toy_folder(out)
     out.mkdir(parents=True, exist_ok=True)
+    (out / TOY_MARKER).touch()
     done_marker = out / "toy.json"
     if done_marker.is_file() and rundir.read_json(done_marker).get("config") == asdict(cfg):
         return

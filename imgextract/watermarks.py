@@ -26,7 +26,7 @@ from PIL import Image
 
 from imgextract import rundir
 from imgextract.errors import InputError
-from imgextract.sources import IMAGE_SUFFIXES, BadImage, open_rgb
+from imgextract.sources import IMAGE_SUFFIXES, BadImage, list_image_files, open_rgb
 
 WATERMARKS = "watermarks.parquet"
 DEFAULT_BRANDS: dict[str, list[str]] = {
@@ -279,7 +279,8 @@ def list_targets(images: Path) -> tuple[list[str], Path]:
     if (images / "images.parquet").is_file() and (images / "embedder.json").is_file():
         return pd.read_parquet(images / "images.parquet")["path"].tolist(), images
     if images.is_dir():
-        files = sorted(str(p.resolve()) for p in images.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+        good, bad = list_image_files(images)  # broken links and loops stay in: listed as unreadable
+        files = [str(p) for p in good] + [b["path"] for b in bad]
         if not files:
             raise InputError(f"folder {images} holds no images", "point at a folder of images, a run or an index")
         return files, images.with_name(images.name + "-watermarks")

@@ -12,7 +12,7 @@ from imgextract.errors import InputError
 
 def _audit(model_dir, out, index_name, samples=4):
     """index → generate → scan of a toy model's own training captions, as an auditor would."""
-    from imgextract.cli import run_generation, run_scan
+    from imgextract.engine import run_generation, run_scan
     from imgextract.generate import SamplingConfig
     from imgextract.index import build_index
     idx = build_index(model_dir / "train", str(out.parent / index_name), progress=False)

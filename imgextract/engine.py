@@ -1,0 +1,161 @@
+"""The local engine: runs the stage functions in order, with locks, progress and resume.
+
+Orchestration lives here, not in ``cli.py``, so the command line, ``run`` configs, the
+demo and ``check`` all drive the same stages the same way: the run folder is locked
+while it is written (one writer per run), every stage validates before it works, and
+progress is a bar on a terminal and a plain line every few percent elsewhere (CI logs,
+``| tee``), where carriage-return bars would pile into one line.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+from typing import Callable, Optional
+
+from imgextract.errors import InputError
+from imgextract.locks import exclusive
+
+RUN_LOCK = ".imgextract.lock"
+
+
+def quiet_libraries() -> None:
+    """diffusers/transformers chatter would drown the progress output."""
+    try:
+        import diffusers.utils.logging as dlog
+        import transformers.utils.logging as tlog
+        dlog.set_verbosity_error()
+        dlog.disable_progress_bar()
+        tlog.set_verbosity_error()
+        tlog.disable_progress_bar()
+    except ImportError:
+        pass
+
+
+class Progress:
+    """tqdm on a TTY; otherwise one plain line per ~5% or 30 s: stage, done/total, rate, ETA."""
+
+    def __init__(self, total: float, desc: str, unit: str, initial: float = 0, **tqdm_args):
+        self.total, self.desc, self.unit, self.n = total, desc, unit, initial
+        self.tty = sys.stderr.isatty()
+        self._t0 = self._last_t = time.monotonic()
+        self._start_n = self._last_n = initial
+        self._bar = None
+        if self.tty:
+            from tqdm.auto import tqdm
+            self._bar = tqdm(total=total, initial=initial, desc=desc, unit=unit, **tqdm_args)
+
+    def set_postfix_str(self, text: str) -> None:
+        if self._bar is not None:
+            self._bar.set_postfix_str(text, refresh=False)
+
+    def update_to(self, n: float) -> None:
+        if self._bar is not None:
+            self._bar.update(n - self._bar.n)
+            self.n = n
+            return
+        self.n = n
+        now = time.monotonic()
+        step = max(self.total * 0.05, 1e-9)
+        if n >= self.total or n - self._last_n >= step or now - self._last_t >= 30:
+            self._line(now)
+
+    def _line(self, now: float) -> None:
+        rate = (self.n - self._start_n) / max(now - self._t0, 1e-9)
+        eta = (self.total - self.n) / rate if rate > 0 else float("nan")
+        eta_text = f"{eta:.0f} s left" if eta == eta else "ETA unknown"
+        print(f"{self.desc}: {self.n:.0f}/{self.total:.0f} {self.unit} ({100 * self.n / max(self.total, 1e-9):.0f}%), "
+              f"{rate:.2f} {self.unit}/s, {eta_text}", file=sys.stderr, flush=True)
+        self._last_n, self._last_t = self.n, now
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+        elif self.n != self._last_n:
+            self._line(time.monotonic())
+
+
+def run_lock(out: Path, what: str = "run folder"):
+    """The exclusive lock of a folder imgextract writes (``OUT/.imgextract.lock``)."""
+    return exclusive(Path(out) / RUN_LOCK, f"{what} {out}")
+
+
+def check_out_folder(out: Path, what: str = "--out") -> None:
+    if Path(out).exists() and not Path(out).is_dir():
+        raise InputError(f"{what} {out} is a file", "name a folder (it is created if missing)")
+
+
+def run_generation(captions: Path, model: str, out: Path, cfg, loaded=None, caption_table=None,
+                   triage_file: Optional[Path] = None, top: Optional[int] = None,
+                   say: Callable[[str], None] = print) -> dict:
+    """Prepare (validating everything), then sample with progress, holding the run's lock."""
+    from imgextract.generate import prepare_run, run_shards
+    quiet_libraries()
+    check_out_folder(out)
+    if (triage_file is None) != (top is None):
+        raise InputError("--triage and --top go together", "give both (the triage file and how many captions to keep)")
+    if triage_file is not None:
+        from imgextract.sources import read_captions
+        from imgextract.triage import top_captions
+        caption_table = top_captions(caption_table if caption_table is not None else read_captions(captions),
+                                     triage_file, top)
+    loaded, _, caption_table = prepare_run(captions, model, out, cfg, loaded=loaded, captions=caption_table,
+                                           write=False)  # every check before the folder is made
+    with run_lock(out):
+        loaded, record, table = prepare_run(captions, model, out, cfg, command=sys.argv, loaded=loaded,
+                                            captions=caption_table)
+        bar = None
+        for p in run_shards(loaded, record, table, out):
+            if bar is None:
+                bar = Progress(p.total, "generate", "img", initial=p.done)
+                if p.skipped_shards:
+                    say(f"resuming: {p.skipped_shards} shard(s) already done")
+            else:
+                bar.update_to(p.done)
+        bar.close()
+    return record
+
+
+def run_scan(generations: Path, index: str, out: Optional[Path], k: int, threshold: float, grid: int,
+             embedder: Optional[str] = None, device: str = "auto", say: Callable[[str], None] = print,
+             **relative) -> Path:
+    """Scan with progress, holding the output folder's lock; says what it resumed, added or dropped."""
+    from imgextract.index import check_embedder, open_index
+    from imgextract.scan import ScanParams, default_out, scan, validate_params
+    params = ScanParams(index=index, k=k, threshold=threshold, grid=grid, **relative)
+    validate_params(params)
+    out = Path(out) if out else default_out(generations)
+    check_out_folder(out)
+    idx = open_index(index)
+    if embedder:
+        check_embedder(idx, embedder)
+    with run_lock(out):
+        bar = None
+        for step in scan(generations, params, out, device=device, index=idx):
+            if isinstance(step, str):
+                say(step)
+                continue
+            done, total = step
+            bar = bar or Progress(total, "scan", "shard")
+            bar.update_to(done)
+        if bar:
+            bar.close()
+    return out
+
+
+def train_with_progress(out: Path, cfg, images: Optional[Path] = None) -> None:
+    from imgextract.toy import check_toy_folder, train
+    quiet_libraries()
+    bar = None
+    check_toy_folder(Path(out))
+    with run_lock(out):
+        for p in train(out, cfg, images):
+            if bar is None:
+                bar = Progress(round(p.total), "train", p.unit, mininterval=1.0,
+                               bar_format="{desc}: {percentage:3.0f}%|{bar}| {n:.0f}/{total:.0f} {unit} "
+                                          "[{remaining} left{postfix}]")
+            bar.set_postfix_str(f"{p.phase} step {p.step} loss {p.loss:.4f}")
+            bar.update_to(min(p.done, bar.total))
+    if bar:
+        bar.close()
