@@ -40,6 +40,16 @@ class WorkVerdict:
     best_phash: int | None
     samples: int
     reason: str | None = None
+    best_seed: int | None = None
+    other_prompt: dict | None = None   # another work's prompt whose sample copies this work
+
+    def record(self) -> dict:
+        """check.json's row: what scripts read instead of parsing the page."""
+        return {"work": self.work, "verdict": "not reproduced" if self.verdict.startswith("not reproduced")
+                else self.verdict, "sentence": self.sentence(), "prompt": self.prompt,
+                "prompt_source": self.prompt_source, "best_tiled_l2": self.best_tiled_l2,
+                "best_phash_distance": self.best_phash, "best_seed": self.best_seed,
+                "samples_drawn": self.samples, "reason": self.reason, "other_prompt_close": self.other_prompt}
 
     def sentence(self) -> str:
         if self.verdict == "unreadable":
@@ -85,41 +95,69 @@ def prompt_from_name(path: Path) -> str:
     return re.sub(r"\s+", " ", re.sub(r"[_\-.]+", " ", path.stem)).strip()
 
 
-def prompts_for(works: list[Path], caption: str | None, captions_file: Path | None) -> list[tuple[str, str]]:
-    """(prompt, where it came from) per work."""
+def prompts_for(works: list[Path], caption: str | None, captions_file: Path | None,
+                say=print) -> list[tuple[str, str]]:
+    """(prompt, where it came from) per work.
+
+    A captions table's paths are matched relative to the table, then by file name among the
+    works (a table kept beside the works folder still applies); one that matches no work is refused.
+    """
     if caption and captions_file:
         raise InputError("both --caption and --captions given", "use one of them")
     if caption:
         return [(caption, "--caption")] * len(works)
     by_path: dict[str, str] = {}
+    by_name: dict[str, str] = {}
     if captions_file:
         table = read_captions(Path(captions_file)).to_pandas()
         if table["train_path"].isna().all():
             raise InputError(f"captions file {captions_file} does not say which caption belongs to which work",
                              "add a 'file' column naming each work's image")
-        by_path = dict(zip(table["train_path"], table["caption"]))
+        rows = table.dropna(subset=["train_path"])
+        by_path = dict(zip(rows["train_path"], rows["caption"]))
+        by_name = dict(zip(rows["train_path"].map(lambda p: Path(p).name), rows["caption"]))
+        matched = sum(str(w) in by_path or w.name in by_name for w in works)
+        if not matched:
+            raise InputError(f"captions file {captions_file} names none of the {len(works)} work(s) "
+                             f"(e.g. {Path(rows['train_path'].iat[0]).name} vs {works[0].name})",
+                             "make its file column name the works' files (a path or just the file name)")
+        say(f"captions file {captions_file}: {matched} of {len(works)} work(s) matched")
     out = []
     for w in works:
         side = w.with_suffix(".txt")
-        if str(w) in by_path:
-            out.append((by_path[str(w)], "captions file"))
-        elif side.is_file() and side.read_text(encoding="utf-8").strip():
-            out.append((side.read_text(encoding="utf-8").strip(), "sidecar text"))
+        if str(w) in by_path or w.name in by_name:
+            out.append((by_path.get(str(w), by_name.get(w.name)), "captions file"))
+        elif side.is_file() and side.read_text(encoding="utf-8", errors="replace").strip():
+            out.append((side.read_text(encoding="utf-8", errors="replace").strip(), "sidecar text"))
         else:
             out.append((prompt_from_name(w), "file name"))
     return out
 
 
+def work_id(i: int) -> str:
+    return f"w{i:04d}"
+
+
 def verdicts(run: Path, works: list[Path], prompts: list[tuple[str, str]], samples: int,
              threshold: float) -> list[WorkVerdict]:
+    """Per work, judged on the samples drawn for that work's own prompt; another prompt's sample
+    that copies the work is kept apart, as its own finding."""
     matches = pd.read_parquet(run / rundir.MATCHES)
     out = []
-    for w, (prompt, source) in zip(works, prompts):
-        m = matches[matches["train_path"] == str(w)]
+    for i, (w, (prompt, source)) in enumerate(zip(works, prompts)):
+        on_work = matches[matches["train_path"] == str(w)]
+        m = on_work[on_work["caption_id"] == work_id(i)]
+        others = on_work[(on_work["caption_id"] != work_id(i)) & (on_work["tiled_l2"] < threshold)]
+        other = None
+        if len(others):
+            o = others.sort_values("tiled_l2").iloc[0]
+            other = {"prompt": o["caption"], "seed": int(o["seed"]), "tiled_l2": float(o["tiled_l2"])}
         if m.empty:
-            out.append(WorkVerdict(str(w), prompt, source, f"not reproduced in {samples} samples", None, None, samples))
+            out.append(WorkVerdict(str(w), prompt, source, f"not reproduced in {samples} samples", None, None, samples,
+                                   other_prompt=other))
             continue
-        best_t, best_p = float(m["tiled_l2"].min()), int(m["phash_distance"].min())
+        best = m.sort_values("tiled_l2").iloc[0]
+        best_t, best_p = float(best["tiled_l2"]), int(m["phash_distance"].min())
         rel = m["relative_l2"].dropna()
         if best_t < threshold:
             v = "reproduced"
@@ -127,39 +165,41 @@ def verdicts(run: Path, works: list[Path], prompts: list[tuple[str, str]], sampl
             v = "close"
         else:
             v = f"not reproduced in {samples} samples"
-        out.append(WorkVerdict(str(w), prompt, source, v, best_t, best_p, samples))
+        out.append(WorkVerdict(str(w), prompt, source, v, best_t, best_p, samples, best_seed=int(best["seed"]),
+                               other_prompt=other))
     return out
 
 
 def run_check(works_path: Path, model: str, out: Path, caption: str | None = None,
               captions_file: Path | None = None, samples: int = 8, steps: int = 50, guidance: float = 7.5,
               seed: int = 0, device: str = "auto", size: tuple[int, int] | None = None,
-              threshold: float = 0.15, say=print) -> tuple[list[WorkVerdict], Path]:
+              threshold: float = 0.15, say=print, scheduler: str | None = None,
+              dtype: str = "auto") -> tuple[list[WorkVerdict], Path]:
     from imgextract.engine import check_out_folder, run_generation, run_scan
     from imgextract.generate import SamplingConfig, prepare_run
     from imgextract.index import build_index, is_index_dir
     from imgextract.watermarks import Detector, run_watermarks
 
     check_out_folder(Path(out))
+    index = Path(out) / "index"
+    if index.exists() and not is_index_dir(index):
+        raise InputError(f"{index} exists and is not an imgextract index; refusing to replace it",
+                         "choose another --out folder")
     works, unreadable = _works(works_path)
     for b in unreadable:
         say(f"unreadable work {b['path']}: {b['reason']} (listed, not checked)")
-    prompts = prompts_for(works, caption, captions_file)
+    prompts = prompts_for(works, caption, captions_file, say=say)
     for source in sorted({s for _, s in prompts}):
         if source in ("file name", "sidecar text"):
             n = sum(s == source for _, s in prompts)
             say(f"no caption given: prompting {n} work(s) with their {source}")
     out = Path(out)
-    table = pa.table({"caption_id": [f"w{i:04d}" for i in range(len(works))], "caption": [p for p, _ in prompts],
+    table = pa.table({"caption_id": [work_id(i) for i in range(len(works))], "caption": [p for p, _ in prompts],
                       "train_path": [str(w) for w in works], "copies": pa.array([None] * len(works), pa.int64())})
     cfg = SamplingConfig(samples=samples, steps=steps, guidance=guidance, seed=seed, device=device, size=size,
-                         batch_size=min(8, samples * len(works)))
+                         batch_size=min(8, samples * len(works)), scheduler=scheduler, dtype=dtype)
     run = out / "run"
     loaded, _, _ = prepare_run(Path(str(works_path)), model, run, cfg, captions=table, write=False)
-    index = out / "index"
-    if index.exists() and not is_index_dir(index):
-        raise InputError(f"{index} exists and is not an imgextract index; refusing to replace it",
-                         "choose another --out folder")
     if not is_index_dir(index) or pd.read_parquet(index / "images.parquet")["path"].tolist() != [str(w) for w in works]:
         listing = out / "works.csv"
         out.mkdir(parents=True, exist_ok=True)
@@ -168,44 +208,60 @@ def run_check(works_path: Path, model: str, out: Path, caption: str | None = Non
             writer.writerow(["path", "caption"])
             writer.writerows([str(w), p] for w, (p, _) in zip(works, prompts))
         build_index(listing, str(index), "pixel", overwrite=True, progress=False)
-    run_generation(Path(str(works_path)), model, run, cfg, loaded=loaded, caption_table=table)
-    run_scan(run, str(index), run, k=min(10, len(works)), threshold=threshold, grid=4, relative_n=0)
+    run_generation(Path(str(works_path)), model, run, cfg, loaded=loaded, caption_table=table, say=say)
+    run_scan(run, str(index), run, k=min(10, len(works)), threshold=threshold, grid=4, relative_n=0, say=say)
     run_watermarks(run, run, Detector(), progress=False)
     result = verdicts(run, works, prompts, samples, threshold)
     result += [WorkVerdict(b["path"], "", "", "unreadable", None, None, 0, b["reason"]) for b in unreadable]
+    record = rundir.read_json(run / rundir.RUN_JSON)
+    rundir.write_json_atomic(out / "check.json", {
+        "model": record["model"], "sampling": record["sampling"], "threshold": threshold,
+        "works": [v.record() for v in result]})
     page = write_page(out, run, result)
     return result, page
 
 
+def _other_prompt(v: WorkVerdict) -> str:
+    o = v.other_prompt
+    if not o:
+        return ""
+    e = html.escape
+    return (f"<p class='other'>Another prompt also comes close to this work: “{e(o['prompt'])}” (seed {o['seed']}, "
+            f"tiled L2 {o['tiled_l2']:.3f}).</p>")
+
+
 def write_page(out: Path, run: Path, result: list[WorkVerdict]) -> Path:
     from imgextract.generate import regenerate_command
-    from imgextract.report import CSS, thumbnail_uri
+    from imgextract.report import page, thumbnail_uri
     e = html.escape
     record = rundir.read_json(run / rundir.RUN_JSON)
     matches = pd.read_parquet(run / rundir.MATCHES)
     marks = pd.read_parquet(run / "watermarks.parquet") if (run / "watermarks.parquet").is_file() else None
     marked = int(marks["watermark"].fillna(False).sum()) if marks is not None else 0
-    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>imgextract check</title><style>{CSS}</style>"
-             f"</head><body><h1>Can this model reproduce these works?</h1><p class=muted>model "
+    parts = [f"<p class=muted>model "
              f"<code>{e(record['model']['id'])}</code>, {record['sampling']['samples']} samples per work, "
-             f"{record['sampling']['steps']} steps; stock watermarks found in {marked} samples.</p>"]
+             f"{record['sampling']['steps']} steps, guidance {record['sampling']['guidance']}, scheduler "
+             f"{e(str(record['sampling']['scheduler']))}, {record['sampling']['height']}x{record['sampling']['width']} px, "
+             f"{e(record['sampling']['dtype'])} on {e(record['sampling']['device'])}; stock watermarks found in "
+             f"{marked} samples. Each work is judged on the samples drawn for its own prompt.</p>"]
     for v in result:
         if v.verdict == "unreadable":
             parts.append(f"<div class='finding'><div><h2>{e(Path(v.work).name)}: unreadable</h2>"
                          f"<p>{e(v.sentence())}</p></div></div>")
             continue
-        m = matches[matches["train_path"] == v.work].sort_values("tiled_l2").head(4)
+        own = work_id(result.index(v))
+        m = matches[(matches["train_path"] == v.work) & (matches["caption_id"] == own)].sort_values("tiled_l2").head(4)
         gens = "".join(
-            f"<figure><img src='{thumbnail_uri(r['generation_path'])}' alt='sample'><figcaption>tiled L2 "
+            f"<figure data-caption-id='{e(str(r['caption_id']))}' data-seed='{int(r['seed'])}'>"
+            f"<img src='{thumbnail_uri(r['generation_path'])}' alt='sample'><figcaption>tiled L2 "
             f"{r['tiled_l2']:.3f} · seed {int(r['seed'])}<br><code>"
             f"{e(shlex.join(regenerate_command(record, r['caption'], int(r['seed']))))}</code></figcaption></figure>"
             for _, r in m.iterrows())
-        parts.append(f"<div class='finding{' hit' if v.verdict == 'reproduced' else ''}'><div>"
+        parts.append(f"<div class='finding{' hit' if v.verdict == 'reproduced' else ''}' data-work-id='{own}'><div>"
                      f"<h2>{e(Path(v.work).name)}: {e(v.verdict)}</h2><p>{e(v.sentence())}</p>"
                      f"<p class=muted>prompt ({e(v.prompt_source)}): “{e(v.prompt)}”</p><div class=pair>"
                      f"<figure><img src='{thumbnail_uri(v.work)}' alt='work'><figcaption>your work</figcaption>"
-                     f"</figure>{gens}</div></div></div>")
-    parts.append("</body></html>")
-    page = out / "check.html"
-    rundir.write_bytes_atomic(page, "\n".join(parts).encode())
-    return page
+                     f"</figure>{gens}</div>{_other_prompt(v)}</div></div>")
+    path = out / "check.html"
+    rundir.write_bytes_atomic(path, page("Can this model reproduce these works?", parts).encode())
+    return path

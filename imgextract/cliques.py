@@ -123,6 +123,10 @@ def run_cliques(run: Path, params: CliqueParams = CliqueParams()) -> pd.DataFram
     samples = rundir.read_samples(run)
     if samples.empty:
         raise InputError(f"run {run} has no finished sample shard", "run `imgextract generate` into it first")
+    per_caption = int(samples.groupby("caption_id").size().max())
+    if per_caption < params.min_size:
+        raise InputError(f"run {run} has {per_caption} samples per caption, fewer than --min-size {params.min_size}: "
+                         "no caption could be flagged", f"lower --min-size to at most {per_caption}, or draw more samples")
     rows = []
     for cid, grp in samples.groupby("caption_id", sort=True):
         res = caption_cliques(grp.sort_values("sample_index")["generation_path"].tolist(), params)

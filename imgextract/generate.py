@@ -106,7 +106,8 @@ def validate_sampling(cfg: SamplingConfig) -> None:
 
 def prepare_run(captions_path: Path, model: str, out: Path, cfg: SamplingConfig,
                 command: list[str] | None = None, loaded: LoadedModel | None = None,
-                captions: pa.Table | None = None, write: bool = True) -> tuple[LoadedModel, dict, pa.Table]:
+                captions: pa.Table | None = None, write: bool = True,
+                selection: dict | None = None) -> tuple[LoadedModel, dict, pa.Table]:
     """Check arguments, load the model, and write or verify ``run.json`` before any sampling.
 
     ``write=False`` validates everything (an existing run's settings included) and writes nothing.
@@ -128,6 +129,8 @@ def prepare_run(captions_path: Path, model: str, out: Path, cfg: SamplingConfig,
                      "sha256": _captions_digest(captions)},
         "safety_checker": "disabled",
     }
+    if selection:  # a targeted search chose the captions (triage top-K): findings are "extracted"
+        identity["selection"] = selection
     out = Path(out)
     run_json = out / rundir.RUN_JSON
     if run_json.is_file():
@@ -196,7 +199,8 @@ def _manifest(out: Path, number: int) -> Path:
 def regenerate_command(record: dict, caption: str, seed: int) -> list[str]:
     """argv of ``imgextract sample`` that redraws one sample from its recorded seed."""
     s = record["sampling"]
-    cmd = ["imgextract", "sample", "--model", record["model"]["id"], "--prompt", caption, "--seed", str(seed),
+    model = record["model"]["id"] if record["model"].get("kind") == "hub" else record["model"]["local_path"]
+    cmd = ["imgextract", "sample", "--model", model, "--prompt", caption, "--seed", str(seed),
            "--steps", str(s["steps"]), "--guidance", str(s["guidance"]),
            "--size", str(s["height"]), str(s["width"]), "--dtype", s["dtype"], "--out", f"sample-{seed}.png"]
     if s.get("scheduler"):
