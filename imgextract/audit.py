@@ -79,10 +79,11 @@ def run_config(path: Path) -> Path:
         from imgextract.triage import top_captions
         table = top_captions(read_captions(captions), triage_file, top if top is not None else 0)
     # validate captions, model and run folder before any index or sampling work
-    loaded, _, _ = prepare_run(captions, model, out, sampling, captions=table, write=False)
+    selection = {"method": "triage", "file": str(triage_file), "top": top} if triage_file is not None else None
+    loaded, _, _ = prepare_run(captions, model, out, sampling, captions=table, write=False, selection=selection)
     if "source" in ix and not (index_path / "index.faiss").is_file():
         build_index(_path(base, ix["source"]), str(index_path), ix.get("embedder", "pixel"))
-    run_generation(captions, model, out, sampling, loaded=loaded, caption_table=table)
+    run_generation(captions, model, out, sampling, loaded=loaded, caption_table=table, selection=selection)
     s = cfg.get("scan", {})
     relative = {k: s[k] for k in ("relative_n", "alpha", "relative_threshold", "criterion") if k in s}
     run_scan(out, str(index_path), out, s.get("k", 10), s.get("threshold", 0.15), s.get("grid", 4),

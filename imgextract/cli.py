@@ -124,7 +124,7 @@ def generate(
 ) -> None:
     """Generate seeded samples for every caption, resumably.
 
-    Example: imgextract generate captions.txt --model runwayml/stable-diffusion-v1-5 --out runs/sd15 --samples 16
+    Example: imgextract generate captions.txt --model stable-diffusion-v1-5/stable-diffusion-v1-5 --out runs/sd15 --samples 16
     """
     cfg = _sampling_config(samples, batch_size, steps, guidance, scheduler, size, seed, device, dtype, shard_size,
                            model_config)
@@ -217,15 +217,18 @@ def report(
 
 
 @app.command("run")
-def run_cmd(config: Path = typer.Argument(..., help="TOML file with [index], [generate], [scan] sections.")) -> None:
+def run_cmd(config: Path = typer.Argument(..., help="TOML file with \\[index], \\[generate], \\[scan] and \\[report] sections.")) -> None:
     """Run index → generate → scan → report from one config file.
 
     Example: imgextract run audit.toml   (see README for the file's keys)
     """
     from imgextract.audit import run_config
     quiet_libraries()
+    from imgextract import rundir
+    from imgextract.audit import verdict
     path = run_config(config)
-    typer.echo(f"report: {path}")
+    typer.echo(f"report: {path.resolve()}")
+    typer.echo(verdict(rundir.read_json(path.parent / rundir.SUMMARY)))
 
 
 @app.command()
@@ -330,8 +333,13 @@ def check(
     captions: Optional[Path] = typer.Option(None, help="Table with a file column and a caption column."),
     samples: int = typer.Option(8, help="Samples per work."),
     out: Path = typer.Option(Path("imgextract-check"), help="Folder for the index, samples and check.html."),
-    steps: int = typer.Option(50), guidance: float = typer.Option(7.5), seed: int = typer.Option(0),
-    size: Optional[tuple[int, int]] = typer.Option(None), device: str = typer.Option("auto"),
+    steps: int = typer.Option(50, help="Sampling steps."),
+    guidance: float = typer.Option(7.5, help="Classifier-free guidance scale."),
+    seed: int = typer.Option(0, help="Base seed."),
+    scheduler: Optional[str] = typer.Option(None, help="Sampler short name (default: the model's)."),
+    dtype: str = typer.Option("auto", help="auto | float32 | float16 | bfloat16"),
+    size: Optional[tuple[int, int]] = typer.Option(None, help="Height and width (default: the model's)."),
+    device: str = typer.Option("auto", help="auto | cpu | cuda | mps"),
 ) -> None:
     """Artist's check: can this model reproduce my images? One verdict per work.
 
@@ -340,10 +348,10 @@ def check(
     from imgextract.check import run_check
     quiet_libraries()
     result, page = run_check(works, model, out, caption, captions, samples, steps, guidance, seed, device,
-                             tuple(size) if size else None, say=typer.echo)
+                             tuple(size) if size else None, say=_err, scheduler=scheduler, dtype=dtype)
     for v in result:
         typer.echo(f"{Path(v.work).name}: {v.sentence()}")
-    typer.echo(f"page: {page.resolve()}")
+    typer.echo(f"page: {page.resolve()} (verdicts in {(out / 'check.json').resolve()})")
 
 
 @app.command()

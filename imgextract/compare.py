@@ -136,10 +136,14 @@ def _plot(result: dict) -> str:
     if result["per_duplication_level"]:
         ax = axes[0][1]
         df = pd.DataFrame(result["per_duplication_level"])
-        for name, grp in df.groupby("run"):
+        markers = "osD^vP*X"
+        for n, (name, grp) in enumerate(df.groupby("run")):
             grp = grp.sort_values("copies")
-            ax.errorbar(grp["copies"], grp["rate"], yerr=[grp["rate"] - grp["ci_low"], grp["ci_high"] - grp["rate"]],
-                        marker="o", capsize=3, label=name)
+            shift = 1 + 0.06 * (n - (df["run"].nunique() - 1) / 2)  # offset on the log axis: coinciding lines stay visible
+            ax.errorbar(grp["copies"] * shift, grp["rate"], yerr=[grp["rate"] - grp["ci_low"],
+                                                                  grp["ci_high"] - grp["rate"]],
+                        marker=markers[n % len(markers)], linestyle="--" if n % 2 else "-", capsize=3, label=name,
+                        alpha=0.85)
         ax.set_xscale("log")
         ax.set_xlabel("copies in training set")
         ax.set_ylim(-0.05, 1.05)
@@ -148,23 +152,32 @@ def _plot(result: dict) -> str:
     return figure_uri(fig)
 
 
+def _rate(r: dict, unit: str) -> str:
+    """A rate with its interval, or why there is none: one item cannot estimate a spread."""
+    if r["captions"] < 2:
+        return f"{r['rate']:.3f} ({r['captions']} {unit}: no interval)"
+    return f"{r['rate']:.3f} [{r['ci_low']:.3f}, {r['ci_high']:.3f}]"
+
+
 def _html(result: dict) -> str:
+    from imgextract.report import page, thumbnail_uri
     e = html.escape
     rows = "".join(f"<tr><td>{e(r['run'])}</td><td>{e(str(r['model']))}</td><td>{r['extracted']}/{r['captions']}</td>"
-                   f"<td>{r['rate']:.3f} [{r['ci_low']:.3f}, {r['ci_high']:.3f}]</td></tr>" for r in result["runs"])
+                   f"<td>{_rate(r, 'caption')}</td></tr>" for r in result["runs"])
     lv = "".join(f"<tr><td>{e(r['run'])}</td><td>{r['copies']}</td><td>{r['extracted']}/{r['captions']}</td>"
-                 f"<td>{r['rate']:.3f} [{r['ci_low']:.3f}, {r['ci_high']:.3f}]</td></tr>"
-                 for r in result["per_duplication_level"])
-    fd = "".join(f"<tr><td><code>{e(f['image'])}</code></td><td>{e(', '.join(f['runs']))}</td>"
-                 f"<td>{'shared' if f['shared'] else 'unique' if len(f['runs']) == 1 else 'some'}</td></tr>"
+                 f"<td>{_rate(r, 'image')}</td></tr>" for r in result["per_duplication_level"])
+    fd = "".join(f"<tr><td><img src='{thumbnail_uri(f['image'])}' alt='memorized training image' "
+                 f"style='width:96px;height:96px;object-fit:contain'></td><td><code>{e(Path(f['image']).name)}</code></td>"
+                 f"<td>{e(', '.join(f['runs']))}</td>"
+                 f"<td>{'all runs' if f['shared'] else 'this run only' if len(f['runs']) == 1 else 'some runs'}</td></tr>"
                  for f in result["findings"])
-    return (f"<!doctype html><html><head><meta charset='utf-8'><title>imgextract compare</title></head>"
-            f"<body style='font-family:sans-serif;margin:2em'><h1>Memorization by model</h1>"
-            f"<p>{result['captions_compared']} captions; a caption is extracted when one of its samples is "
-            f"memorized; 95% bootstrap intervals over captions.</p>"
-            f"<table border=1 cellpadding=4><tr><th>run</th><th>model</th><th>extracted</th><th>rate [95% CI]</th>"
-            f"</tr>{rows}</table><img src='{_plot(result)}' alt='rates'>"
-            + (f"<h2>Per duplication level</h2><table border=1 cellpadding=4><tr><th>run</th><th>copies</th>"
-               f"<th>extracted</th><th>rate [95% CI]</th></tr>{lv}</table>" if lv else "")
-            + f"<h2>Memorized training images</h2><table border=1 cellpadding=4><tr><th>image</th><th>runs</th>"
-              f"<th></th></tr>{fd}</table></body></html>")
+    body = [f"<p>{result['captions_compared']} captions; a caption is extracted when one of its samples is "
+            f"memorized; 95% bootstrap intervals over captions.</p>",
+            f"<table class=sortable><thead><tr><th>run</th><th>model</th><th>extracted</th><th>rate [95% CI]</th>"
+            f"</tr></thead><tbody>{rows}</tbody></table><img src='{_plot(result)}' alt='rates'>"]
+    if lv:
+        body.append(f"<h2>Per duplication level</h2><table class=sortable><thead><tr><th>run</th><th>copies</th>"
+                    f"<th>extracted</th><th>rate [95% CI]</th></tr></thead><tbody>{lv}</tbody></table>")
+    body.append(f"<h2>Memorized training images</h2><table class=sortable><thead><tr><th>image</th><th>file</th>"
+                f"<th>reproduced by</th><th>shared</th></tr></thead><tbody>{fd}</tbody></table>")
+    return page("Memorization by model", body)

@@ -88,7 +88,7 @@ def check_out_folder(out: Path, what: str = "--out") -> None:
 
 def run_generation(captions: Path, model: str, out: Path, cfg, loaded=None, caption_table=None,
                    triage_file: Optional[Path] = None, top: Optional[int] = None,
-                   say: Callable[[str], None] = print) -> dict:
+                   say: Callable[[str], None] = print, selection: Optional[dict] = None) -> dict:
     """Prepare (validating everything), then sample with progress, holding the run's lock."""
     from imgextract.generate import prepare_run, run_shards
     quiet_libraries()
@@ -100,11 +100,12 @@ def run_generation(captions: Path, model: str, out: Path, cfg, loaded=None, capt
         from imgextract.triage import top_captions
         caption_table = top_captions(caption_table if caption_table is not None else read_captions(captions),
                                      triage_file, top)
+        selection = {"method": "triage", "file": str(Path(triage_file).resolve()), "top": top}
     loaded, _, caption_table = prepare_run(captions, model, out, cfg, loaded=loaded, captions=caption_table,
-                                           write=False)  # every check before the folder is made
+                                           write=False, selection=selection)  # every check before the folder is made
     with run_lock(out):
         loaded, record, table = prepare_run(captions, model, out, cfg, command=sys.argv, loaded=loaded,
-                                            captions=caption_table)
+                                            captions=caption_table, selection=selection)
         bar = None
         for p in run_shards(loaded, record, table, out):
             if bar is None:

@@ -1,104 +1,316 @@
-"""The HTML report: one self-contained file, every finding shown side by side.
+"""The HTML report: one entry per memorized training image, read as evidence.
 
-Images are embedded as base64 PNG thumbnails so the file can be mailed or archived alone.
-Every caption, path and command is escaped with ``html.escape``: captions are untrusted.
+An entry shows the training image and its closest generation side by side, a map of the
+per-tile distances (the worst tile decides the verdict), the other copies, the prompt, seed
+and command that redraw it, its source and licence, and the legal term that applies. Small
+reports embed every image (one file to mail); large ones write JPEG thumbnails beside the page
+and lazy-load them. Every caption, path and command is escaped with ``html.escape``.
 """
 
 from __future__ import annotations
 
 import base64
+import hashlib
 import html
 import io
 import shlex
-from functools import lru_cache
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 from PIL import Image
 
-from imgextract import rundir
+from imgextract import distance, rundir
 from imgextract.errors import InputError
 from imgextract.generate import regenerate_command
+from imgextract.guard import LICENSE_COLUMNS, SOURCE_COLUMNS
 from imgextract.sources import BadImage, open_rgb
 
-MAX_FINDINGS = 200
+MAX_ENTRIES = 200        # training-image entries in the page; the rest are in summary.json / matches.parquet
+STRIP = 8                # other generations shown per entry
+TABLE_ROWS = 1000        # per-caption rows in the page
+INLINE_MAX = 300         # at most this many thumbnails inline (one mailable file); beyond, files beside it
 THUMB = 256
+FILES = "report_files"
 
 CSS = """
-body{font-family:system-ui,sans-serif;margin:2em;color:#222;max-width:1100px}
+body{font-family:system-ui,sans-serif;margin:2em;color:#222;max-width:1200px}
 h1{margin-bottom:.2em} .muted{color:#666} table{border-collapse:collapse;margin:1em 0}
-td,th{border:1px solid #ccc;padding:.3em .6em;text-align:left;font-size:.9em}
-.stats{display:flex;gap:1.5em;margin:1em 0}.stat{background:#f4f4f4;padding:.8em 1.2em;border-radius:6px}
-.stat b{display:block;font-size:1.6em}.finding{display:flex;gap:1.2em;border:1px solid #ddd;border-radius:6px;
-padding:1em;margin:1em 0}.finding.hit{border-color:#c0392b}.pair{display:flex;gap:.6em;flex-wrap:wrap}
-.pair figure{margin:0;text-align:center;max-width:200px}.pair img{width:192px;height:auto;image-rendering:pixelated;
-border:1px solid #aaa}figcaption{font-size:.8em;color:#555}code{background:#f4f4f4;padding:.1em .3em;
-word-break:break-all;font-size:.8em} .meta td{border:none;padding:.1em .5em}
+td,th{border:1px solid #ccc;padding:.3em .6em;text-align:left;font-size:.9em;vertical-align:top}
+th{background:#f4f4f4} table.sortable th{cursor:pointer} table.sortable th:after{content:" \2195";color:#aaa}
+.stats{display:flex;gap:1.5em;margin:1em 0;flex-wrap:wrap}.stat{background:#f4f4f4;padding:.8em 1.2em;border-radius:6px}
+.stat b{display:block;font-size:1.6em}
+.summary{border:2px solid #333;border-radius:8px;padding:1em 1.4em;margin:1em 0;background:#fafafa}
+.summary dl{display:grid;grid-template-columns:max-content 1fr;gap:.2em 1em;margin:.5em 0}.summary dt{color:#555}
+.summary pre{white-space:pre-wrap;background:#fff;border:1px solid #ddd;padding:.6em;font-size:.85em}
+.finding,.entry{border:1px solid #ddd;border-radius:6px;padding:1em;margin:1em 0}.finding{display:flex;gap:1.2em}
+.finding.hit,.entry{border-color:#c0392b}.term{color:#c0392b}
+.pair{display:flex;gap:.8em;flex-wrap:nowrap;align-items:flex-start}.strip{display:flex;gap:.4em;flex-wrap:wrap}
+.pair figure,.strip figure{margin:0;text-align:center}.pair figure{width:256px}
+.pair img{width:256px;height:256px;object-fit:contain;border:1px solid #aaa}
+.strip img{width:96px;height:96px;object-fit:contain;border:1px solid #aaa}
+img{image-rendering:pixelated;background:#eee}
+figcaption{font-size:.8em;color:#555}code{background:#f4f4f4;padding:.1em .3em;word-break:break-all;font-size:.8em}
+.meta td{border:none;padding:.1em .5em}.other{color:#8a5a00}
+input.filter{padding:.3em;width:20em;margin:.3em 0}
 """
+
+SORT_JS = """
+document.querySelectorAll('table.sortable').forEach(function (table) {
+  table.querySelectorAll('th').forEach(function (th, col) {
+    th.addEventListener('click', function () {
+      var body = table.tBodies[0], rows = Array.prototype.slice.call(body.rows);
+      var dir = th.dataset.dir === 'asc' ? -1 : 1; th.dataset.dir = dir === 1 ? 'asc' : 'desc';
+      rows.sort(function (a, b) {
+        var x = a.cells[col].textContent, y = b.cells[col].textContent, nx = parseFloat(x), ny = parseFloat(y);
+        return dir * (!isNaN(nx) && !isNaN(ny) ? nx - ny : x.localeCompare(y));
+      });
+      rows.forEach(function (r) { body.appendChild(r); });
+    });
+  });
+});
+document.querySelectorAll('input.filter').forEach(function (input) {
+  var table = document.getElementById(input.dataset.table);
+  input.addEventListener('input', function () {
+    var q = input.value.toLowerCase();
+    Array.prototype.forEach.call(table.tBodies[0].rows, function (r) {
+      r.style.display = r.textContent.toLowerCase().indexOf(q) >= 0 ? '' : 'none';
+    });
+  });
+});
+"""
+
+
+def page(title: str, body: list[str]) -> str:
+    """Every imgextract page (report, check, compare): one stylesheet, one script, nothing fetched."""
+    return (f"<!doctype html><html><head><meta charset='utf-8'><title>{_e(title)}</title>"
+            f"<style>{CSS}</style></head><body><h1>{_e(title)}</h1>" + "\n".join(body)
+            + f"<script>{SORT_JS}</script></body></html>")
+
+
+def _image_bytes(image: Image.Image, fmt: str) -> bytes:
+    buf = io.BytesIO()
+    image.save(buf, format=fmt, **({"quality": 85} if fmt == "JPEG" else {}))
+    return buf.getvalue()
+
+
+def _load_thumb(path: str, box: tuple[int, ...] | None, side: int) -> Image.Image | None:
+    try:
+        image = open_rgb(Path(path))
+    except BadImage:
+        return None
+    if box is not None:
+        from PIL import ImageDraw
+        ImageDraw.Draw(image).rectangle(list(box), outline=(230, 20, 20), width=max(1, image.width // 128))
+    image.thumbnail((side, side), Image.LANCZOS)
+    return image
+
+
+class Thumbs:
+    """Thumbnails for one page: inline data: URIs for small pages, small JPEG files beside
+    large ones (``report_files/``, lazy-loaded), so 10^4 findings stay a page a browser opens."""
+
+    def __init__(self, out: Path | None = None, inline: bool = True):
+        self.out, self.inline = out, inline
+        self._done: dict = {}
+
+    def uri(self, path: str, box=None, side: int = THUMB, image: Image.Image | None = None) -> str:
+        key = (str(path), tuple(int(v) for v in box) if box is not None and len(box) == 4 else None, side,
+               id(image) if image is not None else None)
+        if key in self._done:
+            return self._done[key]
+        im = image if image is not None else _load_thumb(key[0], key[1], side)
+        if im is None:
+            uri = ""
+        elif self.inline:
+            uri = "data:image/png;base64," + base64.b64encode(_image_bytes(im, "PNG")).decode()
+        else:
+            name = hashlib.sha1(repr(key[:3]).encode() + (b"map" if image is not None else b"")).hexdigest()[:20]
+            rundir.write_bytes_atomic(self.out / FILES / f"{name}.jpg", _image_bytes(im, "JPEG"))
+            uri = f"{FILES}/{name}.jpg"
+        self._done[key] = uri
+        return uri
+
+    def img(self, path: str, alt: str, box=None, side: int = THUMB, image: Image.Image | None = None) -> str:
+        return f"<img src='{self.uri(path, box, side, image)}' alt='{_e(alt)}' loading='lazy'>"
+
+
+_INLINE = Thumbs()
 
 
 def thumbnail_uri(path: str, box: list | None = None) -> str:
     """A data: URI of the image, at most THUMB pixels a side, with an optional box drawn in red."""
-    return _thumbnail(str(path), tuple(int(v) for v in box) if box is not None and len(box) == 4 else None)
-
-
-@lru_cache(maxsize=512)
-def _thumbnail(path: str, box: tuple[int, ...] | None) -> str:
-    """Cached: one training image behind many findings is encoded once."""
-    try:
-        image = open_rgb(Path(path))
-    except BadImage:
-        return ""
-    if box is not None:
-        from PIL import ImageDraw
-        ImageDraw.Draw(image).rectangle(list(box), outline=(230, 20, 20), width=max(1, image.width // 128))
-    image.thumbnail((THUMB, THUMB), Image.LANCZOS)
-    buf = io.BytesIO()
-    image.save(buf, format="PNG")
-    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+    return _INLINE.uri(path, box)
 
 
 def _e(value) -> str:
     return html.escape("" if value is None or (isinstance(value, float) and pd.isna(value)) else str(value))
 
 
-def _finding(row: pd.Series, record: dict | None, hit: bool, marks: dict | None = None) -> str:
-    cmd = ""
-    if record is not None and pd.notna(row.get("seed")):
-        cmd = shlex.join(regenerate_command(record, row["caption"], int(row["seed"])))
-    meta = [("caption", row.get("caption")), ("training caption", row.get("train_caption")),
-            ("tiled L2", f"{row['tiled_l2']:.4f}"), ("L2", f"{row['l2']:.4f}"),
-            ("phash / dhash / whash", f"{row['phash_distance']} / {row['dhash_distance']} / {row['whash_distance']}"),
-            ("seed", row.get("seed")), ("generation", row["generation_path"]), ("training image", row["train_path"])]
-    mark = (marks or {}).get(row["generation_path"])
+def tile_map(generation: str, training: str, grid: int, threshold: float, side: int = THUMB) -> Image.Image | None:
+    """The generation, enlarged, with its grid×grid tiles and each tile's RMS distance to the
+    training image written in it; tiles at or over the threshold in red, the worst one outlined."""
+    from PIL import ImageDraw, ImageFont
+    try:
+        gen = open_rgb(Path(generation))
+        train = open_rgb(Path(training))
+    except BadImage:
+        return None
+    g = distance.to_array(gen)
+    t = distance.to_array(train, (gen.height, gen.width))
+    rms = np.sqrt(distance.tile_mse((g - t) ** 2, grid))
+    scale = side / max(gen.size)
+    big = gen.resize((max(1, round(gen.width * scale)), max(1, round(gen.height * scale))),
+                     Image.NEAREST if scale >= 2 else Image.LANCZOS)
+    draw = ImageDraw.Draw(big, "RGBA")
+    ys = distance.tile_edges(gen.height, grid) * scale
+    xs = distance.tile_edges(gen.width, grid) * scale
+    try:
+        font = ImageFont.load_default(size=max(9, int(side / grid / 4)))
+    except TypeError:
+        font = ImageFont.load_default()
+    worst = np.unravel_index(int(np.argmax(rms)), rms.shape)
+    for i in range(grid):
+        for j in range(grid):
+            box = [xs[j], ys[i], xs[j + 1] - 1, ys[i + 1] - 1]
+            bad = rms[i, j] >= threshold
+            draw.rectangle(box, outline=(255, 255, 255, 200), width=1)
+            text = f"{rms[i, j]:.2f}"
+            label = draw.textbbox((box[0] + 3, box[1] + 2), text, font=font)
+            draw.rectangle([label[0] - 1, label[1] - 1, label[2] + 1, label[3] + 1], fill=(0, 0, 0, 160))
+            draw.text((box[0] + 3, box[1] + 2), text, font=font, fill=(255, 80, 80) if bad else (120, 255, 120))
+    w = [xs[worst[1]], ys[worst[0]], xs[worst[1] + 1] - 1, ys[worst[0] + 1] - 1]
+    draw.rectangle(w, outline=(255, 40, 40, 255), width=3)
+    return big
+
+
+def legal_term(record: dict | None, prompts: list[str], train_caption) -> tuple[str, str]:
+    """(Cooper & Grimmelmann's term, why) for one memorized training image."""
+    targeted = bool(record and record.get("selection"))
+    ordinary = [p for p in prompts if train_caption is not None and str(p).strip() == str(train_caption).strip()]
+    if ordinary and not targeted:
+        return "regurgitated", ("an ordinary prompt, the image's own training caption, produced the copy "
+                                "with the model's usual sampling")
+    if targeted:
+        why = f"a targeted search ({record['selection'].get('method', 'triage')} ranking, top " \
+              f"{record['selection'].get('top')} captions) produced the copy"
+    else:
+        why = "prompts other than the image's training caption, chosen by the auditor, produced the copy"
+    return "extracted", why
+
+
+def _entry(tid: int, grp: pd.DataFrame, record: dict | None, params: dict, index_row: dict, thumbs: Thumbs,
+           marks: dict | None, drawn: dict) -> str:
+    grp = grp.sort_values("tiled_l2")
+    best = grp.iloc[0]
+    prompts = sorted(set(grp["caption"].dropna().astype(str)))
+    term, why = legal_term(record, prompts, best.get("train_caption"))
+    n_drawn = sum(drawn.get(c, 0) for c in set(grp["caption_id"].dropna()))
+    sentence = (f"Training image #{tid} was memorized and {term}: {why}; {len(grp)} generation(s)"
+                f"{f' of {n_drawn} drawn for that prompt' if n_drawn else ''} are near-exact copies (best tiled L2 "
+                f"{best['tiled_l2']:.3f}, below the threshold {params['threshold']}).")
     box = None
-    if mark is not None:
-        box = list(mark["box"]) if mark["watermark"] and mark["box"] is not None else None
-        meta.append(("watermark", f"{mark['brand'] or 'yes'} at {box}" if mark["watermark"] else "none found"))
+    mark = (marks or {}).get(best["generation_path"])
+    if mark is not None and mark["watermark"] and mark["box"] is not None:
+        box = list(mark["box"])
+    tmap = tile_map(best["generation_path"], best["train_path"], int(params["grid"]), float(params["threshold"]))
+    cmd = shlex.join(regenerate_command(record, best["caption"], int(best["seed"]))) \
+        if record is not None and pd.notna(best.get("seed")) else ""
+    source = next((index_row[c] for c in index_row if c.lower() in SOURCE_COLUMNS and index_row[c]), None)
+    licence = next((index_row[c] for c in index_row if c.lower() in LICENSE_COLUMNS and index_row[c]), None)
+    marked = sum(bool((marks or {}).get(p, {}).get("watermark")) for p in grp["generation_path"]) if marks else None
+    meta = [("generations", f"{len(grp)}" + (f" of {n_drawn} drawn" if n_drawn else "")),
+            ("tiled L2 best / median", f"{best['tiled_l2']:.4f} / {grp['tiled_l2'].median():.4f}"),
+            ("phash distance (best)", int(grp["phash_distance"].min())),
+            ("prompt(s)", " | ".join(prompts[:5]) + (f" (+{len(prompts) - 5})" if len(prompts) > 5 else "")),
+            ("training caption", best.get("train_caption")), ("best seed", best.get("seed")),
+            ("source", source), ("licence", licence),
+            ("watermark", None if marked is None else f"{marked} of {len(grp)} generations carry a stock mark"),
+            ("training image", best["train_path"]), ("closest generation", best["generation_path"])]
     cells = "".join(f"<tr><td class=muted>{_e(k)}</td><td>{_e(v)}</td></tr>" for k, v in meta if _e(v))
-    regen = f"<p>regenerate: <code>{_e(cmd)}</code></p>" if cmd else ""
-    return (f"<div class='finding{' hit' if hit else ''}'><div class=pair>"
-            f"<figure><img src='{thumbnail_uri(row['generation_path'], box)}' alt='generation'>"
-            f"<figcaption>generation</figcaption></figure>"
-            f"<figure><img src='{thumbnail_uri(row['train_path'])}' alt='training image'>"
-            f"<figcaption>training image #{_e(row['train_id'])}</figcaption></figure></div>"
-            f"<div><table class=meta>{cells}</table>{regen}</div></div>")
+    strip = "".join(f"<figure>{thumbs.img(r['generation_path'], 'generation', side=128)}<figcaption>"
+                    f"{r['tiled_l2']:.3f}</figcaption></figure>" for _, r in grp.iloc[1:1 + STRIP].iterrows())
+    rows = "".join(f"<tr><td>{_e(r['caption'])}</td><td>{_e(r.get('seed'))}</td><td>{r['tiled_l2']:.4f}</td>"
+                   f"<td>{_e(r['phash_distance'])}</td><td><code>{_e(r['generation_path'])}</code></td></tr>"
+                   for _, r in grp.iterrows())
+    return (f"<section class=entry data-train-id='{int(tid)}'><h3>Training image #{int(tid)}: "
+            f"<span class=term>memorized, {term}</span></h3><p>{_e(sentence)}</p><div class=pair>"
+            f"<figure>{thumbs.img(best['train_path'], 'training image')}<figcaption>training image "
+            f"#{int(tid)}</figcaption></figure>"
+            f"<figure>{thumbs.img(best['generation_path'], 'closest generation', box)}<figcaption>closest "
+            f"generation, tiled L2 {best['tiled_l2']:.3f}</figcaption></figure>"
+            + (f"<figure>{thumbs.img(best['generation_path'] + '#tiles', 'tile distances', image=tmap)}"
+               f"<figcaption>RMS distance per tile; the worst (outlined) decides</figcaption></figure>" if tmap else "")
+            + f"</div><table class=meta>{cells}</table>"
+            + (f"<p>redraw the best: <code>{_e(cmd)}</code></p>" if cmd else "")
+            + (f"<p class=muted>other memorized generations ({len(grp) - 1}):</p><div class=strip>{strip}</div>"
+               if len(grp) > 1 else "")
+            + f"<details><summary>all {len(grp)} generations</summary><table><thead><tr><th>prompt</th><th>seed</th>"
+              f"<th>tiled L2</th><th>phash</th><th>file</th></tr></thead><tbody>{rows}</tbody></table></details>"
+              "</section>")
+
+
+def _finding(row: pd.Series, record: dict | None, thumbs: Thumbs) -> str:
+    """A nearest (not memorized) candidate, shown when nothing was memorized."""
+    return (f"<div class=finding><div class=pair><figure>{thumbs.img(row['generation_path'], 'generation')}"
+            f"<figcaption>generation</figcaption></figure><figure>{thumbs.img(row['train_path'], 'training image')}"
+            f"<figcaption>training image #{_e(row['train_id'])}, tiled L2 {row['tiled_l2']:.3f}</figcaption></figure>"
+            f"</div><div><p>{_e(row.get('caption'))}</p><code>{_e(row['generation_path'])}</code></div></div>")
 
 
 def _per_caption_table(summary: dict) -> str:
-    rows = summary.get("per_caption") or []
+    rows = sorted(summary.get("per_caption") or [], key=lambda r: (-r["rate"], r["best_tiled_l2"]))
     if not rows:
         return ""
     body = "".join(f"<tr><td>{_e(r['caption_id'])}</td><td>{_e(r['caption'])}</td><td>{r['samples']}</td>"
                    f"<td>{r['memorized_samples']}</td><td>{r['rate']:.2f}</td><td>{r['best_tiled_l2']:.4f}</td></tr>"
-                   for r in sorted(rows, key=lambda r: (-r["rate"], r["best_tiled_l2"])))
-    return ("<h2>Per caption</h2><table><tr><th>id</th><th>caption</th><th>samples</th><th>memorized</th>"
-            f"<th>rate</th><th>best tiled L2</th></tr>{body}</table>")
+                   for r in rows[:TABLE_ROWS])
+    more = f" (first {TABLE_ROWS} of {len(rows)}; all in summary.json)" if len(rows) > TABLE_ROWS else ""
+    return (f"<h2>Per caption{more}</h2><input class=filter data-table=per-caption placeholder='filter captions'>"
+            "<table id=per-caption class=sortable><thead><tr><th>id</th><th>caption</th><th>samples</th>"
+            f"<th>memorized</th><th>rate</th><th>best tiled L2</th></tr></thead><tbody>{body}</tbody></table>")
 
 
-def render_report(out: Path, title: str = "imgextract report") -> Path:
-    """Write ``report.html`` into a run (or scan output) folder that holds matches and a summary."""
+def executive_summary(summary: dict, record: dict | None) -> str:
+    """The numbers an auditor pastes, and what was not tested, so a clean result is not over-read."""
+    from imgextract.compare import bootstrap_ci
+    p = summary["parameters"]
+    per = summary.get("per_caption") or []
+    hit = np.array([r["memorized_samples"] > 0 for r in per], dtype=float)
+    share = f"{hit.mean():.3f}" if len(hit) else "n/a"
+    if len(hit) > 1:
+        lo, hi = bootstrap_ci(hit, 1000, 0)
+        share += f" (95% CI {lo:.3f}–{hi:.3f}, captions resampled)"
+    w = summary.get("watermarks")
+    marks = f"{w['watermarked']} of {w['generations_checked']} generations" if w else "not checked"
+    samples = record["sampling"]["samples"] if record else None
+    items = [("model", f"{record['model']['id']} (sha256 {record['model']['fingerprint'][:16]})" if record else
+              "not recorded (a plain folder was scanned)"),
+             ("captions", len(per) if per else "n/a"), ("samples per caption", samples or "n/a"),
+             ("generations scanned", summary["generations_scanned"]),
+             ("threshold", f"tiled L2 < {p['threshold']} on {p['grid']}×{p['grid']} tiles, k={p['k']} candidates "
+                           f"from {p['embedder']}"),
+             ("training images memorized", len(summary["memorized_images"])),
+             ("captions with a memorized sample", share), ("stock watermarks", marks)]
+    if summary.get("incomplete"):
+        inc = summary["incomplete"]
+        items.append(("incomplete", f"only {inc['shards_finished']} of {inc['shards_planned']} shards generated"))
+    untested = (f"Only {samples or 'the given'} samples per caption with these seeds and settings were tested; "
+                "other seeds, prompts and captions were not, and a candidate must be among the k nearest by the "
+                "embedder to be tested. A clean result does not show that nothing is memorized.")
+    text = "\n".join(f"{k}: {v}" for k, v in items) + "\nnot tested: " + untested
+    dl = "".join(f"<dt>{_e(k)}</dt><dd>{_e(v)}</dd>" for k, v in items)
+    return (f"<div class=summary id=summary><h2>Executive summary</h2><dl>{dl}</dl><p><b>Not tested.</b> "
+            f"{_e(untested)}</p><details><summary>as text</summary><pre>{_e(text)}</pre></details></div>")
+
+
+def render_report(out: Path, title: str = "imgextract report", inline: bool | None = None) -> Path:
+    """Write ``report.html`` into a run (or scan output) folder that holds matches and a summary.
+
+    One entry per memorized training image, most reproduced first. ``inline``: embed every image
+    (one self-contained file); by default only while the page needs at most ``INLINE_MAX`` of them.
+    """
     out = Path(out)
     if not (out / rundir.MATCHES).is_file() or not (out / rundir.SUMMARY).is_file():
         raise InputError(f"{out} has no {rundir.MATCHES}/{rundir.SUMMARY}",
@@ -108,22 +320,18 @@ def render_report(out: Path, title: str = "imgextract report") -> Path:
     record = rundir.read_json(out / rundir.RUN_JSON) if rundir.is_run_dir(out) else None
     best = matches.sort_values("tiled_l2").drop_duplicates("generation_path")
     hits = best[best["memorized"]]
+    groups = sorted(hits.groupby("train_id"), key=lambda kv: (-len(kv[1]), kv[1]["tiled_l2"].min()))
+    shown = groups[:MAX_ENTRIES]
+    n_images = sum(3 + min(STRIP, len(g) - 1) for _, g in shown) if shown else 20
+    thumbs = Thumbs(out, inline if inline is not None else n_images <= INLINE_MAX)
     marks = None
     if (out / "watermarks.parquet").is_file():
         wm = pq.read_table(out / "watermarks.parquet").to_pandas()
         marks = {r["path"]: r for _, r in wm.iterrows()}
+    index_table = _index_table(summary["parameters"].get("index_path"))
+    drawn = best.groupby("caption_id").size().to_dict() if best["caption_id"].notna().any() else {}
     p = summary["parameters"]
-    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{_e(title)}</title>"
-             f"<style>{CSS}</style></head><body><h1>{_e(title)}</h1>"]
-    if record:
-        parts.append(f"<p class=muted>model <code>{_e(record['model']['id'])}</code> "
-                     f"(fingerprint {_e(record['model']['fingerprint'][:16])}), "
-                     f"{_e(record['sampling']['samples'])} samples per caption, "
-                     f"{_e(record['sampling']['steps'])} steps, guidance {_e(record['sampling']['guidance'])}, "
-                     f"safety checker {_e(record.get('safety_checker'))}</p>")
-    parts.append(f"<p class=muted>index <code>{_e(p['index_path'])}</code>, embedder {_e(p['embedder'])}, "
-                 f"k={_e(p['k'])}, memorized = tiled L2 ({_e(p['grid'])}×{_e(p['grid'])} tiles) "
-                 f"&lt; {_e(p['threshold'])}</p>")
+    parts = [executive_summary(summary, record)]
     stats = [("generations scanned", summary["generations_scanned"]),
              ("memorized generations", summary["memorized_generations"]),
              ("training images memorized", len(summary["memorized_images"])),
@@ -131,24 +339,37 @@ def render_report(out: Path, title: str = "imgextract report") -> Path:
     parts.append("<div class=stats>" + "".join(f"<div class=stat><b>{v}</b>{_e(k)}</div>" for k, v in stats)
                  + "</div>")
     parts.append(extra_sections(summary))
-    parts.append(clique_section(out))
-    parts.append(watermark_section(summary, marks))
-    parts.append(_per_caption_table(summary))
-    if len(hits):
-        shown = hits.head(MAX_FINDINGS)
-        parts.append(f"<h2>Findings ({len(hits)} memorized generations"
-                     f"{f', best {MAX_FINDINGS} shown' if len(hits) > MAX_FINDINGS else ''})</h2>")
-        parts.extend(_finding(r, record, True, marks) for _, r in shown.iterrows())
+    if groups:
+        more = f"; the first {MAX_ENTRIES} shown, all in matches.parquet" if len(groups) > MAX_ENTRIES else ""
+        parts.append(f"<h2>Memorized training images ({len(groups)}, from {len(hits)} generations{more})</h2>"
+                     "<p class=muted>Each entry: the training image and its closest generation side by side, the "
+                     "distance of every tile (the worst tile decides), then its other copies.</p>")
+        parts.extend(_entry(int(tid), grp, record, p, _row(index_table, int(tid)), thumbs, marks, drawn)
+                     for tid, grp in shown)
     else:
         parts.append("<h2>No memorized generation found</h2><p>Nearest candidates, for inspection:</p>")
-        parts.extend(_finding(r, record, False, marks) for _, r in best.head(10).iterrows())
+        parts.extend(_finding(r, record, thumbs) for _, r in best.head(10).iterrows())
+    parts.append(clique_section(out, thumbs))
+    parts.append(watermark_section(summary, marks))
+    parts.append(_per_caption_table(summary))
     if summary["skipped"]:
-        items = "".join(f"<li><code>{_e(s['path'])}</code>: {_e(s['reason'])}</li>" for s in summary["skipped"])
-        parts.append(f"<h2>Skipped (unreadable)</h2><ul>{items}</ul>")
-    parts.append("</body></html>")
+        items = "".join(f"<li><code>{_e(s['path'])}</code>: {_e(s['reason'])}</li>" for s in summary["skipped"][:500])
+        parts.append(f"<h2>Skipped (unreadable: {len(summary['skipped'])})</h2><ul>{items}</ul>")
     path = out / rundir.REPORT
-    rundir.write_bytes_atomic(path, "\n".join(parts).encode("utf-8"))
+    rundir.write_bytes_atomic(path, page(title, parts).encode("utf-8"))
     return path
+
+
+def _index_table(index_path: str | None) -> pd.DataFrame | None:
+    if not index_path or not (Path(index_path) / "images.parquet").is_file():
+        return None
+    return pq.read_table(Path(index_path) / "images.parquet").to_pandas()
+
+
+def _row(table: pd.DataFrame | None, tid: int) -> dict:
+    if table is None or not 0 <= tid < len(table):
+        return {}
+    return {k: v for k, v in table.iloc[tid].items() if not isinstance(v, float) or not pd.isna(v)}
 
 
 def watermark_section(summary: dict, marks: dict | None) -> str:
@@ -177,7 +398,7 @@ def watermark_section(summary: dict, marks: dict | None) -> str:
     return "".join(parts)
 
 
-def clique_section(out: Path, max_images: int = 12) -> str:
+def clique_section(out: Path, thumbs: Thumbs = _INLINE, max_images: int = 12) -> str:
     """Flagged cliques (training-set-free test), each as a strip of its member images."""
     path = out / "cliques.parquet"
     if not path.is_file():
@@ -189,12 +410,11 @@ def clique_section(out: Path, max_images: int = 12) -> str:
     parts = [f"<h2>Cliques among generations ({len(flagged)} of {len(table)} captions flagged; {_e(params)})</h2>"]
     for _, r in flagged.iterrows():
         members = list(r["members"])
-        strip = "".join(f"<img src='{thumbnail_uri(p)}' alt='member' style='width:96px'>"
-                        for p in members[:max_images])
+        strip = "".join(f"<figure>{thumbs.img(p, 'member', side=128)}</figure>" for p in members[:max_images])
         bound = "" if r["exact"] else f" — search bound hit, true size at most {int(r['upper_bound'])}"
         parts.append(f"<div class=finding><div><p><b>{_e(r['caption'])}</b>: clique of {int(r['largest_clique'])} "
                      f"of {int(r['n_generations'])} generations, mean tiled L2 {r['mean_distance']:.4f}{_e(bound)}</p>"
-                     f"<div class=pair>{strip}</div></div></div>")
+                     f"<div class=strip>{strip}</div></div></div>")
     return "".join(parts)
 
 

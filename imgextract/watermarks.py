@@ -289,11 +289,14 @@ def list_targets(images: Path) -> tuple[list[str], Path]:
 
 def run_watermarks(images: Path, out: Path | None, detector: Detector, progress: bool = True) -> pd.DataFrame:
     """watermarks.parquet for every image; unreadable images are listed with watermark = None."""
-    from tqdm.auto import tqdm
+    from imgextract.engine import Progress
     paths, default = list_targets(images)
     out = Path(out) if out else default
     rows = []
-    for p in tqdm(paths, desc="watermarks", unit="img", disable=not progress):
+    bar = Progress(len(paths), "watermarks", "img") if progress else None
+    for p in paths:
+        if bar:
+            bar.update_to(len(rows))
         try:
             image = open_rgb(Path(p))
         except BadImage as bad:
@@ -301,6 +304,9 @@ def run_watermarks(images: Path, out: Path | None, detector: Detector, progress:
             continue
         cls = float(detector.classifier([image])[0]) if detector.classifier else None
         rows.append({"path": p, **detector.detect(image, cls), "error": None})
+    if bar:
+        bar.update_to(len(rows))
+        bar.close()
     table = pd.DataFrame(rows)
     rundir.write_parquet_atomic(out / WATERMARKS, table)
     return table

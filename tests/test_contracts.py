@@ -520,6 +520,9 @@ def test_scan_of_an_unfinished_run_says_so(tmp_path, tiny_pipeline_dir, env):
     assert "incomplete run: 1 of 2 shards" in out
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["complete"] is False and summary["incomplete"] == {"shards_finished": 1, "shards_planned": 2}
+    # 2 samples per caption can never make a clique of 10: said, not "0 of 2 flagged"
+    code, _, err = run("cliques", run_dir, "--min-size", "10")
+    expect_error(code, err, "2 samples per caption, fewer than --min-size 10", "no caption could be flagged")
 
 
 # -- Ctrl-C ----------------------------------------------------------------------------------------------------
@@ -541,3 +544,19 @@ def test_ctrl_c_during_generate(tmp_path, tiny_pipeline_dir):
     assert code == 130, err
     assert first(err).startswith("interrupted: finished shards are kept") or "interrupted:" in err
     assert "Traceback" not in err
+
+
+@pytest.mark.parametrize("args, words", [
+    (("triage", "{tmp}/missing.txt", "--model", "{tmp}/m", "--out", "{tmp}/t.parquet"), ["missing.txt", "does not exist"]),
+    (("compare", "{tmp}/a", "{tmp}/b", "--out", "{tmp}/c"), ["{tmp}/a"]),
+    (("run", "{tmp}/audit.toml"), ["audit.toml", "does not exist"]),
+    (("report", "{tmp}"), ["matches.parquet"]),
+    (("index", "info", "nosuch"), ["nosuch", "not found"]),
+    (("index", "search", "nosuch", "{tmp}/x.png"), ["nosuch", "not found"]),
+    (("watermarks", "{tmp}/nofolder"), ["nofolder"]),
+    (("cliques", "{tmp}"), ["not a run folder"]),
+])
+def test_every_command_refuses_bad_input_with_exit_2(tmp_path, args, words):
+    fill = [a.replace("{tmp}", str(tmp_path)) for a in args]
+    code, _, err = run(*fill, env_extra={"IMGEXTRACT_INDEX_DIR": str(tmp_path / "ix")})
+    expect_error(code, err, *[w.replace("{tmp}", str(tmp_path)) for w in words])
