@@ -132,6 +132,25 @@ def run_cliques(run: Path, params: CliqueParams = CliqueParams()) -> pd.DataFram
         res = caption_cliques(grp.sort_values("sample_index")["generation_path"].tolist(), params)
         rows.append({"caption_id": str(cid), "caption": grp["caption"].iat[0], **res,
                      "flagged": res["largest_clique"] >= params.min_size, **asdict(params)})
-    table = pd.DataFrame(rows)
+    table = confirm(pd.DataFrame(rows), run / rundir.MATCHES)
     rundir.write_parquet_atomic(run / CLIQUES, table)
+    return table
+
+
+def confirm(table: pd.DataFrame, matches_file: Path) -> pd.DataFrame:
+    """``confirmation`` per flagged caption: does the index hold a training image within the threshold
+    of one of the clique's members? A clique alone is evidence of a consistent image, not of a copy."""
+    table = table.copy()
+    if not Path(matches_file).is_file():
+        table["confirmation"] = ["not checked (no scan of this run yet)" if f else "" for f in table["flagged"]]
+        return table
+    m = pd.read_parquet(matches_file, columns=["generation_path", "train_id", "memorized"])
+    hits = m[m["memorized"]].groupby("generation_path")["train_id"].first().to_dict()
+    labels = []
+    for flagged, members in zip(table["flagged"], table["members"]):
+        found = sorted({int(hits[p]) for p in members if p in hits})
+        labels.append("" if not flagged else
+                      f"confirmed (training image #{found[0]} within the threshold)" if found else
+                      "unconfirmed (no training image within the threshold)")
+    table["confirmation"] = labels
     return table

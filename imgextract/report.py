@@ -403,7 +403,8 @@ def clique_section(out: Path, thumbs: Thumbs = _INLINE, max_images: int = 12) ->
     path = out / "cliques.parquet"
     if not path.is_file():
         return ""
-    table = pq.read_table(path).to_pandas()
+    from imgextract.cliques import confirm
+    table = confirm(pq.read_table(path).to_pandas(), out / rundir.MATCHES)  # as of the latest scan
     flagged = table[table["flagged"]].sort_values("largest_clique", ascending=False)
     first = table.iloc[0] if len(table) else None
     params = (f"delta {first['delta']}, min size {first['min_size']}" if first is not None else "")
@@ -413,7 +414,8 @@ def clique_section(out: Path, thumbs: Thumbs = _INLINE, max_images: int = 12) ->
         strip = "".join(f"<figure>{thumbs.img(p, 'member', side=128)}</figure>" for p in members[:max_images])
         bound = "" if r["exact"] else f" — search bound hit, true size at most {int(r['upper_bound'])}"
         parts.append(f"<div class=finding><div><p><b>{_e(r['caption'])}</b>: clique of {int(r['largest_clique'])} "
-                     f"of {int(r['n_generations'])} generations, mean tiled L2 {r['mean_distance']:.4f}{_e(bound)}</p>"
+                     f"of {int(r['n_generations'])} generations, mean tiled L2 {r['mean_distance']:.4f}{_e(bound)} — "
+                     f"<i>{_e(r['confirmation'])}</i></p>"
                      f"<div class=strip>{strip}</div></div></div>")
     return "".join(parts)
 

@@ -1,4 +1,5 @@
 import numpy as np
+import pandas as pd
 import pyarrow as pa
 import pytest
 from PIL import Image
@@ -78,3 +79,23 @@ def test_run_cliques_flags_the_memorized_caption_only(tmp_path, photos):
     assert table.loc["a", "mean_distance"] < 0.05 and table.loc["a", "exact"]
     assert table.loc["a", "delta"] == 0.15 and table.loc["a", "min_size"] == 10
     assert all(p.endswith(".png") for p in table.loc["a", "members"])
+
+
+def test_clique_flags_say_whether_the_index_confirms_them(tmp_path, photos):
+    """A clique is a consistent image, not yet a copy: its label says whether a scan found the training image."""
+    base = np.asarray(distance.fit(photos["astronaut"], (64, 64)), dtype=np.float32)
+    rng = np.random.default_rng(1)
+    copies = [Image.fromarray(np.clip(base + rng.normal(0, 4, base.shape), 0, 255).astype(np.uint8))
+              for _ in range(10)]
+    _fake_run(tmp_path, {"a": copies})
+    table = run_cliques(tmp_path, CliqueParams(delta=0.15, min_size=10))
+    assert table["confirmation"].tolist() == ["not checked (no scan of this run yet)"]
+    member = table["members"].iat[0][3]
+    matches = pd.DataFrame({"generation_path": [member, member], "train_id": [7, 8], "memorized": [False, False]})
+    matches.to_parquet(tmp_path / "matches.parquet")
+    table = run_cliques(tmp_path, CliqueParams(delta=0.15, min_size=10))
+    assert table["confirmation"].tolist() == ["unconfirmed (no training image within the threshold)"]
+    matches.loc[1, "memorized"] = True
+    matches.to_parquet(tmp_path / "matches.parquet")
+    table = run_cliques(tmp_path, CliqueParams(delta=0.15, min_size=10))
+    assert table["confirmation"].tolist() == ["confirmed (training image #8 within the threshold)"]
