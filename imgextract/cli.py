@@ -147,7 +147,6 @@ def sample(
 
     Example: imgextract sample --model ./toy --prompt "an astronaut" --seed 123 --steps 25 --out a.png
     """
-    from imgextract.engine import check_out_folder
     from imgextract.generate import SamplingConfig, render, validate_sampling
     from imgextract.pipelines import load_pipeline, native_size, set_scheduler
     validate_sampling(SamplingConfig(samples=1, batch_size=1, steps=steps, size=tuple(size) if size else None))

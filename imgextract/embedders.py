@@ -167,7 +167,7 @@ def load_embedder(spec: str, device: str = "auto") -> Embedder:
     """The one factory: ``pixel``, ``clip:...`` → an embedder."""
     kind, _, arg = spec.partition(":")
     if kind not in LOADERS:
-        raise InputError(f"unknown embedder '{spec}'", f"use one of: pixel, clip:MODEL/PRETRAINED, clip:hf-hub:ORG/REPO, clip:PATH")
+        raise InputError(f"unknown embedder '{spec}'", "use one of: pixel, clip:MODEL/PRETRAINED, clip:hf-hub:ORG/REPO, clip:PATH")
     if kind == "pixel" and arg:
         raise InputError(f"embedder 'pixel' takes no argument (got '{spec}')", "use --embedder pixel")
     return LOADERS[kind](arg, device)

@@ -154,7 +154,6 @@ def load_pipeline(model: str, device: str = "auto", dtype: str = "auto",
                   model_config: str | None = None) -> LoadedModel:
     """The one loader a user's checkpoint and the test models go through."""
     import diffusers
-    import torch
 
     kind, local = resolve_model(model)
     device = pick_device(device)

@@ -3,7 +3,6 @@
 import sys
 
 import pandas as pd
-import pytest
 
 from imgextract.cli import main
 

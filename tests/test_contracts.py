@@ -182,7 +182,6 @@ def test_missing_index_lists_the_ones_that_exist(env):
 
 def test_index_build_bad_arguments(env, tmp_path):
     ix = {"IMGEXTRACT_INDEX_DIR": str(tmp_path / "ix")}
-    t0 = time.monotonic()
     code, _, err = run("index", "build", env["train"], "--name", "f", "--factory", "Bogus", env_extra=ix)
     expect_error(code, err, "--factory 'Bogus'", "Flat")
     code, _, err = run("index", "build", env["train"], "--name", "b", "--batch-size", "0", env_extra=ix)

@@ -3,7 +3,6 @@ legal terms, an executive summary; it scales to 10^4 findings and is checked in 
 
 from __future__ import annotations
 
-import json
 import re
 import time
 from pathlib import Path
@@ -21,8 +20,9 @@ XSS = ['<script>window.__xss=1</script> a cat', '<img src=x onerror="window.__xs
 
 def synthetic_run(root: Path, photos: dict, n_train: int, per_image: int, extra_captions: int = 0) -> Path:
     """A scan output with n_train memorized training images, each reproduced by per_image generations:
-    real photographs (64 px) behind symlinked file names, matches computed with the real distance."""
-    from imgextract import distance, hashes, rundir
+    real photographs (64 px) behind symlinked file names; the match rows carry set distances (the page, not
+    the scan, is under test), and the summary is computed by scan.summarize."""
+    from imgextract import rundir
     from imgextract.scan import MATCH_COLUMNS, ScanParams, summarize
     src = root / "photos"
     src.mkdir(parents=True)
@@ -31,7 +31,6 @@ def synthetic_run(root: Path, photos: dict, n_train: int, per_image: int, extra_
         photos[n].resize((64, 64)).save(src / f"{n}.png")
     train_dir, gen_dir = root / "train", root / "gens"
     train_dir.mkdir(), gen_dir.mkdir()
-    arrays = {n: distance.to_array(Image.open(src / f"{n}.png")) for n in names}
     rows = []
     for t in range(n_train):
         photo = names[t % len(names)]

@@ -4,7 +4,6 @@ import csv
 
 import numpy as np
 import pytest
-from PIL import Image
 
 from imgextract import distance
 from imgextract.errors import InputError
