@@ -253,10 +253,13 @@ def _entry(tid: int, grp: pd.DataFrame, record: dict | None, params: dict, index
 
 def _finding(row: pd.Series, record: dict | None, thumbs: Thumbs) -> str:
     """A nearest (not memorized) candidate, shown when nothing was memorized."""
+    cmd = shlex.join(regenerate_command(record, row["caption"], int(row["seed"]))) \
+        if record is not None and pd.notna(row.get("seed")) else ""
     return (f"<div class=finding><div class=pair><figure>{thumbs.img(row['generation_path'], 'generation')}"
             f"<figcaption>generation</figcaption></figure><figure>{thumbs.img(row['train_path'], 'training image')}"
             f"<figcaption>training image #{_e(row['train_id'])}, tiled L2 {row['tiled_l2']:.3f}</figcaption></figure>"
-            f"</div><div><p>{_e(row.get('caption'))}</p><code>{_e(row['generation_path'])}</code></div></div>")
+            f"</div><div><p>{_e(row.get('caption'))}</p><code>{_e(row['generation_path'])}</code>"
+            + (f"<p>redraw: <code>{_e(cmd)}</code></p>" if cmd else "") + "</div></div>")
 
 
 def _per_caption_table(summary: dict) -> str:

@@ -79,7 +79,9 @@ def test_folder_against_folder_end_to_end(monkeypatch, capsys, tmp_path, train_d
     code, out, _ = cli(monkeypatch, capsys, "report", tmp_path / "scan")
     assert code == 0
     html = (tmp_path / "scan/report.html").read_text()
-    assert "moon_copy.jpg" in html and html.count("data:image/png;base64,") == 2
+    # one entry for the one memorized training image: training image, closest generation, tile map
+    assert "moon_copy.jpg" in html and html.count("data-train-id=") == 1
+    assert html.count("data:image/png;base64,") == 3 and "alt='tile distances'" in html
 
 
 def test_help_has_examples(monkeypatch, capsys):
