@@ -392,13 +392,11 @@ def guard_cmd(
     Example: imgextract guard out.png --index laion-subset
     """
     from imgextract.guard import ORIGINS, guard
+    from imgextract.scan import ScanParams, validate_params
     from imgextract.sources import BadImage, open_rgb
     if origin not in ORIGINS:
         raise InputError(f"--origin {origin}", "use ordinary or targeted")
-    if k < 1:
-        raise InputError(f"-k {k}", "test at least one candidate (-k 1 or more; 10 is the default)")
-    if not 0 < threshold <= 1:
-        raise InputError(f"--threshold {threshold}", "use a tiled-L2 threshold in (0, 1]; 0.15 is the default")
+    validate_params(ScanParams(index=index, k=k, threshold=threshold, relative_n=0))
     try:
         img = open_rgb(image, min_side=4)
     except BadImage as bad:

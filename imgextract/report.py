@@ -14,6 +14,7 @@ import hashlib
 import html
 import io
 import shlex
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -136,12 +137,16 @@ class Thumbs:
         return f"<img src='{self.uri(path, box, side, image)}' alt='{_e(alt)}' loading='lazy'>"
 
 
-_INLINE = Thumbs()
-
-
 def thumbnail_uri(path: str, box: list | None = None) -> str:
     """A data: URI of the image, at most THUMB pixels a side, with an optional box drawn in red."""
-    return _INLINE.uri(path, box)
+    return _thumbnail(str(path), tuple(int(v) for v in box) if box is not None and len(box) == 4 else None)
+
+
+@lru_cache(maxsize=512)
+def _thumbnail(path: str, box: tuple[int, ...] | None) -> str:
+    """Bounded cache: a long-lived process (check, compare) does not keep every image it showed."""
+    im = _load_thumb(path, box, THUMB)
+    return "" if im is None else "data:image/png;base64," + base64.b64encode(_image_bytes(im, "PNG")).decode()
 
 
 def _e(value) -> str:
@@ -401,12 +406,13 @@ def watermark_section(summary: dict, marks: dict | None) -> str:
     return "".join(parts)
 
 
-def clique_section(out: Path, thumbs: Thumbs = _INLINE, max_images: int = 12) -> str:
+def clique_section(out: Path, thumbs: Thumbs | None = None, max_images: int = 12) -> str:
     """Flagged cliques (training-set-free test), each as a strip of its member images."""
     path = out / "cliques.parquet"
     if not path.is_file():
         return ""
     from imgextract.cliques import confirm
+    thumbs = thumbs or Thumbs()
     table = confirm(pq.read_table(path).to_pandas(), out / rundir.MATCHES)  # as of the latest scan
     flagged = table[table["flagged"]].sort_values("largest_clique", ascending=False)
     first = table.iloc[0] if len(table) else None

@@ -63,8 +63,11 @@ class TinyArch:
     prediction_type: str = "sample"                 # x0-prediction memorizes fastest at toy scale
 
 
-def tiny_components(arch: TinyArch = TinyArch(), seed: int = 0, tokenizer_dir: Path | None = None) -> dict:
-    """Randomly initialised, seeded components of a latent StableDiffusionPipeline."""
+def tiny_components(arch: TinyArch = TinyArch(), seed: int = 0) -> dict:
+    """Randomly initialised, seeded components of a latent StableDiffusionPipeline.
+
+    The tokenizer's vocab/merges are written to a temporary folder this function owns and
+    removes: nothing is written into (or deleted from) a folder the caller chose."""
     import tempfile
 
     import torch
@@ -85,8 +88,8 @@ def tiny_components(arch: TinyArch = TinyArch(), seed: int = 0, tokenizer_dir: P
         down_block_types=("DownBlock2D",) + ("CrossAttnDownBlock2D",) * (m - 1),
         up_block_types=("CrossAttnUpBlock2D",) * (m - 1) + ("UpBlock2D",),
         cross_attention_dim=arch.text_hidden, attention_head_dim=8)
-    tokenizer = write_clip_tokenizer(tokenizer_dir or Path(tempfile.mkdtemp(prefix="imgextract-tok-")),
-                                     model_max_length=arch.max_tokens)
+    with tempfile.TemporaryDirectory(prefix="imgextract-tok-") as tok_dir:
+        tokenizer = write_clip_tokenizer(Path(tok_dir), model_max_length=arch.max_tokens)
     text_encoder = CLIPTextModel(CLIPTextConfig(
         vocab_size=len(tokenizer), hidden_size=arch.text_hidden, intermediate_size=arch.text_hidden * 2,
         num_hidden_layers=arch.text_layers, num_attention_heads=4, max_position_embeddings=arch.max_tokens,
@@ -108,10 +111,8 @@ def assemble_pipeline(components: dict):
 def save_tiny_pipeline(out_dir: Path, arch: TinyArch = TinyArch(), seed: int = 0) -> Path:
     """A random-weight tiny pipeline saved as a normal diffusers folder."""
     out_dir = Path(out_dir)
-    pipe = assemble_pipeline(tiny_components(arch, seed, out_dir / "_tokenizer_src"))
+    pipe = assemble_pipeline(tiny_components(arch, seed))
     pipe.save_pretrained(out_dir, safe_serialization=True)
-    import shutil
-    shutil.rmtree(out_dir / "_tokenizer_src", ignore_errors=True)
     return out_dir
 
 

@@ -232,7 +232,7 @@ def train(out: Path, cfg: ToyConfig = ToyConfig(), images: Path | None = None) -
     if done_marker.is_file() and rundir.read_json(done_marker).get("config") == asdict(cfg):
         return
     torch.manual_seed(cfg.seed)
-    comps = tiny_components(TinyArch(image_size=cfg.size), cfg.seed, out / "_tokenizer")
+    comps = tiny_components(TinyArch(image_size=cfg.size), cfg.seed)
     vae, unet, text, tok = comps["vae"], comps["unet"], comps["text_encoder"], comps["tokenizer"]
     pixels = torch.tensor(np.stack([np.asarray(it.image, np.float32) / 127.5 - 1 for it in items])).permute(0, 3, 1, 2)
     weights = torch.tensor([float(it.copies) for it in items])
@@ -327,8 +327,6 @@ def train(out: Path, cfg: ToyConfig = ToyConfig(), images: Path | None = None) -
     pipe = assemble_pipeline({**comps, "vae": vae, "unet": unet, "text_encoder": text})
     pipe.save_pretrained(out, safe_serialization=True)
     write_train_folder(out, items)
-    import shutil
-    shutil.rmtree(out / "_tokenizer", ignore_errors=True)
     rundir.write_json_atomic(done_marker, {
         "config": asdict(cfg), "images": str(images) if images else "built-in",
         "vae_steps": state.get("vae_steps"), "unet_steps": state["step"], "train_seconds": round(state["elapsed"], 1),
