@@ -42,12 +42,14 @@ class WorkVerdict:
     reason: str | None = None
     best_seed: int | None = None
     other_prompt: dict | None = None   # another work's prompt whose sample copies this work
+    best_exact: bool = True            # False: best_tiled_l2 is a thumbnail lower bound (the scan's `exact`)
 
     def record(self) -> dict:
         """check.json's row: what scripts read instead of parsing the page."""
         return {"work": self.work, "verdict": "not reproduced" if self.verdict.startswith("not reproduced")
                 else self.verdict, "sentence": self.sentence(), "prompt": self.prompt,
                 "prompt_source": self.prompt_source, "best_tiled_l2": self.best_tiled_l2,
+                "best_tiled_l2_exact": self.best_exact,
                 "best_phash_distance": self.best_phash, "best_seed": self.best_seed,
                 "samples_drawn": self.samples, "reason": self.reason, "other_prompt_close": self.other_prompt}
 
@@ -59,7 +61,7 @@ class WorkVerdict:
                     f"(tiled L2 {self.best_tiled_l2:.3f}) from the prompt \"{self.prompt}\"")
         if self.verdict == "close":
             return (f"close: samples resemble {Path(self.work).name} (phash distance {self.best_phash}, tiled L2 "
-                    f"{self.best_tiled_l2:.3f}) but none is a near-exact copy")
+                    f"{'' if self.best_exact else '>= '}{self.best_tiled_l2:.3f}) but none is a near-exact copy")
         return (f"not reproduced in {self.samples} samples: no sample came close to {Path(self.work).name}; "
                 "this does not show the model has not memorized it")
 
@@ -166,7 +168,7 @@ def verdicts(run: Path, works: list[Path], prompts: list[tuple[str, str]], sampl
         else:
             v = f"not reproduced in {samples} samples"
         out.append(WorkVerdict(str(w), prompt, source, v, best_t, best_p, samples, best_seed=int(best["seed"]),
-                               other_prompt=other))
+                               other_prompt=other, best_exact=bool(best.get("exact", True))))
     return out
 
 

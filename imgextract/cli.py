@@ -33,14 +33,22 @@ def index_build(
     factory: str = typer.Option("Flat", help="FAISS index_factory string, e.g. Flat or HNSW32."),
     overwrite: bool = typer.Option(False, help="Replace an existing index of that name."),
     device: str = typer.Option("auto", help="auto | cpu | cuda, for the embedder."),
+    thumb_size: list[str] = typer.Option([], help="Also store thumbnails of every image fitted to this generation "
+                                                  "size (512 or HxW; repeatable) so scans at that size prune fast. "
+                                                  "Each image's own size is always stored."),
+    workers: int = typer.Option(0, help="Threads decoding and hashing images (0 = one per core)."),
 ) -> None:
     """Index training images.
 
-    Example: imgextract index build ./laion-subset --name laion-subset --embedder pixel
+    Example: imgextract index build ./laion-subset --name laion-subset --embedder pixel --thumb-size 512
     """
-    from imgextract.index import build_index
+    from imgextract.index import build_index, parse_size
+    sizes = [parse_size(t) for t in thumb_size]
+    if workers < 0:
+        raise InputError(f"--workers {workers}", "give 0 (one per core) or a positive number of threads")
     result = build_index(source, name, embedder, batch_size=batch_size, overwrite=overwrite,
-                         image_column=image_column, caption_column=caption_column, factory=factory, device=device)
+                         image_column=image_column, caption_column=caption_column, factory=factory, device=device,
+                         thumb_sizes=sizes, workers=workers or None)
     for s in result.skipped:
         typer.echo(f"skipped unreadable image {s['path']}: {s['reason']}", err=True)
     typer.echo(f"indexed {result.count} images into {result.path} ({len(result.skipped)} skipped)")
@@ -60,6 +68,8 @@ def index_info(name: str = typer.Argument(..., help="Index name or path.")) -> N
     typer.echo(f"faiss      {idx.embedder.get('faiss_factory', 'Flat')}")
     typer.echo(f"source     {idx.embedder.get('source', '?')}")
     typer.echo(f"captions   {int(idx.table['caption'].notna().sum())} of {len(idx.table)}")
+    thumbs = idx.thumb_info()
+    typer.echo("thumbnails " + (", ".join(f"{k} ({v['rows']} images)" for k, v in sorted(thumbs.items())) or "none"))
 
 
 @index_app.command("search")
@@ -191,13 +201,16 @@ def scan_cmd(
     alpha: float = typer.Option(0.5, help="Relative distance = L2 / (alpha * mean L2 to the n nearest others)."),
     relative_threshold: float = typer.Option(1.0, help="Relative distance below this counts for the relative criterion."),
     criterion: str = typer.Option("tiled", help="What 'memorized' means: tiled | relative | either | both."),
+    exact_below: Optional[float] = typer.Option(
+        None, help="Measure tiled L2 at full resolution where the thumbnail bound is below this (default: threshold "
+                   "+ 0.10); above it the row keeps the bound (exact = false). 2 measures everything."),
 ) -> None:
     """Find generations that copy indexed training images.
 
     Example: imgextract scan runs/sd15 --index laion-subset -k 10 --threshold 0.15
     """
     out = run_scan(generations, index, out, k, threshold, grid, embedder, device, say=_err, relative_n=relative_n,
-                   alpha=alpha, relative_threshold=relative_threshold, criterion=criterion)
+                   alpha=alpha, relative_threshold=relative_threshold, criterion=criterion, exact_below=exact_below)
     print_findings(out)
     typer.echo(f"matches in {out / 'matches.parquet'}")
 

@@ -8,11 +8,14 @@ clique has at least ``min_size`` members.
 
 The pairwise matrix is computed tile by tile as matrix products
 (‖a−b‖² = ‖a‖² + ‖b‖² − 2a·b), so 500 images at 512×512 need one tile of all images in memory
-at a time, never N² image pairs.
+at a time, never N² image pairs; it runs at about the machine's GEMM rate
+(``scripts/bench_cliques.py``), and on the GPU through torch when one is present.
 """
 
 from __future__ import annotations
 
+import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -26,22 +29,61 @@ from imgextract.sources import BadImage, open_rgb
 CLIQUES = "cliques.parquet"
 
 
-def pairwise_tiled_l2(images: np.ndarray, grid: int = distance.DEFAULT_GRID) -> np.ndarray:
-    """(N, N) tiled L2 between all pairs of (N, H, W, C) images (uint8 0..255 or float 0..1)."""
+def pairwise_tiled_l2(images: np.ndarray, grid: int = distance.DEFAULT_GRID, device: str = "auto") -> np.ndarray:
+    """(N, N) tiled L2 between all pairs of (N, H, W, C) images (uint8 0..255 or float 0..1).
+
+    Per tile: one contiguous float32 copy of that tile of every image, then its Gram matrix
+    ``T·Tᵀ`` (BLAS recognises the symmetric product), the squared norms from its diagonal, and
+    ``‖a−b‖² = ‖a‖² + ‖b‖² − 2a·b``; the tile buffer is reused, and values stay in the input's
+    units until the end. ``device="cuda"`` (or ``auto`` with a GPU that torch sees) runs the same
+    arithmetic in torch on the GPU.
+    """
     n, h, w, c = images.shape
     scale = 255.0 if images.dtype == np.uint8 else 1.0
     ys, xs = distance.tile_edges(h, grid), distance.tile_edges(w, grid)
-    worst = np.zeros((n, n), dtype=np.float64)
-    for i in range(grid):
-        for j in range(grid):
-            tile = images[:, ys[i]:ys[i + 1], xs[j]:xs[j + 1], :].reshape(n, -1).astype(np.float32) / scale
-            sq = np.einsum("ij,ij->i", tile, tile, dtype=np.float64)
-            gram = (tile @ tile.T).astype(np.float64)
-            d2 = np.maximum(sq[:, None] + sq[None, :] - 2.0 * gram, 0.0) / tile.shape[1]
-            np.maximum(worst, d2, out=worst)
-    out = np.sqrt(worst)
+    if device != "cpu" and _torch_cuda(device):
+        worst = _pairwise_torch(images, ys, xs, "cuda")
+    else:
+        worst = np.zeros((n, n), dtype=np.float64)
+        buf = np.empty(n * int(np.diff(ys).max()) * int(np.diff(xs).max()) * c, np.float32)
+        for i in range(grid):
+            for j in range(grid):
+                th, tw = ys[i + 1] - ys[i], xs[j + 1] - xs[j]
+                tile = buf[: n * th * tw * c].reshape(n, th, tw, c)
+                np.copyto(tile, images[:, ys[i]:ys[i + 1], xs[j]:xs[j + 1], :], casting="unsafe")
+                flat = tile.reshape(n, -1)
+                gram = flat @ flat.T
+                sq = np.diag(gram).astype(np.float64)
+                d2 = (sq[:, None] + sq[None, :] - 2.0 * gram) / flat.shape[1]
+                np.maximum(worst, d2, out=worst)
+    out = np.sqrt(np.maximum(worst, 0.0)) / scale
     np.fill_diagonal(out, 0.0)
     return out
+
+
+def _torch_cuda(device: str) -> bool:
+    if device not in ("auto", "cuda"):
+        return False
+    try:
+        import torch
+    except ImportError:
+        return False
+    return bool(torch.cuda.is_available())
+
+
+def _pairwise_torch(images: np.ndarray, ys: np.ndarray, xs: np.ndarray, device: str) -> np.ndarray:
+    import torch
+    n = images.shape[0]
+    x = torch.from_numpy(np.ascontiguousarray(images)).to(device)
+    worst = torch.zeros((n, n), dtype=torch.float64, device=x.device)
+    for i in range(len(ys) - 1):
+        for j in range(len(xs) - 1):
+            flat = x[:, ys[i]:ys[i + 1], xs[j]:xs[j + 1], :].reshape(n, -1).float()
+            gram = flat @ flat.T
+            sq = torch.diagonal(gram).double()
+            d2 = (sq[:, None] + sq[None, :] - 2.0 * gram.double()) / flat.shape[1]
+            worst = torch.maximum(worst, d2)
+    return worst.cpu().numpy()
 
 
 @dataclass
@@ -88,13 +130,16 @@ class CliqueParams:
 
 def caption_cliques(paths: list[str], params: CliqueParams) -> dict:
     """Largest clique among one caption's generations, with its mean internal distance."""
-    images, kept = [], []
-    for p in paths:
+    def load(p):
         try:
-            images.append(np.asarray(open_rgb(Path(p)), dtype=np.uint8))
-            kept.append(p)
+            return np.asarray(open_rgb(Path(p)), dtype=np.uint8)
         except BadImage:
-            continue
+            return None
+
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:  # PIL decodes without the GIL
+        loaded = list(pool.map(load, paths))
+    kept = [p for p, im in zip(paths, loaded) if im is not None]
+    images = [im for im in loaded if im is not None]
     shapes = {im.shape for im in images}
     if len(shapes) > 1:  # generations of one caption share a size; bring stragglers to the first
         h, w = images[0].shape[:2]

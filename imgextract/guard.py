@@ -39,11 +39,13 @@ class GuardVerdict:
     tiled_l2: float | None
     phash_distance: int | None
     seconds: float
+    exact: bool = True        # False: tiled_l2 is a thumbnail lower bound (far from the threshold)
 
     def sentence(self) -> str:
         if not self.memorized:
             return (f"no substantial replication: nearest training image {self.train_path} at tiled L2 "
-                    f"{self.tiled_l2:.3f}" if self.train_path else "no substantial replication: index empty")
+                    f"{'' if self.exact else '>= '}{self.tiled_l2:.3f}" if self.train_path
+                    else "no substantial replication: index empty")
         lic = f", licence: {self.license}" if self.license else ""
         return (f"{self.term}: substantially replicates training image #{self.train_id} "
                 f"({self.source}{lic}); tiled L2 {self.tiled_l2:.3f}, phash distance {self.phash_distance}")
@@ -77,7 +79,8 @@ class Guard:
         lic = str(row[self.license_col]) if self.license_col and row[self.license_col] is not None else None
         term = f"memorized ({ORIGINS.get(origin, origin)})" if best["memorized"] else "no substantial replication"
         return GuardVerdict(bool(best["memorized"]), term, int(best["train_id"]), best["train_path"], source, lic,
-                            float(best["tiled_l2"]), int(best["phash_distance"]), time.perf_counter() - t0)
+                            float(best["tiled_l2"]), int(best["phash_distance"]), time.perf_counter() - t0,
+                            bool(best["exact"]))
 
 
 def guard(image: Image.Image | str | Path, index: str | Path | TrainingIndex, origin: str = "ordinary",

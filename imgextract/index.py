@@ -6,6 +6,14 @@ An index is a folder ``indexes/NAME/`` (or under ``$IMGEXTRACT_INDEX_DIR``)::
     images.parquet   id, path, caption, sha256, width, height, phash, dhash, whash, extra columns
     embedder.json    the embedder record (spec, dimension, preprocessing, weights fingerprint)
     skipped.json     unreadable images, listed with the reason
+    thumbs/HxW.f16   box thumbnails (float16, rows of by×bx×3 block means) of the training
+                     images as fitted to H×W, for the scan's lower bound (distance.py)
+    thumbs/HxW.ids   int64 index row of each thumbnail row
+    thumbs.json      {"HxW": {"rows": n, "shape": [by, bx, 3], "blocks": 32}}
+
+Every image gets a thumbnail at its own size (no resize needed, so it is cheap); ``--thumb-size``
+adds thumbnails of every image fitted to a generation size (e.g. 512x512 when the training
+images are of mixed sizes).
 
 The folder is written under a temporary name and renamed, so a crash never leaves a
 half-built index that looks complete.
@@ -17,7 +25,9 @@ import hashlib
 import json
 import os
 import shutil
-from dataclasses import dataclass
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
@@ -27,7 +37,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from imgextract import hashes
+from imgextract import distance, hashes
 from imgextract.embedders import Embedder, load_embedder
 from imgextract.errors import InputError
 from imgextract.locks import exclusive
@@ -88,6 +98,28 @@ class TrainingIndex:
     faiss_index: faiss.Index
     table: pd.DataFrame
     embedder: dict
+    _thumbs: dict = field(default_factory=dict, repr=False)
+    _thumbs_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def thumbs(self, size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray] | None:
+        """(thumbnails memory-mapped, position of each index row in them or -1) for training images
+        fitted to ``size=(H, W)``; None when the index holds none for that size."""
+        key = f"{size[0]}x{size[1]}"
+        with self._thumbs_lock:
+            if key not in self._thumbs:
+                self._thumbs[key] = _open_thumbs(self.path, key, len(self.table))
+            return self._thumbs[key]
+
+    def sizes_without_thumbs(self) -> list[str]:
+        """Generation sizes asked for so far that the index holds no thumbnails of."""
+        with self._thumbs_lock:
+            return sorted(k for k, v in self._thumbs.items() if v is None)
+
+    def thumb_info(self) -> dict:
+        try:
+            return json.loads((self.path / f"{THUMBS}.json").read_text())
+        except (OSError, ValueError):
+            return {}
 
     def search(self, vectors: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """k nearest rows per query: (similarities, row ids), -1 where fewer than k exist."""
@@ -123,6 +155,63 @@ def open_index(name_or_path: str | Path, gpu: str = "auto") -> TrainingIndex:
     return TrainingIndex(path, index, table, embedder)
 
 
+THUMBS = "thumbs"
+
+
+def _open_thumbs(path: Path, key: str, rows: int) -> tuple[np.ndarray, np.ndarray] | None:
+    try:
+        info = json.loads((path / f"{THUMBS}.json").read_text()).get(key)
+    except (OSError, ValueError):
+        return None
+    if not info or info.get("blocks") != distance.THUMB_BLOCKS or not info["rows"]:
+        return None
+    data = np.memmap(path / THUMBS / f"{key}.f16", np.float16, "r", shape=(info["rows"], *info["shape"]))
+    ids = np.fromfile(path / THUMBS / f"{key}.ids", np.int64)
+    pos = np.full(rows, -1, np.int64)
+    pos[ids] = np.arange(len(ids))
+    return data, pos
+
+
+class ThumbWriter:
+    """Appends thumbnails per size to raw files, so a build streams them instead of holding them."""
+
+    def __init__(self, folder: Path):
+        self.folder = folder
+        self.files: dict[str, tuple] = {}
+
+    def add(self, row: int, thumbs: dict[tuple[int, int], np.ndarray]) -> None:
+        for (h, w), t in thumbs.items():
+            key = f"{h}x{w}"
+            if key not in self.files:
+                self.folder.mkdir(exist_ok=True)
+                self.files[key] = (open(self.folder / f"{key}.f16", "wb"), open(self.folder / f"{key}.ids", "wb"),
+                                   list(t.shape), [0])
+            data, ids, _, count = self.files[key]
+            data.write(t.astype(np.float16).tobytes())
+            ids.write(np.int64(row).tobytes())
+            count[0] += 1
+
+    def close(self) -> dict:
+        info = {}
+        for key, (data, ids, shape, count) in self.files.items():
+            data.close()
+            ids.close()
+            info[key] = {"rows": count[0], "shape": shape, "blocks": distance.THUMB_BLOCKS}
+        return info
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    """``512`` or ``512x768`` (height x width) → (H, W)."""
+    parts = text.lower().split("x")
+    try:
+        h, w = (int(parts[0]), int(parts[-1])) if len(parts) <= 2 else (0, 0)
+    except ValueError:
+        h = w = 0
+    if h < 1 or w < 1:
+        raise InputError(f"--thumb-size {text!r}", "give a generation size as 512 or HxW, e.g. 512x768")
+    return h, w
+
+
 def _faiss_gpus() -> int:
     get = getattr(faiss, "get_num_gpus", None)
     return int(get()) if get else 0
@@ -143,7 +232,8 @@ class BuildResult:
 def build_index(source: Path, name: str, embedder_spec: str = "pixel", *, batch_size: int = 64,
                 overwrite: bool = False, image_column: str | None = None,
                 caption_column: str | None = None, factory: str = "Flat",
-                device: str = "auto", progress: bool = True) -> BuildResult:
+                device: str = "auto", progress: bool = True, thumb_sizes: tuple = (),
+                workers: int | None = None) -> BuildResult:
     """Embed and hash every readable image of ``source`` into ``indexes/NAME``.
 
     Unreadable images are listed in ``skipped.json`` and in the result; the rest is indexed.
@@ -159,7 +249,8 @@ def build_index(source: Path, name: str, embedder_spec: str = "pixel", *, batch_
     records = list_images(Path(source), image_column, caption_column)
     with exclusive(dest.with_name(f".{dest.name}.lock"), f"index {dest}"):
         check_replaceable(dest, overwrite)  # again, under the lock: another writer may have finished
-        return _build(source, dest, records, embedder, batch_size, factory, progress)
+        return _build(source, dest, records, embedder, batch_size, factory, progress,
+                      [tuple(t) for t in thumb_sizes], workers or os.cpu_count() or 1)
 
 
 def _check_factory(factory: str, dim: int) -> None:
@@ -170,35 +261,58 @@ def _check_factory(factory: str, dim: int) -> None:
                          "use e.g. Flat, HNSW32 or IVF256,Flat") from exc
 
 
+def load_training_image(rec, thumb_sizes: list[tuple[int, int]]) -> dict:
+    """Read, decode, hash and thumbnail one training image (runs in a worker thread: PIL and
+    numpy release the GIL for the heavy parts). A bad image comes back as ``{"skip": reason}``."""
+    try:
+        data = rec.path.read_bytes()  # read once: hashed here, decoded by open_rgb
+        image = open_rgb(rec.path, data)
+    except OSError as exc:
+        return {"skip": {"path": str(rec.path), "reason": exc.strerror or type(exc).__name__}}
+    except BadImage as bad:
+        return {"skip": {"path": str(bad.path), "reason": bad.reason}}
+    own = (image.height, image.width)
+    thumbs = {own: distance.block_means(distance.to_uint8(image))}
+    for size in thumb_sizes:
+        if size != own:
+            thumbs[size] = distance.block_means(distance.to_uint8(image, size))
+    return {"image": image, "sha256": hashlib.sha256(data).hexdigest(), "hashes": hashes.image_hashes(image),
+            "thumbs": thumbs}
+
+
 def _build(source: Path, dest: Path, records: list, embedder: Embedder, batch_size: int, factory: str,
-           progress: bool) -> BuildResult:
+           progress: bool, thumb_sizes: list[tuple[int, int]], workers: int) -> BuildResult:
     rows: list[dict] = []
     vectors: list[np.ndarray] = []
     skipped: list[dict] = []
     from imgextract.engine import Progress
     bar = Progress(len(records), f"index {dest.name}", "img") if progress else None
-    for batch in _chunks(records, batch_size):
-        images, kept = [], []
-        for rec in batch:
-            try:
-                data = rec.path.read_bytes()  # read once: hashed here, decoded by open_rgb
-                images.append(open_rgb(rec.path, data))
-                kept.append((rec, hashlib.sha256(data).hexdigest()))
-            except OSError as exc:
-                skipped.append({"path": str(rec.path), "reason": exc.strerror or type(exc).__name__})
-            except BadImage as bad:
-                skipped.append({"path": str(bad.path), "reason": bad.reason})
-        if images:
-            vectors.append(embedder.embed(images))
-        for (rec, sha), im in zip(kept, images):
-            rows.append({"id": len(rows), "path": str(rec.path), "caption": rec.caption,
-                         "sha256": sha, "width": im.width, "height": im.height,
-                         **hashes.image_hashes(im), **rec.extra})
-        if bar:
-            bar.update_to(bar.n + len(batch))
+    tmp = own_temp_dir(dest)
+    thumbs = ThumbWriter(tmp / THUMBS)
+    batches = list(_chunks(records, batch_size))
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        submit = lambda b: [pool.submit(load_training_image, r, thumb_sizes) for r in b]  # noqa: E731
+        pending = submit(batches[0]) if batches else []
+        for i, batch in enumerate(batches):
+            loaded = [f.result() for f in pending]
+            pending = submit(batches[i + 1]) if i + 1 < len(batches) else []  # decode ahead while embedding
+            kept = [(rec, got) for rec, got in zip(batch, loaded) if "skip" not in got]
+            skipped += [got["skip"] for got in loaded if "skip" in got]
+            if kept:
+                vectors.append(embedder.embed([got["image"] for _, got in kept]))
+            for rec, got in kept:
+                im = got["image"]
+                thumbs.add(len(rows), got["thumbs"])
+                rows.append({"id": len(rows), "path": str(rec.path), "caption": rec.caption,
+                             "sha256": got["sha256"], "width": im.width, "height": im.height,
+                             **got["hashes"], **rec.extra})
+            if bar:
+                bar.update_to(bar.n + len(batch))
+    thumb_info = thumbs.close()
     if bar:
         bar.close()
     if not rows:
+        shutil.rmtree(tmp)
         raise InputError(f"no readable image in {source} ({len(skipped)} skipped)",
                          "check the files listed below",
                          details=[f"skipped {s['path']}: {s['reason']}" for s in skipped])
@@ -208,9 +322,9 @@ def _build(source: Path, dest: Path, records: list, embedder: Embedder, batch_si
         index.train(matrix)
     index.add(matrix)
 
-    tmp = own_temp_dir(dest)
     faiss.write_index(index, str(tmp / "index.faiss"))
     pq.write_table(pa.Table.from_pylist(rows), tmp / "images.parquet")
+    (tmp / f"{THUMBS}.json").write_text(json.dumps(thumb_info, indent=2, sort_keys=True))
     record = {**embedder.record(), "imgextract_index": 1, "faiss_factory": factory, "source": str(Path(source).resolve())}
     (tmp / "embedder.json").write_text(json.dumps(record, indent=2, sort_keys=True))
     (tmp / "skipped.json").write_text(json.dumps(skipped, indent=2))

@@ -262,9 +262,15 @@ def _finding(row: pd.Series, record: dict | None, thumbs: Thumbs) -> str:
         if record is not None and pd.notna(row.get("seed")) else ""
     return (f"<div class=finding><div class=pair><figure>{thumbs.img(row['generation_path'], 'generation')}"
             f"<figcaption>generation</figcaption></figure><figure>{thumbs.img(row['train_path'], 'training image')}"
-            f"<figcaption>training image #{_e(row['train_id'])}, tiled L2 {row['tiled_l2']:.3f}</figcaption></figure>"
+            f"<figcaption>training image #{_e(row['train_id'])}, tiled L2 {l2_text(row['tiled_l2'], row.get('exact'), 3)}"
+            "</figcaption></figure>"
             f"</div><div><p>{_e(row.get('caption'))}</p><code>{_e(row['generation_path'])}</code>"
             + (f"<p>redraw: <code>{_e(cmd)}</code></p>" if cmd else "") + "</div></div>")
+
+
+def l2_text(value: float, exact=True, digits: int = 4) -> str:
+    """A distance as text; a thumbnail lower bound (the scan's ``exact`` is False) reads "≥ 0.3120"."""
+    return f"{'' if exact is None or bool(exact) else '≥ '}{value:.{digits}f}"
 
 
 def _per_caption_table(summary: dict) -> str:
@@ -272,7 +278,7 @@ def _per_caption_table(summary: dict) -> str:
     if not rows:
         return ""
     body = "".join(f"<tr><td>{_e(r['caption_id'])}</td><td>{_e(r['caption'])}</td><td>{r['samples']}</td>"
-                   f"<td>{r['memorized_samples']}</td><td>{r['rate']:.2f}</td><td>{r['best_tiled_l2']:.4f}</td></tr>"
+                   f"<td>{r['memorized_samples']}</td><td>{r['rate']:.2f}</td><td>{l2_text(r['best_tiled_l2'], r.get('best_exact'))}</td></tr>"
                    for r in rows[:TABLE_ROWS])
     more = f" (first {TABLE_ROWS} of {len(rows)}; all in summary.json)" if len(rows) > TABLE_ROWS else ""
     return (f"<h2>Per caption{more}</h2><input class=filter data-table=per-caption placeholder='filter captions'>"

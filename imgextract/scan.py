@@ -5,6 +5,19 @@ candidate gets the near-duplicate test of :mod:`imgextract.distance` (tiled L2, 
 and the perceptual-hash distances of :mod:`imgextract.hashes`. ``memorized`` is
 ``tiled_l2 < threshold``.
 
+Why it is fast: distances are exact integer sums (``distance.exact_distances``), and a candidate is first tested on its box thumbnail from the index (a lower
+bound on its tiled L2, no decode); only candidates whose bound is under ``exact_below``
+(default: threshold + 0.10) are decoded and measured at full resolution. Rows say which:
+``exact`` True means ``tiled_l2`` and ``l2`` are full-resolution values, False means they are
+lower bounds at or above ``exact_below`` (so no verdict can change). Carlini's relative
+distance divides a candidate's L2 by the mean L2 to the ``relative_n`` nearest retrieved
+training images. Under the default ``tiled`` criterion it is given for memorized candidates
+only (NaN elsewhere), and the neighbours' L2 come from their thumbnails (lower bounds), so the
+value is an *upper bound* on Carlini's (below 1 still proves "much closer to this image than to
+its neighbours") and costs no decode. Under the ``relative``, ``either`` and ``both`` criteria
+it is exact for every candidate and pruning is off. Generations are decoded, hashed and
+tested by a thread pool; rows keep the input order.
+
 Work runs over shards of generations (a run's sample shards, or chunks of a plain folder);
 each shard's matches land in ``scan/<params>/shard-NNNNN.parquet`` so a scan resumes, and
 the same parameters never mix with others.
@@ -14,7 +27,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import threading
 from collections import OrderedDict
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Iterator
@@ -32,7 +48,7 @@ from imgextract.sources import BadImage, list_image_files, open_rgb
 FOLDER_SHARD = 512
 MATCH_COLUMNS = ["generation_path", "caption_id", "caption", "sample_index", "seed", "train_id", "train_path",
                  "train_caption", "rank", "similarity", "tiled_l2", "l2", "phash_distance", "dhash_distance",
-                 "whash_distance", "relative_l2", "memorized"]
+                 "whash_distance", "relative_l2", "exact", "memorized"]
 CRITERIA = ("tiled", "relative", "either", "both")
 
 
@@ -46,6 +62,12 @@ class ScanParams:
     alpha: float = 0.5
     relative_threshold: float = 1.0
     criterion: str = "tiled"        # tiled | relative | either | both
+    exact_below: float | None = None  # tiled L2 measured exactly below this (None: threshold + 0.10)
+
+    @property
+    def exact_limit(self) -> float:
+        """Candidates whose thumbnail bound is at or above this keep the bound instead of an exact value."""
+        return max(self.threshold, self.threshold + EXACT_MARGIN if self.exact_below is None else self.exact_below)
 
     def key(self, index: TrainingIndex) -> str:
         """Same parameters on the same index (however it was named) → the same scan folder."""
@@ -55,26 +77,32 @@ class ScanParams:
         return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 
+EXACT_MARGIN = 0.10
+
+
 class TrainingImages:
-    """Training images as arrays at a requested size, with a bounded cache."""
+    """Training images as uint8 arrays at a requested size, with a bounded, thread-safe cache."""
 
     def __init__(self, index: TrainingIndex, capacity: int = 256):
         self.paths = index.table["path"].tolist()
         self.capacity = capacity
         self._cache: OrderedDict = OrderedDict()
+        self._lock = threading.Lock()
 
     def get(self, train_id: int, size: tuple[int, int]) -> np.ndarray | None:
         key = (train_id, size)
-        if key in self._cache:
-            self._cache.move_to_end(key)
-            return self._cache[key]
-        try:
-            arr = distance.to_array(open_rgb(Path(self.paths[train_id])), size)
+        with self._lock:
+            if key in self._cache:
+                self._cache.move_to_end(key)
+                return self._cache[key]
+        try:  # decoded outside the lock; two threads may decode the same image once each
+            arr = distance.to_uint8(open_rgb(Path(self.paths[train_id])), size)
         except BadImage:
             arr = None
-        self._cache[key] = arr
-        if len(self._cache) > self.capacity:
-            self._cache.popitem(last=False)
+        with self._lock:
+            self._cache[key] = arr
+            if len(self._cache) > self.capacity:
+                self._cache.popitem(last=False)
         return arr
 
 
@@ -96,6 +124,9 @@ def validate_params(params: ScanParams) -> None:
         raise InputError(f"--alpha {params.alpha}", "use a positive alpha (0.5 is Carlini et al.'s)")
     if params.criterion not in CRITERIA:
         raise InputError(f"unknown criterion '{params.criterion}'", f"use one of {', '.join(CRITERIA)}")
+    if params.exact_below is not None and not 0 < params.exact_below <= 2:
+        raise InputError(f"--exact-below {params.exact_below}",
+                         "use a tiled-L2 value in (0, 2] (values below the threshold count as the threshold)")
     if params.criterion != "tiled" and params.relative_n < 1:
         raise InputError(f"criterion '{params.criterion}' needs the relative distance",
                          "give --relative-n >= 1 (default 50)")
@@ -177,54 +208,124 @@ def _plan_folder(folder: Path, work: Path) -> ScanPlan:
                     listed_bad=bad)
 
 
+CHUNK = 32  # generations decoded at once per shard: bounds memory (32 × 512² × 3 bytes)
+
+
+@dataclass
+class Generation:
+    """One decoded generation and what every candidate test needs from it."""
+
+    image: object           # PIL image (for the embedder)
+    pixels: np.ndarray      # uint8 (H, W, 3)
+    hashes: dict
+    blocks: np.ndarray      # distance.block_means(pixels)
+
+
+def load_generation(path: str, min_side: int) -> Generation:
+    image = open_rgb(Path(path), min_side=min_side)
+    pixels = distance.to_uint8(image)
+    return Generation(image, pixels, hashes.image_hashes(image), distance.block_means(pixels))
+
+
 def scan_shard(rows: pd.DataFrame, index: TrainingIndex, embedder: Embedder, train: TrainingImages,
-               params: ScanParams) -> tuple[pd.DataFrame, list[dict]]:
-    """Matches for one shard of generations, plus the generations that could not be read."""
-    images, kept, skipped = [], [], []
-    for i, path in enumerate(rows["generation_path"]):
+               params: ScanParams, workers: int | None = None) -> tuple[pd.DataFrame, list[dict]]:
+    """Matches for one shard of generations, plus the generations that could not be read.
+
+    Decoding, hashing and candidate tests run on a thread pool, CHUNK generations at a time;
+    the output keeps the order of ``rows``.
+    """
+    out, skipped = [], []
+    paths = rows["generation_path"].tolist()
+
+    def load(i):
         try:
-            images.append(open_rgb(Path(path), min_side=params.grid))
-            kept.append(i)
+            return load_generation(paths[i], params.grid)
         except BadImage as bad:
-            skipped.append({"path": str(bad.path), "reason": bad.reason})
-    if not images:
-        return pd.DataFrame(columns=MATCH_COLUMNS), skipped
-    sims, ids = index.search(embedder.embed(images), max(params.k, params.relative_n + 1))
-    out = []
-    for row_i, image, sim_row, id_row in zip(kept, images, sims, ids):
-        meta = rows.iloc[row_i]
-        for m in match_image(image, sim_row, id_row, index, train, params):
-            out.append({"generation_path": meta["generation_path"], "caption_id": meta.get("caption_id"),
-                        "caption": meta.get("caption"), "sample_index": _int_or_none(meta.get("sample_index")),
-                        "seed": _int_or_none(meta.get("seed")), **m})
+            return {"path": str(bad.path), "reason": bad.reason}
+
+    with ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 1) as pool:
+        for start in range(0, len(paths), CHUNK):
+            got = list(pool.map(load, range(start, min(start + CHUNK, len(paths)))))
+            kept = [(start + j, g) for j, g in enumerate(got) if isinstance(g, Generation)]
+            skipped += [g for g in got if not isinstance(g, Generation)]
+            if not kept:
+                continue
+            sims, ids = index.search(embedder.embed([g.image for _, g in kept]),
+                                     max(params.k, params.relative_n + 1))
+            matched = pool.map(lambda a: match_generation(a[0], a[1], a[2], index, train, params),
+                               zip([g for _, g in kept], sims, ids))
+            for (row_i, _), matches in zip(kept, matched):
+                meta = rows.iloc[row_i]
+                for m in matches:
+                    out.append({"generation_path": meta["generation_path"], "caption_id": meta.get("caption_id"),
+                                "caption": meta.get("caption"), "sample_index": _int_or_none(meta.get("sample_index")),
+                                "seed": _int_or_none(meta.get("seed")), **m})
     return pd.DataFrame(out, columns=MATCH_COLUMNS), skipped
 
 
 def match_image(image, sim_row: np.ndarray, id_row: np.ndarray, index: TrainingIndex, train: TrainingImages,
                 params: ScanParams) -> list[dict]:
-    """The near-duplicate test of one image against its candidate training images (by rank)."""
+    """The near-duplicate test of one PIL image against its candidate training images (by rank)."""
+    pixels = distance.to_uint8(image)
+    gen = Generation(image, pixels, hashes.image_hashes(image), distance.block_means(pixels))
+    return match_generation(gen, sim_row, id_row, index, train, params)
+
+
+def match_generation(gen: Generation, sim_row: np.ndarray, id_row: np.ndarray, index: TrainingIndex,
+                     train: TrainingImages, params: ScanParams) -> list[dict]:
+    """Candidates first on thumbnails (a lower bound), then at full resolution where it matters."""
     tab = index.table
-    size = (image.height, image.width)
-    gen = distance.to_array(image)
-    gen_hashes = hashes.image_hashes(image)
+    size = gen.pixels.shape[:2]
     cand = [(rank, int(t), float(s)) for rank, (t, s) in enumerate(zip(id_row, sim_row)) if t >= 0]
-    arrays = [train.get(t, size) for _, t, _ in cand]
-    ok = [c for c, a in zip(cand, arrays) if a is not None]
-    if not ok:
-        return []
-    stack = np.stack([a for a in arrays if a is not None])
-    tiled = np.atleast_1d(distance.tiled_l2(gen[None], stack, params.grid))
-    plain = np.atleast_1d(distance.l2(gen[None], stack))
-    rel = relative_distance(plain, params.relative_n, params.alpha)
-    ok = [c for c in ok if c[0] < params.k]  # a prefix: candidates are in rank order
-    tids = [t for _, t, _ in ok]
-    hd = {name: hashes.hamming_many(gen_hashes[name], tab[name].iloc[tids].tolist()) for name in hashes.HASHES}
+    k = min(params.k, len(cand))  # the first k are reported; the rest only feed the relative distance
+    tiled, plain = np.full(len(cand), np.nan), np.full(len(cand), np.nan)
+    exact = np.zeros(len(cand), bool)
+    prune = params.criterion == "tiled"
+    store = index.thumbs(size) if prune else None
+    if store is not None:
+        data, pos = store
+        have = [j for j, (_, t, _) in enumerate(cand) if pos[t] >= 0]
+        bound = distance.tiled_l2_bound(gen.blocks, data[pos[[cand[j][1] for j in have]]], size, params.grid) \
+            if have else None
+        if bound is not None:
+            tiled[have], plain[have] = bound
+    _measure(gen, cand, [j for j in range(k) if not tiled[j] >= params.exact_limit], tiled, plain, exact, train,
+             params)  # NaN (no thumbnail) is measured too
+    keep = [j for j in range(k) if exact[j] or tiled[j] >= params.exact_limit]  # unreadable: dropped
+    rel = np.full(len(cand), np.nan)
+    if params.relative_n >= 1:
+        wanted = keep if not prune else [j for j in keep if exact[j] and tiled[j] < params.threshold]
+        if wanted:
+            # neighbours without any value yet are measured; under pruning the others keep their bounds
+            _measure(gen, cand, [j for j in range(len(cand)) if np.isnan(plain[j]) or not (prune or exact[j])],
+                     tiled, plain, exact, train, params)
+            readable = ~np.isnan(plain)
+            rel_all = np.full(len(cand), np.nan)
+            rel_all[readable] = relative_distance(plain[readable], params.relative_n, params.alpha)
+            rel[wanted] = rel_all[wanted]
+    tids = [cand[j][1] for j in keep]
+    hd = {name: hashes.hamming_many(gen.hashes[name], tab[name].iloc[tids].tolist()) for name in hashes.HASHES}
     return [{"train_id": t, "train_path": tab["path"].iat[t], "train_caption": tab["caption"].iat[t],
              "rank": rank, "similarity": s, "tiled_l2": float(tiled[j]), "l2": float(plain[j]),
-             "phash_distance": int(hd["phash"][j]), "dhash_distance": int(hd["dhash"][j]),
-             "whash_distance": int(hd["whash"][j]), "relative_l2": float(rel[j]),
+             "phash_distance": int(hd["phash"][i]), "dhash_distance": int(hd["dhash"][i]),
+             "whash_distance": int(hd["whash"][i]), "relative_l2": float(rel[j]), "exact": bool(exact[j]),
              "memorized": is_memorized(float(tiled[j]), float(rel[j]), params)}
-            for j, (rank, t, s) in enumerate(ok)]
+            for i, (j, (rank, t, s)) in enumerate((j, cand[j]) for j in keep)]
+
+
+def _measure(gen: Generation, cand: list, which: list[int], tiled: np.ndarray, plain: np.ndarray,
+             exact: np.ndarray, train: TrainingImages, params: ScanParams) -> None:
+    """Full-resolution distances for the candidates ``which`` (decoded through the cache), in place;
+    an unreadable training image leaves NaN."""
+    size = gen.pixels.shape[:2]
+    arrays = {j: train.get(cand[j][1], size) for j in which if not exact[j]}
+    ok = [j for j, a in arrays.items() if a is not None]
+    if ok:
+        tiled[ok], plain[ok] = distance.exact_distances(gen.pixels, [arrays[j] for j in ok], params.grid)
+        exact[ok] = True
+    for j, a in arrays.items():
+        if a is None:
+            tiled[j] = plain[j] = np.nan
 
 
 def relative_distance(l2s: np.ndarray, n: int, alpha: float) -> np.ndarray:
@@ -284,6 +385,10 @@ def scan(generations: Path, params: ScanParams, out: Path | None = None, device:
         rundir.write_parquet_atomic(work / f"{name}.parquet", matches)
         finished += 1
         yield finished, len(plan.shards)
+    missing = index.sizes_without_thumbs()
+    if missing and params.criterion == "tiled":
+        yield (f"index {index.path} holds no thumbnails for {', '.join(missing)} generations, so every candidate "
+               f"was decoded (slower); rebuild it with `--thumb-size {missing[0]}` to prune on thumbnails")
     matches, skipped = _assemble(work, plan)
     marks_file = out / "watermarks.parquet"
     if marks_file.is_file():  # `imgextract watermarks` ran first: carry each generation's flag and box
@@ -341,9 +446,11 @@ def summarize(matches: pd.DataFrame, generations_total: int, skipped: list[dict]
         for cid, grp in best.groupby("caption_id", sort=True):
             gens = grp["generation_path"].nunique()
             m = mem[mem["caption_id"] == cid]["generation_path"].nunique()
+            top = grp.sort_values("tiled_l2").iloc[0]
             per_caption.append({"caption_id": str(cid), "caption": grp["caption"].iat[0], "samples": int(gens),
                                 "memorized_samples": int(m), "rate": m / gens if gens else 0.0,
-                                "best_tiled_l2": float(grp["tiled_l2"].min())})
+                                "best_tiled_l2": float(top["tiled_l2"]),
+                                "best_exact": bool(top["exact"]) if "exact" in grp else True})
     return {
         "parameters": {**asdict(params), "index_path": str(index.path), "embedder": index.embedder.get("spec")},
         "generations": int(generations_total),

@@ -193,6 +193,11 @@ def test_index_build_bad_arguments(env, tmp_path):
     afile.write_text("x")
     code, _, err = run("index", "build", env["train"], "--name", afile, env_extra=ix)
     expect_error(code, err, "names a file")
+    for bad in ("30x", "0", "axb", "1x2x3"):
+        code, _, err = run("index", "build", env["train"], "--name", "t", "--thumb-size", bad, env_extra=ix)
+        expect_error(code, err, f"--thumb-size {bad!r}", "HxW")
+    code, _, err = run("index", "build", env["train"], "--name", "t", "--workers", "-1", env_extra=ix)
+    expect_error(code, err, "--workers -1")
     assert not (tmp_path / "ix").exists() or not any((tmp_path / "ix").iterdir())
 
 
@@ -234,7 +239,32 @@ def test_scan_grid_too_large(env, tmp_path):
     code, _, err = run("scan", env["train"], "--index", "train", "--grid", "100", "--out", tmp_path / "s",
                        env_extra=env["ix"])
     expect_error(code, err, "--grid 100")
+    code, _, err = run("scan", env["train"], "--index", "train", "--exact-below", "0", "--out", tmp_path / "s",
+                       env_extra=env["ix"])
+    expect_error(code, err, "--exact-below 0")
     assert not (tmp_path / "s").exists()
+
+
+def test_thumbnails_prune_and_say_when_missing(env, tmp_path, photos):
+    """`index info` lists the thumbnails; a scan at a size without them still works and says how to add them;
+    an index built with --thumb-size for that size prunes there (rows with exact = false)."""
+    code, out, _ = run("index", "info", "train", env_extra=env["ix"])
+    assert code == 0 and "thumbnails 96x96 (6 images)" in out, out
+    gens = tmp_path / "gens"
+    gens.mkdir()
+    for n in ("astronaut", "clock", "page"):
+        photos[n].resize((64, 64)).save(gens / f"{n}.png")
+    code, _, err = run("scan", gens, "--index", "train", "-k", "6", "--out", tmp_path / "s1", env_extra=env["ix"])
+    assert code == 0 and "no thumbnails for 64x64" in err and "--thumb-size 64x64" in err, err
+    m1 = pd.read_parquet(tmp_path / "s1" / "matches.parquet")
+    assert m1["exact"].all()
+    code, _, err = run("index", "build", env["train"], "--name", "t64", "--thumb-size", "64", env_extra=env["ix"])
+    assert code == 0, err
+    code, _, err = run("scan", gens, "--index", "t64", "-k", "6", "--out", tmp_path / "s2", env_extra=env["ix"])
+    assert code == 0 and "no thumbnails" not in err, err
+    m2 = pd.read_parquet(tmp_path / "s2" / "matches.parquet")
+    assert (~m2["exact"]).sum() > 0 and m2["memorized"].equals(m1["memorized"])
+    assert (m2.loc[~m2["exact"], "tiled_l2"] <= m1.loc[~m2["exact"], "tiled_l2"]).all()
 
 
 def test_unsafe_weights_are_refused(tmp_path, tiny_pipeline_dir):

@@ -50,3 +50,36 @@ def test_fit_crops_to_aspect_before_resizing(photos):
 def test_grid_larger_than_image_is_refused():
     with pytest.raises(ValueError):
         distance.tile_edges(3, 4)
+
+
+@pytest.mark.parametrize("size", [(512, 512), (128, 96), (30, 45), (101, 37)])
+def test_thumbnail_bound_never_exceeds_the_exact_distance(photos, size):
+    """Real photographs, every pair: the float16-thumbnail bound is <= the full-resolution value,
+    and close to it (the scan relies on that to prune)."""
+    arrays = [distance.to_uint8(photos[n], size) for n in list(photos)[:12]]
+    thumbs = np.stack([distance.block_means(a) for a in arrays]).astype(np.float16)
+    floats = np.stack(arrays).astype(np.float32) / 255
+    ratios = []
+    for i, a in enumerate(arrays):
+        tiled, plain = distance.tiled_l2_bound(distance.block_means(a), thumbs, size)
+        exact_t, exact_p = distance.tiled_l2(floats[i][None], floats), distance.l2(floats[i][None], floats)
+        assert (tiled <= exact_t).all() and (plain <= exact_p).all()
+        assert tiled[i] == 0.0  # an image against its own thumbnail
+        ratios += list(np.delete(tiled / np.maximum(exact_t, 1e-9), i))
+    assert np.median(ratios) > 0.8
+
+
+def test_thumbnail_bound_is_exact_with_one_pixel_blocks(photos):
+    """With blocks of one pixel (a 24 px image) the bound is the exact tiled L2, up to float16."""
+    a, b = (distance.to_uint8(photos[n], (24, 24)) for n in ("coffee", "rocket"))
+    tiled, plain = distance.tiled_l2_bound(distance.block_means(a), distance.block_means(b)[None], (24, 24))
+    exact = distance.tiled_l2(a.astype(np.float32) / 255, b.astype(np.float32) / 255)
+    assert tiled[0] == pytest.approx(exact, abs=1e-5)
+    assert plain[0] == pytest.approx(distance.l2(a.astype(np.float32) / 255, b.astype(np.float32) / 255), abs=1e-5)
+
+
+def test_tiles_that_split_blocks_give_no_bound(photos):
+    a = distance.to_uint8(photos["coffee"], (512, 512))
+    assert distance.tiled_l2_bound(distance.block_means(a), distance.block_means(a)[None], (512, 512), grid=3) is None
+    assert distance.tiled_l2_bound(distance.block_means(a), distance.block_means(a)[None], (512, 512), grid=8) \
+        is not None

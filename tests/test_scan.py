@@ -47,7 +47,10 @@ def test_scan_flags_planted_copies_only(generations, pixel_index, tmp_path):
         assert best.loc[gen, "relative_l2"] < 0.5  # far closer to it than to the other training images
     distinct = best[best.index.str.startswith("distinct_")]
     assert len(distinct) == 5 and not distinct["memorized"].any()
-    assert (distinct["tiled_l2"] > 0.2).all() and (distinct["relative_l2"] > 1.0).all()
+    assert (distinct["tiled_l2"] > 0.2).all()
+    # under the tiled criterion the relative distance is measured for memorized candidates only
+    assert distinct["relative_l2"].isna().all()
+    assert m.loc[~m["exact"], "tiled_l2"].min() >= 0.25  # bounds are only kept at or above exact_below
     import json
     summary = json.loads((out / "summary.json").read_text())
     assert summary["memorized_generations"] == 3
@@ -83,6 +86,27 @@ def test_relative_criterion(generations, pixel_index, tmp_path):
     assert (m["memorized"] == (m["relative_l2"] < 1.0)).all()
     hits = set(m.loc[m["memorized"], "generation_path"].str.rsplit("/", n=1).str[1])
     assert hits == {"copy_jpeg.png", "copy_noise.png", "copy_resized.png"}
+    assert m["exact"].all() and m["relative_l2"].notna().all()  # every candidate measured: no pruning
+    distinct = m[m["generation_path"].str.contains("distinct_")]
+    assert (distinct["relative_l2"] > 1.0).all()
+
+
+def test_thumbnail_pruning_changes_no_verdict(generations, pixel_index, tmp_path):
+    """The pruned scan against an all-exact scan (exact_below 2: nothing pruned) of the same data."""
+    pruned, full = tmp_path / "pruned", tmp_path / "full"
+    list(scan(generations, ScanParams(index="train-pixel", k=5), pruned))
+    list(scan(generations, ScanParams(index="train-pixel", k=5, exact_below=2.0), full))
+    a = pd.read_parquet(pruned / "matches.parquet").set_index(["generation_path", "rank"]).sort_index()
+    b = pd.read_parquet(full / "matches.parquet").set_index(["generation_path", "rank"]).sort_index()
+    assert a.index.equals(b.index) and b["exact"].all()
+    assert (~a["exact"]).sum() >= 10  # the thumbnails did prune (128 px generations of 128 px images)
+    assert a["memorized"].equals(b["memorized"])
+    for col in ["phash_distance", "dhash_distance", "whash_distance", "train_id"]:
+        assert a[col].equals(b[col])
+    ex = a["exact"]
+    assert np.array_equal(a.loc[ex, "tiled_l2"], b.loc[ex, "tiled_l2"])  # exact values are the same numbers
+    assert (a.loc[~ex, "tiled_l2"] <= b.loc[~ex, "tiled_l2"]).all()  # the rest are lower bounds
+    assert (a.loc[~ex, "l2"] <= b.loc[~ex, "l2"]).all()
 
 
 def test_duplication_view_from_run_captions():
