@@ -105,7 +105,7 @@ def test_folder_run_writes_table(tmp_path, detector):
     draw_mark(photo("rocket", 384, rng), "Dreamstime", "single", rng, font_files(), opacity=0.8).save(d / "a.png")
     photo("flower", 384, rng).save(d / "b.png")
     (d / "c.png").write_bytes(b"broken")
-    table = run_watermarks(d, None, detector, progress=False)
+    run_watermarks(d, None, detector, progress=False)
     out = pd.read_parquet(tmp_path / "imgs-watermarks" / "watermarks.parquet")
     assert len(out) == 3 and {"path", "watermark", "brand", "text", "box", "score"} <= set(out.columns)
     by_name = out.set_index(out["path"].str.rsplit("/", n=1).str[1])
