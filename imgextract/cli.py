@@ -49,9 +49,19 @@ def index_build(
     result = build_index(source, name, embedder, batch_size=batch_size, overwrite=overwrite,
                          image_column=image_column, caption_column=caption_column, factory=factory, device=device,
                          thumb_sizes=sizes, workers=workers or None)
+    for note in result.notes:
+        typer.echo(note, err=True)
     for s in result.skipped:
         typer.echo(f"skipped unreadable image {s['path']}: {s['reason']}", err=True)
-    typer.echo(f"indexed {result.count} images into {result.path} ({len(result.skipped)} skipped)")
+    if result.resumed_parts:
+        typer.echo(f"resumed an interrupted build: {result.resumed_parts} part(s) were already done", err=True)
+    rows = ""
+    if result.statuses:
+        from imgextract.shards import stats_line
+        from collections import Counter
+        rows = f"; rows by status: {stats_line(Counter(result.statuses))} (only success rows are indexed)"
+    typer.echo(f"indexed {result.count} images from a {result.kind} source into {result.path} "
+               f"({len(result.skipped)} skipped{rows})")
 
 
 @index_app.command("info")
@@ -66,7 +76,7 @@ def index_info(name: str = typer.Argument(..., help="Index name or path.")) -> N
     typer.echo(f"images     {len(idx.table)}")
     typer.echo(f"embedder   {idx.embedder['spec']} (dim {idx.embedder['dimension']})")
     typer.echo(f"faiss      {idx.embedder.get('faiss_factory', 'Flat')}")
-    typer.echo(f"source     {idx.embedder.get('source', '?')}")
+    typer.echo(f"source     {idx.embedder.get('source', '?')} ({idx.embedder.get('source_kind', 'folder')})")
     typer.echo(f"captions   {int(idx.table['caption'].notna().sum())} of {len(idx.table)}")
     thumbs = idx.thumb_info()
     typer.echo("thumbnails " + (", ".join(f"{k} ({v['rows']} images)" for k, v in sorted(thumbs.items())) or "none"))
@@ -185,6 +195,8 @@ def print_findings(out: Path, limit: int = 10) -> None:
         typer.echo(f"{'train_id':>8}  {'gens':>5}  {'best tiled_l2':>13}  training image")
         for r in summary["memorized_images"][:limit]:
             typer.echo(f"{r['train_id']:>8}  {r['generations']:>5}  {r['best_tiled_l2']:>13.4f}  {r['train_path']}")
+            if r.get("url") or r.get("license"):
+                typer.echo(f"{'':>30}url: {r.get('url') or '?'}  licence: {r.get('license') or '?'}")
 
 
 @app.command("scan")

@@ -22,9 +22,8 @@ from PIL import Image
 
 from imgextract.index import TrainingIndex, open_index
 from imgextract.scan import ScanParams, TrainingImages, match_image
+from imgextract.sources import LICENSE_COLUMNS, SOURCE_COLUMNS, role_column
 
-SOURCE_COLUMNS = ("url", "source", "source_url")
-LICENSE_COLUMNS = ("license", "licence", "license_url", "rights")
 ORIGINS = {"ordinary": "regurgitated", "targeted": "extracted"}
 
 
@@ -60,9 +59,8 @@ class Guard:
         self.embedder = self.index.load_embedder(device)
         self.params = ScanParams(index=str(self.index.path), k=k, threshold=threshold, grid=grid, relative_n=0)
         self.train = TrainingImages(self.index, capacity=1024)
-        cols = {c.lower(): c for c in self.index.table.columns}
-        self.source_col = next((cols[c] for c in SOURCE_COLUMNS if c in cols), None)
-        self.license_col = next((cols[c] for c in LICENSE_COLUMNS if c in cols), None)
+        self.source_col = role_column(self.index.table.columns, SOURCE_COLUMNS)
+        self.license_col = role_column(self.index.table.columns, LICENSE_COLUMNS)
 
     def check(self, image: Image.Image, origin: str = "ordinary") -> GuardVerdict:
         """Verdict for one generated image; ``origin`` says how it was produced (ordinary|targeted)."""

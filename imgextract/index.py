@@ -26,6 +26,7 @@ import json
 import os
 import shutil
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,7 +42,7 @@ from imgextract import distance, hashes
 from imgextract.embedders import Embedder, load_embedder
 from imgextract.errors import InputError
 from imgextract.locks import exclusive
-from imgextract.sources import BadImage, list_images, open_rgb
+from imgextract.sources import BadImage, open_rgb
 
 INDEX_DIR_ENV = "IMGEXTRACT_INDEX_DIR"
 
@@ -227,6 +228,10 @@ class BuildResult:
     path: Path
     count: int
     skipped: list[dict]
+    kind: str = "folder"
+    statuses: dict = field(default_factory=dict)
+    notes: list = field(default_factory=list)
+    resumed_parts: int = 0
 
 
 def build_index(source: Path, name: str, embedder_spec: str = "pixel", *, batch_size: int = 64,
@@ -236,8 +241,12 @@ def build_index(source: Path, name: str, embedder_spec: str = "pixel", *, batch_
                 workers: int | None = None) -> BuildResult:
     """Embed and hash every readable image of ``source`` into ``indexes/NAME``.
 
+    The source's form (folder, table, img2dataset output) is detected by ``sources.plan_source``.
+    Work is done part by part (an img2dataset shard, or PART_SIZE images), each part written
+    to ``.NAME.tmp/parts/`` atomically: an interrupted build resumes at the first missing part.
     Unreadable images are listed in ``skipped.json`` and in the result; the rest is indexed.
     """
+    from imgextract.sources import plan_source
     dest = resolve_index(name)
     if batch_size < 1:
         raise InputError(f"--batch-size {batch_size}", "give a positive number of images per batch")
@@ -246,10 +255,13 @@ def build_index(source: Path, name: str, embedder_spec: str = "pixel", *, batch_
     check_replaceable(dest, overwrite)
     embedder = load_embedder(embedder_spec, device)
     _check_factory(factory, embedder.dim)
-    records = list_images(Path(source), image_column, caption_column)
+    plan = plan_source(Path(source), image_column, caption_column)
     with exclusive(dest.with_name(f".{dest.name}.lock"), f"index {dest}"):
         check_replaceable(dest, overwrite)  # again, under the lock: another writer may have finished
-        return _build(source, dest, records, embedder, batch_size, factory, progress,
+        settings = {"source": str(Path(source).resolve()), "kind": plan.kind, "embedder": embedder.record(),
+                    "thumb_sizes": [list(t) for t in thumb_sizes], "image_column": image_column,
+                    "caption_column": caption_column, "parts": [p.name for p in plan.parts]}
+        return _build(source, dest, plan, settings, embedder, batch_size, factory, progress,
                       [tuple(t) for t in thumb_sizes], workers or os.cpu_count() or 1)
 
 
@@ -264,11 +276,12 @@ def _check_factory(factory: str, dim: int) -> None:
 def load_training_image(rec, thumb_sizes: list[tuple[int, int]]) -> dict:
     """Read, decode, hash and thumbnail one training image (runs in a worker thread: PIL and
     numpy release the GIL for the heavy parts). A bad image comes back as ``{"skip": reason}``."""
+    from imgextract import shards
     try:
-        data = rec.path.read_bytes()  # read once: hashed here, decoded by open_rgb
+        data = shards.read_bytes(rec.path)  # read once: hashed here, decoded by open_rgb
         image = open_rgb(rec.path, data)
     except OSError as exc:
-        return {"skip": {"path": str(rec.path), "reason": exc.strerror or type(exc).__name__}}
+        return {"skip": {"path": str(rec.path), "reason": exc.strerror or str(exc) or type(exc).__name__}}
     except BadImage as bad:
         return {"skip": {"path": str(bad.path), "reason": bad.reason}}
     own = (image.height, image.width)
@@ -280,56 +293,133 @@ def load_training_image(rec, thumb_sizes: list[tuple[int, int]]) -> dict:
             "thumbs": thumbs}
 
 
-def _build(source: Path, dest: Path, records: list, embedder: Embedder, batch_size: int, factory: str,
+PARTS = "parts"
+BUILD_JSON = "build.json"
+
+
+def _build(source: Path, dest: Path, plan, settings: dict, embedder: Embedder, batch_size: int, factory: str,
            progress: bool, thumb_sizes: list[tuple[int, int]], workers: int) -> BuildResult:
+    tmp, resumed = _resumable_temp_dir(dest, settings)
+    parts_dir = tmp / PARTS
+    parts_dir.mkdir(exist_ok=True)
+    from imgextract.engine import Progress
+    bar = Progress(len(plan.parts), f"index {dest.name}", "part") if progress and plan.parts else None
+    done = 0
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        for i, part in enumerate(plan.parts):
+            if not (parts_dir / f"{i:05d}.done.json").is_file():
+                records, statuses = part.load()
+                _build_part(parts_dir, i, records, statuses, embedder, batch_size, thumb_sizes, pool)
+                if os.environ.get("IMGEXTRACT_SLOW_PART"):  # test hook: time to interrupt between parts
+                    time.sleep(float(os.environ["IMGEXTRACT_SLOW_PART"]))
+            done += 1
+            if bar:
+                bar.update_to(done)
+    if bar:
+        bar.close()
+    return _assemble(source, tmp, dest, plan, embedder, factory, resumed)
+
+
+def _build_part(parts_dir: Path, i: int, records: list, statuses, embedder: Embedder, batch_size: int,
+                thumb_sizes: list[tuple[int, int]], pool: ThreadPoolExecutor) -> None:
+    """Rows, vectors and thumbnails of one part, written to ``parts/NNNNN.*``; ``.done.json`` last."""
     rows: list[dict] = []
     vectors: list[np.ndarray] = []
     skipped: list[dict] = []
-    from imgextract.engine import Progress
-    bar = Progress(len(records), f"index {dest.name}", "img") if progress else None
-    tmp = own_temp_dir(dest)
-    thumbs = ThumbWriter(tmp / THUMBS)
+    thumbs = ThumbWriter(parts_dir / f"{i:05d}.thumbs")
     batches = list(_chunks(records, batch_size))
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        submit = lambda b: [pool.submit(load_training_image, r, thumb_sizes) for r in b]  # noqa: E731
-        pending = submit(batches[0]) if batches else []
-        for i, batch in enumerate(batches):
-            loaded = [f.result() for f in pending]
-            pending = submit(batches[i + 1]) if i + 1 < len(batches) else []  # decode ahead while embedding
-            kept = [(rec, got) for rec, got in zip(batch, loaded) if "skip" not in got]
-            skipped += [got["skip"] for got in loaded if "skip" in got]
-            if kept:
-                vectors.append(embedder.embed([got["image"] for _, got in kept]))
-            for rec, got in kept:
-                im = got["image"]
-                thumbs.add(len(rows), got["thumbs"])
-                rows.append({"id": len(rows), "path": str(rec.path), "caption": rec.caption,
-                             "sha256": got["sha256"], "width": im.width, "height": im.height,
-                             **got["hashes"], **rec.extra})
-            if bar:
-                bar.update_to(bar.n + len(batch))
+    submit = lambda b: [pool.submit(load_training_image, r, thumb_sizes) for r in b]  # noqa: E731
+    pending = submit(batches[0]) if batches else []
+    for j, batch in enumerate(batches):
+        loaded = [f.result() for f in pending]
+        pending = submit(batches[j + 1]) if j + 1 < len(batches) else []  # decode ahead while embedding
+        kept = [(rec, got) for rec, got in zip(batch, loaded) if "skip" not in got]
+        skipped += [got["skip"] for got in loaded if "skip" in got]
+        if kept:
+            vectors.append(embedder.embed([got["image"] for _, got in kept]))
+        for rec, got in kept:
+            im = got["image"]
+            thumbs.add(len(rows), got["thumbs"])
+            rows.append({"path": str(rec.path), "caption": rec.caption, "sha256": got["sha256"],
+                         "width": im.width, "height": im.height, **got["hashes"], **rec.extra})
     thumb_info = thumbs.close()
-    if bar:
-        bar.close()
-    if not rows:
-        shutil.rmtree(tmp)
+    matrix = np.concatenate(vectors).astype(np.float32) if vectors else np.zeros((0, embedder.dim), np.float32)
+    np.save(parts_dir / f"{i:05d}.vectors.npy", matrix)
+    pq.write_table(pa.Table.from_pylist(rows) if rows else pa.table({}), parts_dir / f"{i:05d}.rows.parquet")
+    from imgextract.rundir import write_json_atomic
+    write_json_atomic(parts_dir / f"{i:05d}.done.json", {"rows": len(rows), "skipped": skipped,
+                                                       "statuses": dict(statuses), "thumbs": thumb_info})
+
+
+def _assemble(source: Path, tmp: Path, dest: Path, plan, embedder: Embedder, factory: str,
+              resumed: int) -> BuildResult:
+    """The parts, in order, become one index: global ids, one FAISS index, thumbnails per size."""
+    from collections import Counter
+
+    from imgextract.rundir import read_json
+    parts_dir = tmp / PARTS
+    tables, vectors, skipped, statuses = [], [], [], Counter()
+    thumbs: dict[str, list] = {}
+    offset = 0
+    for i in range(len(plan.parts)):
+        done = read_json(parts_dir / f"{i:05d}.done.json")
+        skipped += done["skipped"]
+        statuses.update(done["statuses"])
+        if done["rows"]:
+            tables.append(pq.read_table(parts_dir / f"{i:05d}.rows.parquet").to_pandas())
+            vectors.append(np.load(parts_dir / f"{i:05d}.vectors.npy"))
+            for key, info in done["thumbs"].items():
+                thumbs.setdefault(key, []).append((i, offset, info))
+        offset += done["rows"]
+    if not offset:
         raise InputError(f"no readable image in {source} ({len(skipped)} skipped)",
                          "check the files listed below",
                          details=[f"skipped {s['path']}: {s['reason']}" for s in skipped])
-    matrix = np.concatenate(vectors).astype(np.float32)
+    table = pd.concat(tables, ignore_index=True)
+    table.insert(0, "id", np.arange(len(table)))
+    matrix = np.concatenate(vectors)
     index = faiss.index_factory(matrix.shape[1], factory, faiss.METRIC_INNER_PRODUCT)
     if not index.is_trained:
         index.train(matrix)
     index.add(matrix)
-
     faiss.write_index(index, str(tmp / "index.faiss"))
-    pq.write_table(pa.Table.from_pylist(rows), tmp / "images.parquet")
+    pq.write_table(pa.Table.from_pandas(table, preserve_index=False), tmp / "images.parquet")
+    thumb_info = {}
+    (tmp / THUMBS).mkdir(exist_ok=True)
+    for key, pieces in thumbs.items():
+        with open(tmp / THUMBS / f"{key}.f16", "wb") as data, open(tmp / THUMBS / f"{key}.ids", "wb") as ids:
+            for i, off, info in pieces:
+                folder = parts_dir / f"{i:05d}.thumbs"
+                data.write((folder / f"{key}.f16").read_bytes())
+                ids.write((np.fromfile(folder / f"{key}.ids", np.int64) + off).tobytes())
+        thumb_info[key] = {"rows": sum(p[2]["rows"] for p in pieces), "shape": pieces[0][2]["shape"],
+                           "blocks": distance.THUMB_BLOCKS}
     (tmp / f"{THUMBS}.json").write_text(json.dumps(thumb_info, indent=2, sort_keys=True))
-    record = {**embedder.record(), "imgextract_index": 1, "faiss_factory": factory, "source": str(Path(source).resolve())}
+    record = {**embedder.record(), "imgextract_index": 1, "faiss_factory": factory,
+              "source": str(Path(source).resolve()), "source_kind": plan.kind,
+              "source_statuses": dict(statuses)}
     (tmp / "embedder.json").write_text(json.dumps(record, indent=2, sort_keys=True))
     (tmp / "skipped.json").write_text(json.dumps(skipped, indent=2))
+    shutil.rmtree(parts_dir)
+    (tmp / BUILD_JSON).unlink()
     replace_dir(tmp, dest)
-    return BuildResult(dest, len(rows), skipped)
+    return BuildResult(dest, len(table), skipped, plan.kind, dict(statuses), plan.notes, resumed)
+
+
+def _resumable_temp_dir(dest: Path, settings: dict) -> tuple[Path, int]:
+    """``.NAME.tmp`` of an interrupted build with the same settings is resumed (its finished parts
+    kept); any other leftover of ours is replaced. Returns (folder, parts already done)."""
+    tmp = dest.with_name(f".{dest.name}.tmp")
+    if tmp.is_dir() and not tmp.is_symlink() and (tmp / TEMP_MARKER).is_file():
+        try:
+            same = json.loads((tmp / BUILD_JSON).read_text()) == settings
+        except (OSError, ValueError):
+            same = False
+        if same:
+            return tmp, len(list((tmp / PARTS).glob("*.done.json")))
+    tmp = own_temp_dir(dest)
+    (tmp / BUILD_JSON).write_text(json.dumps(settings, sort_keys=True))
+    return tmp, 0
 
 
 TEMP_MARKER = ".imgextract-temp"

@@ -348,6 +348,10 @@ def is_memorized(tiled: float, relative: float, params: ScanParams) -> bool:
             "both": by_tiled and by_relative}[params.criterion]
 
 
+def _text(v) -> str | None:
+    return None if v is None or (isinstance(v, float) and np.isnan(v)) else str(v)
+
+
 def _int_or_none(v):
     return None if v is None or (isinstance(v, float) and np.isnan(v)) else int(v)
 
@@ -436,11 +440,17 @@ def summarize(matches: pd.DataFrame, generations_total: int, skipped: list[dict]
     mem = matches[matches["memorized"]]
     best = matches.sort_values("tiled_l2").drop_duplicates("generation_path")
     per_image = []
+    from imgextract.sources import LICENSE_COLUMNS, SOURCE_COLUMNS, role_column
+    url_col = role_column(index.table.columns, SOURCE_COLUMNS)
+    lic_col = role_column(index.table.columns, LICENSE_COLUMNS)
     for tid, grp in mem.groupby("train_id"):
+        row = index.table.iloc[int(tid)]
         per_image.append({"train_id": int(tid), "train_path": grp["train_path"].iat[0],
                           "train_caption": grp["train_caption"].iat[0],
                           "generations": int(grp["generation_path"].nunique()),
-                          "best_tiled_l2": float(grp["tiled_l2"].min())})
+                          "best_tiled_l2": float(grp["tiled_l2"].min()),
+                          **({"url": _text(row[url_col])} if url_col else {}),
+                          **({"license": _text(row[lic_col])} if lic_col else {})})
     per_caption = []
     if matches["caption_id"].notna().any():
         for cid, grp in best.groupby("caption_id", sort=True):

@@ -31,6 +31,14 @@ TABLE_SUFFIXES = {".csv", ".jsonl", ".json", ".parquet"}
 PATH_COLUMNS = ("path", "image_path", "image", "file", "filepath", "file_name", "train_path")
 CAPTION_COLUMNS = ("caption", "text", "prompt")
 ID_COLUMNS = ("caption_id", "id")
+SOURCE_COLUMNS = ("url", "source", "source_url")        # where a training image came from
+LICENSE_COLUMNS = ("license", "licence", "license_url", "rights")  # img2dataset writes LICENSE
+
+
+def role_column(columns, candidates: tuple[str, ...]) -> str | None:
+    """The first column playing a role, matched case-insensitively (LICENSE, License, license)."""
+    names = {str(c).lower(): c for c in columns}
+    return next((names[c] for c in candidates if c in names), None)
 
 
 @dataclass(frozen=True)
@@ -122,6 +130,49 @@ def _sidecar(image: Path) -> str | None:
 RESERVED_INDEX_COLUMNS = {"id", "path", "caption", "sha256", "width", "height", "phash", "dhash", "whash"}
 
 
+PART_SIZE = 4096  # images per build part of a folder or table: the unit an interrupted build resumes at
+
+
+@dataclass
+class SourcePart:
+    """A unit of an index build: an img2dataset shard, or PART_SIZE images of a folder or table."""
+
+    name: str
+    load: object          # () -> (records, status Counter)
+
+
+@dataclass
+class SourcePlan:
+    kind: str             # folder | table | img2dataset-webdataset | img2dataset-files | img2dataset-parquet
+    parts: list
+    notes: list
+
+
+def plan_source(source: Path, image_column: str | None = None, caption_column: str | None = None) -> SourcePlan:
+    """Which form ``source`` is in, and its parts in a stable order (the one place a form maps to a reader)."""
+    from collections import Counter
+
+    from imgextract import shards
+    source = Path(source)
+    fmt = shards.detect(source)
+    if fmt is not None:
+        all_shards = shards.list_shards(source, fmt)
+        ready = [s for s in all_shards if s.finished]
+        notes = [f"skipped shard {s.name}: still being written by img2dataset (no {s.name}_stats.json yet)"
+                 for s in all_shards if not s.finished]
+        if not ready:
+            raise InputError(f"img2dataset folder {source} has no finished shard ({len(all_shards)} being written)",
+                             "wait for img2dataset to finish a shard (it writes NNNNN_stats.json last)")
+        parts = [SourcePart(s.name, (lambda s=s: (lambda r: (r.records, r.statuses))(shards.shard_records(s, fmt))))
+                 for s in ready]
+        return SourcePlan(f"img2dataset-{fmt}", parts, notes)
+    records = list_images(source, image_column, caption_column)
+    kind = "folder" if source.is_dir() else "table"
+    parts = [SourcePart(f"{i // PART_SIZE:05d}", (lambda chunk=records[i:i + PART_SIZE]: (chunk, Counter())))
+             for i in range(0, len(records), PART_SIZE)]
+    return SourcePlan(kind, parts, [])
+
+
 MAX_PIXELS = Image.MAX_IMAGE_PIXELS or 89_478_485  # Pillow's decompression-bomb limit
 
 
@@ -133,7 +184,14 @@ def open_rgb(path: Path, data: bytes | None = None, min_side: int = 1) -> Image.
     first frame of an animation, bomb-sized images refused before a byte is decoded, and
     images smaller than ``min_side`` (a tile grid that cannot fit) refused.
     ``data``: the file's bytes when the caller already read them (to hash them).
+    ``path`` may be a shard locator (``SHARD.tar::OFFSET+SIZE``, see :mod:`imgextract.shards`).
     """
+    from imgextract import shards
+    if data is None and shards.is_locator(path):
+        try:
+            data = shards.read_bytes(path)
+        except OSError as exc:
+            raise BadImage(path, _reason(exc)) from exc
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)

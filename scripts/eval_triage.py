@@ -1,91 +1,222 @@
-"""Measure the training-set-free methods on the toy model's known ground truth.
+"""Held-out evaluation of triage scores across toy models the scores were not chosen on.
 
-    python scripts/eval_triage.py --model .cache/imgextract/toy-...-seed0 --run runs/demo/run
+    python scripts/eval_triage.py --dev "100x1,10x4,1x25@0" \
+        --models "100x1,10x4,1x25@1" "50x2,20x3,1x27@2" "100x1,10x4,1x27+faces@3" --samples 8
 
-Needs a toy model and a full audit run of its training captions (both made by `make demo`).
-Positives: duplicated captions whose training image the full sweep found memorized;
-negatives: single-copy captions. For each method it prints the ROC AUC, the UNet evaluations
-spent and the wall time: Wen's noise-difference score and Webster's edge consistency (triage),
-the clique test on the full sweep's samples, and the full sweep with the training set.
+A model is ``SCHEDULE@SEED``, with ``+faces`` to add the 200 LFW faces that ship with
+scikit-image as extra single-copy images (many more negatives). Each model is trained (or
+reused from the cache) with the demo's fixed step counts, indexed, swept (SAMPLES samples per
+training caption, 25 DDIM steps, guidance 3) and scanned; the ground truth is the scan's verdict:
+a caption is memorized when most of its samples are (rate > 0.5).
+
+Scores (each a column of `imgextract triage`, with its cost in UNet evaluations per caption):
+  wen1   Wen et al.'s ‖ε(x_t,c) − ε(x_t,∅)‖ at the first step, 4 seeds (8 evaluations)
+  wen5   the same averaged over the first 5 steps of a 25-step schedule (40 evaluations)
+  attn1  negative entropy of the cross-attention over text positions, same calls as wen1 (0 extra)
+  attn5  the same over 5 steps (0 extra beyond wen5)
+  end1   share of cross-attention on the end token and padding (0 extra), end5 over 5 steps
+  edge   Webster's one-step edge consistency, 4 seeds (8 evaluations)
+  A+B    mean of the two within-model percentile ranks (the larger of the two costs)
+A leading "-" is the same score with its sign flipped: the direction is chosen on dev too.
+
+Within a sweep triage only has to *rank* one model's captions, so every score is turned into
+its within-model percentile rank before pooling models. The default is the score with the best
+pooled AUC on the dev models (the cheaper one on a tie); the held-out table is printed after
+the choice is made. AUC intervals: 2,000 bootstrap resamples of captions, stratified by model.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import time
+import sys
+from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
-from sklearn.metrics import roc_auc_score
+from sklearn.metrics import roc_auc_score, roc_curve
 
-from imgextract.cliques import CliqueParams, run_cliques
-from imgextract.pipelines import load_pipeline
-from imgextract.triage import TriageParams, triage
+from imgextract.audit import DEMO_STEPS, cache_root
+
+SCORES = {  # name: (column, sign, UNet evaluations per caption at 4 seeds)
+    "wen1": ("wen_score_1", 1, 8), "wen5": ("wen_score_5", 1, 40), "attn1": ("attn_score_1", 1, 8),
+    "attn5": ("attn_score_5", 1, 40), "-attn1": ("attn_score_1", -1, 8), "-attn5": ("attn_score_5", -1, 40),
+    "end1": ("attn_end_1", 1, 8), "-end1": ("attn_end_1", -1, 8), "-end5": ("attn_end_5", -1, 40),
+    "edge": ("edge_score", 1, 8),
+}
+COMBOS = {"wen1+attn1": ("wen1", "attn1"), "wen1+-end1": ("wen1", "-end1"), "wen5+-end5": ("wen5", "-end5"),
+          "wen1+edge": ("wen1", "edge")}
+
+
+@dataclass
+class ModelSpec:
+    schedule: str
+    seed: int
+    faces: bool
+
+    @classmethod
+    def parse(cls, text: str) -> "ModelSpec":
+        body, _, seed = text.partition("@")
+        faces = body.endswith("+faces")
+        return cls(body.removesuffix("+faces"), int(seed or 0), faces)
+
+    @property
+    def name(self) -> str:
+        v, u = DEMO_STEPS
+        extra = "-faces" if self.faces else ""
+        return f"toy-{self.schedule.replace(',', '_')}{extra}-32px-{v}+{u}steps-seed{self.seed}"
+
+
+def faces_folder(root: Path) -> Path:
+    """The toy's built-in photographs followed by 200 LFW faces, each with a caption."""
+    folder = root / "toy-images-with-faces"
+    if (folder / "done").is_file():
+        return folder
+    import skimage.data
+    from PIL import Image
+
+    from imgextract.toy import DEFAULT_IMAGES
+    folder.mkdir(parents=True, exist_ok=True)
+    for i, (name, caption, load) in enumerate(DEFAULT_IMAGES):
+        load().save(folder / f"{i:03d}-{name}.png")
+        (folder / f"{i:03d}-{name}.txt").write_text(caption)
+    for j, face in enumerate(skimage.data.lfw_subset()[:200]):
+        stem = f"{len(DEFAULT_IMAGES) + j:03d}-face"
+        Image.fromarray((face * 255).astype(np.uint8)).convert("RGB").save(folder / f"{stem}.png")
+        (folder / f"{stem}.txt").write_text(f"a grey portrait photo of person {j}")
+    (folder / "done").write_text("")
+    return folder
+
+
+def sweep(spec: ModelSpec, samples: int) -> tuple[Path, Path]:
+    """Train (or reuse) the model, index its training set, sweep and scan it; (model, run)."""
+    from imgextract.engine import run_generation, run_scan, train_with_progress
+    from imgextract.generate import SamplingConfig
+    from imgextract.index import build_index
+    from imgextract.toy import ToyConfig
+    root = cache_root()
+    model = root / spec.name
+    if not (model / "toy.json").is_file():
+        print(f"training {spec.name}", file=sys.stderr)
+        cfg = ToyConfig(duplicates=spec.schedule, seed=spec.seed, vae_steps=DEMO_STEPS[0], unet_steps=DEMO_STEPS[1])
+        train_with_progress(model, cfg, faces_folder(root) if spec.faces else None)
+    index = root / "eval-indexes" / spec.name
+    if not (index / "embedder.json").is_file():
+        build_index(model / "train", str(index), "pixel", overwrite=True, progress=False)
+    run = root / "eval-runs" / f"{spec.name}-s{samples}"
+    if not (run / "summary.json").is_file():
+        cfg = SamplingConfig(samples=samples, batch_size=32, steps=25, guidance=3.0, seed=spec.seed, device="cpu")
+        run_generation(model / "train" / "copies.csv", str(model), run, cfg, say=lambda s: print(s, file=sys.stderr))
+        run_scan(run, str(index), run, k=5, threshold=0.15, grid=4, say=lambda s: print(s, file=sys.stderr))
+    return model, run
+
+
+def scores_for(spec: ModelSpec, model: Path, run: Path) -> pd.DataFrame:
+    """Every score for every caption of one model, with its label (cached beside the run)."""
+    cached = run / "triage-eval.parquet"
+    if cached.is_file():
+        return pd.read_parquet(cached)
+    from imgextract.pipelines import load_pipeline
+    from imgextract.triage import TriageParams, triage
+    caps = pd.read_parquet(run / "captions.parquet")
+    per = pd.DataFrame(json.loads((run / "summary.json").read_text())["per_caption"])[["caption_id", "rate"]]
+    table = caps.merge(per, on="caption_id")
+    table["label"] = (table["rate"] > 0.5).astype(int)
+    loaded = load_pipeline(str(model), device="cpu")
+    for steps in (1, 5):
+        res = triage(loaded, table, TriageParams(steps=steps, samples=4, schedule_steps=25, guidance=3.0),
+                     ("wen", "attn"))
+        res = res[["caption_id", "wen_score", "attn_score", "attn_end"]].add_suffix(f"_{steps}")
+        table = table.merge(res.rename(columns={f"caption_id_{steps}": "caption_id"}), on="caption_id")
+    edge = triage(loaded, table, TriageParams(steps=1, samples=4, guidance=3.0), ("edge",))
+    table = table.merge(edge[["caption_id", "edge_score"]], on="caption_id")
+    table["model"] = spec.name
+    table.to_parquet(cached)
+    return table
+
+
+def ranked(table: pd.DataFrame) -> pd.DataFrame:
+    """Each score as its within-model percentile rank (sign applied), plus the combinations."""
+    out = table[["model", "caption_id", "label"]].copy()
+    for name, (col, sign, _) in SCORES.items():
+        out[name] = (sign * table[col]).groupby(table["model"]).rank(pct=True)
+    for name, parts in COMBOS.items():
+        out[name] = out[list(parts)].mean(axis=1)
+    return out
+
+
+def cost(name: str) -> int:
+    return max(SCORES[p][2] for p in COMBOS[name]) if name in COMBOS else SCORES[name][2]
+
+
+def auc_ci(table: pd.DataFrame, score: str, reps: int = 2000, seed: int = 0) -> tuple[float, float, float]:
+    y, s = table["label"].to_numpy(), table[score].to_numpy()
+    auc = roc_auc_score(y, s)
+    rng = np.random.default_rng(seed)
+    groups = [np.flatnonzero(table["model"].to_numpy() == m) for m in table["model"].unique()]
+    boots = []
+    for _ in range(reps):
+        idx = np.concatenate([rng.choice(g, len(g)) for g in groups])
+        if 0 < y[idx].sum() < len(idx):
+            boots.append(roc_auc_score(y[idx], s[idx]))
+    lo, hi = np.percentile(boots, [2.5, 97.5])
+    return auc, lo, hi
+
+
+def tpr_at(table: pd.DataFrame, score: str, fpr: float = 0.01) -> float:
+    f, t, _ = roc_curve(table["label"], table[score])
+    return float(t[f <= fpr].max())
+
+
+def report(title: str, table: pd.DataFrame, names: list[str]) -> dict[str, float]:
+    pos, neg = int(table["label"].sum()), int((1 - table["label"]).sum())
+    print(f"\n{title}: {table['model'].nunique()} model(s), {pos} memorized captions, {neg} not")
+    models = list(table["model"].unique())
+    head = f"{'score':12s} {'UNet/caption':>12s} {'pooled AUC [95% CI]':>24s} {'TPR@1%FPR':>9s}  " + \
+        "  ".join(f"AUC m{i + 1}" for i in range(len(models)))
+    print(head)
+    aucs = {}
+    for name in names:
+        auc, lo, hi = auc_ci(table, name)
+        per = []
+        for m in models:
+            sub = table[table["model"] == m]
+            per.append(f"{roc_auc_score(sub['label'], sub[name]):6.3f}" if 0 < sub["label"].sum() < len(sub)
+                       else "   n/a")
+        print(f"{name:12s} {cost(name):12d} {auc:8.3f} [{lo:.3f}, {hi:.3f}]   {tpr_at(table, name):9.3f}  "
+              + "  ".join(per))
+        aucs[name] = auc
+    for i, m in enumerate(models):
+        sub = table[table["model"] == m]
+        print(f"  m{i + 1} = {m}: {int(sub['label'].sum())} memorized of {len(sub)} captions")
+    return aucs
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--model", type=Path, required=True)
-    ap.add_argument("--run", type=Path, required=True)
-    ap.add_argument("--samples", type=int, default=4)
-    ap.add_argument("--guidance", type=float, default=3.0)
-    ap.add_argument("--min-size", type=int, default=12)
-    ap.add_argument("--delta", type=float, default=0.03,
-                    help="clique edge threshold; 0.15 is tuned for 512px, and 32px toy images sit closer")
+    ap.add_argument("--dev", nargs="+", default=["100x1,10x4,1x25@0"], help="models the default is chosen on")
+    ap.add_argument("--models", nargs="+", required=True, help="held-out models: SCHEDULE@SEED[+faces]")
+    ap.add_argument("--samples", type=int, default=8, help="sweep samples per caption (ground truth)")
     args = ap.parse_args()
-
-    caps = pd.read_parquet(args.run / "captions.parquet")
-    summary = json.loads((args.run / "summary.json").read_text())
-    memorized_paths = {r["train_path"] for r in summary["memorized_images"]}
-    caps["memorized"] = caps["train_path"].isin(memorized_paths)
-    caps["label"] = None
-    caps.loc[(caps["copies"] > 1) & caps["memorized"], "label"] = 1
-    caps.loc[caps["copies"] == 1, "label"] = 0
-    labelled = caps.dropna(subset=["label"])
-    print(f"{int((labelled['label'] == 1).sum())} duplicated-and-memorized captions, "
-          f"{int((labelled['label'] == 0).sum())} single-copy captions")
-
-    rows = []
-    loaded = load_pipeline(str(args.model), device="cpu")
-    for method, params in [("wen", TriageParams(steps=1, samples=args.samples, schedule_steps=25,
-                                                guidance=args.guidance)),
-                           ("edge", TriageParams(steps=1, samples=args.samples, guidance=args.guidance))]:
-        t = time.perf_counter()
-        res = triage(loaded, labelled, params, (method,))
-        secs = time.perf_counter() - t
-        m = labelled.merge(res[["caption_id", f"{method}_score", "unet_evals"]], on="caption_id")
-        rows.append((f"{method} (triage)", roc_auc_score(m["label"].astype(int), m[f"{method}_score"]),
-                     int(m["unet_evals"].sum()), secs))
-
-    record = json.loads((args.run / "run.json").read_text())
-    s = record["sampling"]
-    sweep_evals = s["samples"] * s["steps"] * (2 if s["guidance"] > 1 else 1)
-    loose = run_cliques(args.run, CliqueParams(delta=0.15, min_size=args.min_size)).merge(
-        labelled[["caption_id", "label"]], on="caption_id")
-    print(f"at delta 0.15: cliques >= {args.min_size} for {int(loose[loose.label == 1].flagged.sum())}/"
-          f"{int((loose.label == 1).sum())} memorized and {int(loose[loose.label == 0].flagged.sum())}/"
-          f"{int((loose.label == 0).sum())} single-copy captions")
-    t = time.perf_counter()
-    cl = run_cliques(args.run, CliqueParams(delta=args.delta, min_size=args.min_size))
-    secs = time.perf_counter() - t
-    m = labelled.merge(cl[["caption_id", "largest_clique", "flagged"]], on="caption_id")
-    rows.append((f"clique, delta {args.delta} (sweep samples)", roc_auc_score(m["label"].astype(int), m["largest_clique"]),
-                 sweep_evals * len(m), secs))
-    pos, neg = m[m["label"] == 1], m[m["label"] == 0]
-    clique_line = (f"at delta {args.delta}: cliques >= {args.min_size}: {int(pos['flagged'].sum())}/{len(pos)} memorized captions, "
-                   f"{int(neg['flagged'].sum())}/{len(neg)} single-copy captions; largest clique sizes "
-                   f"memorized {sorted(pos['largest_clique'].tolist())}, single max {int(neg['largest_clique'].max())}")
-
-    per_cap = pd.DataFrame(summary["per_caption"])[["caption_id", "rate"]]
-    m = labelled.merge(per_cap, on="caption_id")
-    rows.append(("full sweep + training set", roc_auc_score(m["label"].astype(int), m["rate"]),
-                 sweep_evals * len(m), float("nan")))
-
-    print(f"{'method':34s} {'ROC AUC':>8} {'UNet evals':>11} {'wall s':>8}")
-    for name, auc, evals, secs in rows:
-        print(f"{name:34s} {auc:8.3f} {evals:11d} {secs:8.1f}")
-    print(clique_line)
+    dev_specs, held_specs = [ModelSpec.parse(t) for t in args.dev], [ModelSpec.parse(t) for t in args.models]
+    if {s.name for s in dev_specs} & {s.name for s in held_specs}:
+        raise SystemExit("a held-out model is also a dev model")
+    tables = {}
+    for spec in dev_specs + held_specs:
+        model, run = sweep(spec, args.samples)
+        tables[spec.name] = scores_for(spec, model, run)
+    names = list(SCORES) + list(COMBOS)
+    dev = ranked(pd.concat([tables[s.name] for s in dev_specs], ignore_index=True))
+    dev_auc = report("DEV (used to choose the default)", dev, names)
+    best = max(names, key=lambda n: (round(dev_auc[n], 3), -cost(n)))
+    print(f"\nchosen on dev: {best} (dev pooled AUC {dev_auc[best]:.3f}, {cost(best)} UNet evaluations per caption)")
+    held = ranked(pd.concat([tables[s.name] for s in held_specs], ignore_index=True))
+    held_auc = report("HELD-OUT (never used for the choice)", held, names)
+    auc, lo, hi = auc_ci(held, best)
+    print(f"\ndefault {best}: held-out pooled AUC {auc:.3f} [{lo:.3f}, {hi:.3f}], TPR@1%FPR "
+          f"{tpr_at(held, best):.3f}; best held-out score would have been "
+          f"{max(held_auc, key=held_auc.get)} ({max(held_auc.values()):.3f})")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,193 @@
+"""Training sets as img2dataset writes them: shards read in place, never extracted.
+
+img2dataset's output folder holds, per shard ``NNNNN``: ``NNNNN.parquet`` (one row per input
+row: url, caption, key, status, error_message, width, height, original_width/height, exif,
+sha256 of the download, plus ``save_additional_columns`` such as LICENSE), ``NNNNN_stats.json``
+(written last: a shard without it is still being written) and the images, in one of three
+output formats:
+
+* ``webdataset``: ``NNNNN.tar`` with members ``KEY.jpg|png|webp``, ``KEY.txt``, ``KEY.json``;
+* ``files``: a folder ``NNNNN/`` with the same members as files;
+* ``parquet``: the image bytes in a binary column of the parquet named after the format.
+
+A training image is named by a *locator*, a string that every stage opens through
+:func:`read_bytes` (``sources.open_rgb`` does it for them): a plain path for ``files``;
+``SHARD.tar::OFFSET+SIZE`` for a tar member (found by one walk of the tar headers,
+``TarInfo.offset_data``, then one seek per read); ``SHARD.parquet::COLUMN@ROW`` for a parquet
+cell. Only ``status == "success"`` rows become images; the others are counted per status.
+"""
+
+from __future__ import annotations
+
+import json
+import tarfile
+import threading
+from collections import Counter, OrderedDict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pyarrow.parquet as pq
+
+from imgextract.errors import InputError
+
+IMAGE_EXTS = ("jpg", "jpeg", "png", "webp")
+SEP = "::"
+# img2dataset's bookkeeping columns that do not describe the image, and those renamed because
+# the index computes its own (width/height/sha256 of the stored image, not of the download).
+DROPPED = {"status", "error_message", "exif", "width", "height"}
+RENAMED = {"sha256": "download_sha256"}
+
+
+@dataclass
+class Shard:
+    name: str
+    table: Path                       # NNNNN.parquet
+    images: Path | None               # NNNNN.tar, NNNNN/ or None (bytes inside the parquet)
+    finished: bool                    # NNNNN_stats.json exists
+
+
+@dataclass
+class ShardRecords:
+    records: list                     # sources.ImageRecord with locator paths
+    statuses: Counter = field(default_factory=Counter)
+
+
+def detect(folder: Path) -> str | None:
+    """``webdataset``, ``files`` or ``parquet`` for an img2dataset output folder, else None."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return None
+    tables = sorted(p for p in folder.glob("*.parquet") if p.stem.isdigit())
+    if not tables and not list(folder.glob("*_stats.json")):
+        return None
+    if not tables:
+        return "webdataset" if list(folder.glob("*.tar")) else None
+    try:
+        cols = set(pq.read_schema(tables[0]).names)
+    except Exception:  # noqa: BLE001 - not a parquet we can read: not img2dataset output
+        return None
+    if not {"key", "status"} <= cols:
+        return None
+    if any((folder / f"{t.stem}.tar").is_file() for t in tables):
+        return "webdataset"
+    if any((folder / t.stem).is_dir() for t in tables):
+        return "files"
+    if cols & set(IMAGE_EXTS):
+        return "parquet"
+    return None
+
+
+def list_shards(folder: Path, fmt: str) -> list[Shard]:
+    folder = Path(folder).resolve()
+    out = []
+    for table in sorted(p for p in folder.glob("*.parquet") if p.stem.isdigit()):
+        images = {"webdataset": folder / f"{table.stem}.tar", "files": folder / table.stem, "parquet": None}[fmt]
+        out.append(Shard(table.stem, table, images, (folder / f"{table.stem}_stats.json").is_file()))
+    return out
+
+
+def tar_members(tar: Path) -> dict[str, tuple[int, int, str]]:
+    """KEY → (offset of its image bytes, size, extension): one pass over the tar headers."""
+    found = {}
+    with tarfile.open(tar, "r:") as tf:
+        for m in tf:
+            stem, _, ext = m.name.rpartition(".")
+            if m.isfile() and ext.lower() in IMAGE_EXTS:
+                found[Path(stem).name] = (m.offset_data, m.size, ext.lower())
+    return found
+
+
+def shard_records(shard: Shard, fmt: str) -> ShardRecords:
+    """The success rows of one shard as image records (locators), and every row's status count."""
+    from imgextract.sources import ImageRecord
+    table = pq.read_table(shard.table, columns=[c for c in pq.read_schema(shard.table).names
+                                                if c not in IMAGE_EXTS]).to_pandas()
+    statuses = Counter(str(s) for s in table["status"])
+    ok = table[table["status"] == "success"]
+    members = tar_members(shard.images) if fmt == "webdataset" and shard.images.is_file() else {}
+    image_col = None
+    if fmt == "parquet":
+        names = pq.read_schema(shard.table).names
+        image_col = next(c for c in IMAGE_EXTS if c in names)
+    records = []
+    for row_i, row in zip(ok.index, ok.to_dict("records")):
+        key = str(row["key"])
+        if fmt == "webdataset":
+            if key not in members:
+                statuses["success but missing from the tar"] += 1
+                continue
+            off, size, _ = members[key]
+            locator = f"{shard.images}{SEP}{off}+{size}"
+        elif fmt == "files":
+            hit = next((shard.images / f"{key}.{e}" for e in IMAGE_EXTS if (shard.images / f"{key}.{e}").is_file()), None)
+            if hit is None:
+                statuses["success but missing from the folder"] += 1
+                continue
+            locator = str(hit)
+        else:
+            locator = f"{shard.table}{SEP}{image_col}@{row_i}"
+        caption = row.get("caption")
+        extra = {RENAMED.get(k, k): v for k, v in row.items() if k not in DROPPED and k != "caption"}
+        extra["shard"] = shard.name
+        records.append(ImageRecord(Path(locator), None if caption is None else str(caption), extra))
+    return ShardRecords(records, statuses)
+
+
+def is_locator(path) -> bool:
+    return SEP in str(path)
+
+
+_parquet_cache: OrderedDict = OrderedDict()
+_parquet_lock = threading.Lock()
+
+
+def read_bytes(locator) -> bytes:
+    """The bytes a locator names: a tar member by offset (one seek), a parquet cell, or a file."""
+    text = str(locator)
+    if SEP not in text:
+        return Path(text).read_bytes()
+    file, _, where = text.partition(SEP)
+    if file.endswith(".tar"):
+        off, _, size = where.partition("+")
+        with open(file, "rb") as f:
+            f.seek(int(off))
+            data = f.read(int(size))
+        if len(data) != int(size):
+            raise OSError(f"{file} is shorter than its index says (truncated shard?)")
+        return data
+    if file.endswith(".parquet"):
+        column, _, row = where.partition("@")
+        return _parquet_cell(Path(file), column, int(row))
+    raise InputError(f"unknown image locator {text!r}", "rebuild the index")
+
+
+def _parquet_cell(file: Path, column: str, row: int) -> bytes:
+    """One cell, reading (and keeping a few of) the row groups it lives in."""
+    pf = pq.ParquetFile(file)
+    start = 0
+    for rg in range(pf.num_row_groups):
+        n = pf.metadata.row_group(rg).num_rows
+        if row < start + n:
+            key = (str(file), column, rg)
+            with _parquet_lock:
+                values = _parquet_cache.get(key)
+            if values is None:
+                values = pf.read_row_group(rg, columns=[column]).column(0).to_pylist()
+                with _parquet_lock:
+                    _parquet_cache[key] = values
+                    while len(_parquet_cache) > 8:
+                        _parquet_cache.popitem(last=False)
+            return values[row - start]
+        start += n
+    raise OSError(f"{file} has no row {row}")
+
+
+def stats_line(statuses: Counter) -> str:
+    return ", ".join(f"{n} {s}" for s, n in statuses.most_common())
+
+
+def read_stats(shard: Shard) -> dict:
+    try:
+        return json.loads((shard.table.parent / f"{shard.name}_stats.json").read_text())
+    except (OSError, ValueError):
+        return {}
