@@ -64,6 +64,56 @@ def index_build(
                f"({len(result.skipped)} skipped{rows})")
 
 
+@index_app.command("duplicates")
+def index_duplicates(
+    name: str = typer.Argument(..., help="Index name or path."),
+    out: Path = typer.Option(..., help="dups.parquet to write: id, cluster, copies, representative per index row."),
+    threshold: float = typer.Option(0.15, help="Two images are copies when their tiled L2 is below this."),
+    similarity: float = typer.Option(0.9, help="Embedding similarity a pair needs to be compared on pixels."),
+    k: int = typer.Option(32, "-k", help="Neighbours looked at per image."),
+    top: Optional[int] = typer.Option(None, help="With --captions-out: how many of the most duplicated groups."),
+    captions_out: Optional[Path] = typer.Option(None, help="Captions of the top groups, for `imgextract generate`."),
+) -> None:
+    """Find near-duplicate groups in a training set, and the most duplicated captions.
+
+    Example: imgextract index duplicates laion-subset --out dups.parquet --top 100 --captions-out top.parquet
+    """
+    from imgextract import rundir
+    from imgextract.duplicates import DUPLICATES_JSON, DuplicateParams, find_duplicates, histogram, top_captions
+    from imgextract.engine import Progress
+    from imgextract.index import open_index
+    from imgextract.locks import exclusive
+    if (top is None) != (captions_out is None):
+        raise InputError("--top and --captions-out go together", "give both, e.g. --top 100 --captions-out top.parquet")
+    for path, what in ((out, "--out"), (captions_out, "--captions-out")):
+        if path is not None and (path.is_dir() or path.suffix.lower() != ".parquet"):
+            raise InputError(f"{what} {path}", "name a .parquet file to write")
+    if k < 1:
+        raise InputError(f"-k {k}", "look at one neighbour or more")
+    idx = open_index(name, gpu="off")
+    params = DuplicateParams(threshold=threshold, similarity=similarity, k=k)
+    bar = Progress(len(idx.table), "duplicates", "img")
+    table, counts = find_duplicates(idx, params, lambda done, total: bar.update_to(done))
+    bar.close()
+    captions = top_captions(table, idx, top) if top is not None else None
+    rundir.write_parquet_atomic(out, table)
+    hist = histogram(table)
+    with exclusive(idx.path.with_name(f".{idx.path.name}.lock"), f"index {idx.path}"):
+        rundir.write_json_atomic(idx.path / DUPLICATES_JSON, {
+            "threshold": threshold, "similarity": similarity, "k": k, "groups_by_copies": hist,
+            "decisions": counts, "images": len(table), "groups": int(table["representative"].sum())})
+    for what, n in sorted(counts.items()):
+        typer.echo(f"{what}: {n}", err=True)
+    dup_groups = sum(n for c, n in hist.items() if c > 1)
+    typer.echo(f"{len(table)} images in {int(table['representative'].sum())} groups; {dup_groups} groups have "
+               f"copies (largest: {max(hist)}); written to {out}")
+    if captions is not None:
+        rundir.write_parquet_atomic(captions_out, captions)
+        typer.echo(f"captions of the {len(captions)} most duplicated groups in {captions_out} "
+                   f"(copies {captions['copies'].max() if len(captions) else 0} down to "
+                   f"{captions['copies'].min() if len(captions) else 0})")
+
+
 @index_app.command("info")
 def index_info(name: str = typer.Argument(..., help="Index name or path.")) -> None:
     """Show what an index holds.
@@ -79,6 +129,13 @@ def index_info(name: str = typer.Argument(..., help="Index name or path.")) -> N
     typer.echo(f"source     {idx.embedder.get('source', '?')} ({idx.embedder.get('source_kind', 'folder')})")
     typer.echo(f"captions   {int(idx.table['caption'].notna().sum())} of {len(idx.table)}")
     thumbs = idx.thumb_info()
+    dups = idx.path / "duplicates.json"
+    if dups.is_file():
+        import json
+        d = json.loads(dups.read_text())
+        groups = ", ".join(f"{c}x: {n}" for c, n in sorted(d["groups_by_copies"].items(), key=lambda kv: -int(kv[0])))
+        typer.echo(f"duplicates {d['groups']} groups of {d['images']} images (tiled L2 < {d['threshold']}); "
+                   f"groups by copies: {groups}")
     typer.echo("thumbnails " + (", ".join(f"{k} ({v['rows']} images)" for k, v in sorted(thumbs.items())) or "none"))
 
 
