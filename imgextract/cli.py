@@ -37,6 +37,10 @@ def index_build(
                                                   "size (512 or HxW; repeatable) so scans at that size prune fast. "
                                                   "Each image's own size is always stored."),
     workers: int = typer.Option(0, help="Threads decoding and hashing images (0 = one per core)."),
+    embeddings: bool = typer.Option(False, "--embeddings", help="SOURCE is clip-retrieval output (img_emb/, "
+                                    "metadata/): index its vectors as they are; --embedder names the model that made them."),
+    images: Optional[Path] = typer.Option(None, help="With --embeddings: the img2dataset folder whose keys the "
+                                                     "metadata's image_path names, so candidates' pixels can be tested."),
 ) -> None:
     """Index training images.
 
@@ -48,7 +52,7 @@ def index_build(
         raise InputError(f"--workers {workers}", "give 0 (one per core) or a positive number of threads")
     result = build_index(source, name, embedder, batch_size=batch_size, overwrite=overwrite,
                          image_column=image_column, caption_column=caption_column, factory=factory, device=device,
-                         thumb_sizes=sizes, workers=workers or None)
+                         thumb_sizes=sizes, workers=workers or None, embeddings=embeddings, images=images)
     for note in result.notes:
         typer.echo(note, err=True)
     for s in result.skipped:

@@ -41,6 +41,8 @@ class GuardVerdict:
     exact: bool = True        # False: tiled_l2 is a thumbnail lower bound (far from the threshold)
 
     def sentence(self) -> str:
+        if self.term.startswith("not tested"):
+            return self.term
         if not self.memorized:
             return (f"no substantial replication: nearest training image {self.train_path} at tiled L2 "
                     f"{'' if self.exact else '>= '}{self.tiled_l2:.3f}" if self.train_path
@@ -68,6 +70,11 @@ class Guard:
         image = image.convert("RGB")
         sims, ids = self.index.search(self.embedder.embed([image]), self.params.k)
         matches = match_image(image, sims[0], ids[0], self.index, self.train, self.params)
+        if matches and all(m["pixels"] == "unavailable" for m in matches):
+            return GuardVerdict(False, "not tested: the nearest training images' pixels are unavailable (an "
+                                "embeddings index built without --images)", None, None, None, None, None, None,
+                                time.perf_counter() - t0)
+        matches = [m for m in matches if m["pixels"] == "available"]
         if not matches:
             return GuardVerdict(False, "no substantial replication", None, None, None, None, None, None,
                                 time.perf_counter() - t0)

@@ -238,7 +238,7 @@ def build_index(source: Path, name: str, embedder_spec: str = "pixel", *, batch_
                 overwrite: bool = False, image_column: str | None = None,
                 caption_column: str | None = None, factory: str = "Flat",
                 device: str = "auto", progress: bool = True, thumb_sizes: tuple = (),
-                workers: int | None = None) -> BuildResult:
+                workers: int | None = None, embeddings: bool = False, images: Path | None = None) -> BuildResult:
     """Embed and hash every readable image of ``source`` into ``indexes/NAME``.
 
     The source's form (folder, table, img2dataset output) is detected by ``sources.plan_source``.
@@ -255,12 +255,18 @@ def build_index(source: Path, name: str, embedder_spec: str = "pixel", *, batch_
     check_replaceable(dest, overwrite)
     embedder = load_embedder(embedder_spec, device)
     _check_factory(factory, embedder.dim)
-    plan = plan_source(Path(source), image_column, caption_column)
+    if embeddings:
+        plan = _embeddings_plan(Path(source), images, embedder)
+    elif images is not None:
+        raise InputError("--images goes with --embeddings", "pass --embeddings when SOURCE holds precomputed vectors")
+    else:
+        plan = plan_source(Path(source), image_column, caption_column)
     with exclusive(dest.with_name(f".{dest.name}.lock"), f"index {dest}"):
         check_replaceable(dest, overwrite)  # again, under the lock: another writer may have finished
         settings = {"source": str(Path(source).resolve()), "kind": plan.kind, "embedder": embedder.record(),
                     "thumb_sizes": [list(t) for t in thumb_sizes], "image_column": image_column,
-                    "caption_column": caption_column, "parts": [p.name for p in plan.parts]}
+                    "caption_column": caption_column, "parts": [p.name for p in plan.parts],
+                    "images": str(Path(images).resolve()) if images is not None else None}
         return _build(source, dest, plan, settings, embedder, batch_size, factory, progress,
                       [tuple(t) for t in thumb_sizes], workers or os.cpu_count() or 1)
 
@@ -308,8 +314,12 @@ def _build(source: Path, dest: Path, plan, settings: dict, embedder: Embedder, b
     with ThreadPoolExecutor(max_workers=workers) as pool:
         for i, part in enumerate(plan.parts):
             if not (parts_dir / f"{i:05d}.done.json").is_file():
-                records, statuses = part.load()
-                _build_part(parts_dir, i, records, statuses, embedder, batch_size, thumb_sizes, pool)
+                loaded = part.load()
+                if isinstance(loaded, dict):  # precomputed vectors: nothing to decode
+                    _write_part(parts_dir, i, loaded["rows"], loaded["vectors"], [], loaded["statuses"], {})
+                else:
+                    records, statuses = loaded
+                    _build_part(parts_dir, i, records, statuses, embedder, batch_size, thumb_sizes, pool)
                 if os.environ.get("IMGEXTRACT_SLOW_PART"):  # test hook: time to interrupt between parts
                     time.sleep(float(os.environ["IMGEXTRACT_SLOW_PART"]))
             done += 1
@@ -344,11 +354,39 @@ def _build_part(parts_dir: Path, i: int, records: list, statuses, embedder: Embe
                          "width": im.width, "height": im.height, **got["hashes"], **rec.extra})
     thumb_info = thumbs.close()
     matrix = np.concatenate(vectors).astype(np.float32) if vectors else np.zeros((0, embedder.dim), np.float32)
+    _write_part(parts_dir, i, rows, matrix, skipped, statuses, thumb_info)
+
+
+def _write_part(parts_dir: Path, i: int, rows: list[dict], matrix: np.ndarray, skipped: list, statuses,
+                thumb_info: dict) -> None:
     np.save(parts_dir / f"{i:05d}.vectors.npy", matrix)
     pq.write_table(pa.Table.from_pylist(rows) if rows else pa.table({}), parts_dir / f"{i:05d}.rows.parquet")
     from imgextract.rundir import write_json_atomic
     write_json_atomic(parts_dir / f"{i:05d}.done.json", {"rows": len(rows), "skipped": skipped,
                                                        "statuses": dict(statuses), "thumbs": thumb_info})
+
+
+def _embeddings_plan(folder: Path, images: Path | None, embedder: Embedder):
+    """clip-retrieval output as build parts: vectors as given (re-normalised), rows from the metadata,
+    pixels located through an img2dataset folder (``images``) or local paths when they exist."""
+    from imgextract import shards
+    from imgextract.sources import SourcePart, SourcePlan
+    parts = shards.embedding_parts(folder)
+    keys = shards.key_locators(Path(images)) if images is not None else None
+
+    def load(emb: Path, meta: Path) -> dict:
+        vectors = np.load(emb).astype(np.float32)
+        if vectors.ndim != 2 or vectors.shape[1] != embedder.dim:
+            raise InputError(f"{emb} holds vectors of shape {vectors.shape}, not (n, {embedder.dim}) as "
+                             f"{embedder.spec} makes", "name the model that made these embeddings with --embedder")
+        rows, counts = shards.embedding_rows(meta, keys)
+        if len(rows) != len(vectors):
+            raise InputError(f"{emb} has {len(vectors)} vectors but {meta} has {len(rows)} rows",
+                             "row j of metadata_N.parquet must describe row j of img_emb_N.npy")
+        norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+        return {"rows": rows, "vectors": vectors / np.maximum(norms, 1e-12), "statuses": counts}
+
+    return SourcePlan("embeddings", [SourcePart(n, (lambda e=e, m=m: load(e, m))) for n, e, m in parts], [])
 
 
 def _assemble(source: Path, tmp: Path, dest: Path, plan, embedder: Embedder, factory: str,

@@ -48,7 +48,7 @@ from imgextract.sources import BadImage, list_image_files, open_rgb
 FOLDER_SHARD = 512
 MATCH_COLUMNS = ["generation_path", "caption_id", "caption", "sample_index", "seed", "train_id", "train_path",
                  "train_caption", "rank", "similarity", "tiled_l2", "l2", "phash_distance", "dhash_distance",
-                 "whash_distance", "relative_l2", "exact", "memorized"]
+                 "whash_distance", "relative_l2", "exact", "pixels", "memorized"]
 CRITERIA = ("tiled", "relative", "either", "both")
 
 
@@ -96,7 +96,8 @@ class TrainingImages:
                 self._cache.move_to_end(key)
                 return self._cache[key]
         try:  # decoded outside the lock; two threads may decode the same image once each
-            arr = distance.to_uint8(open_rgb(Path(self.paths[train_id])), size)
+            path = self.paths[train_id]
+            arr = distance.to_uint8(open_rgb(Path(path)), size) if path else None  # "": pixels unavailable
         except BadImage:
             arr = None
         with self._lock:
@@ -107,7 +108,7 @@ class TrainingImages:
 
 
 MAX_GRID = 64
-SCAN_LAYOUT = 2  # folder shards keyed by file (path, size, mtime); older scan folders are not mixed in
+SCAN_LAYOUT = 3  # folder shards keyed by file (path, size, mtime); older scan folders are not mixed in
 
 
 def validate_params(params: ScanParams) -> None:
@@ -291,7 +292,7 @@ def match_generation(gen: Generation, sim_row: np.ndarray, id_row: np.ndarray, i
             tiled[have], plain[have] = bound
     _measure(gen, cand, [j for j in range(k) if not tiled[j] >= params.exact_limit], tiled, plain, exact, train,
              params)  # NaN (no thumbnail) is measured too
-    keep = [j for j in range(k) if exact[j] or tiled[j] >= params.exact_limit]  # unreadable: dropped
+    keep = list(range(k))  # a candidate whose pixels cannot be read stays, as "unavailable", with NaN distances
     rel = np.full(len(cand), np.nan)
     if params.relative_n >= 1:
         wanted = keep if not prune else [j for j in keep if exact[j] and tiled[j] < params.threshold]
@@ -304,13 +305,23 @@ def match_generation(gen: Generation, sim_row: np.ndarray, id_row: np.ndarray, i
             rel_all[readable] = relative_distance(plain[readable], params.relative_n, params.alpha)
             rel[wanted] = rel_all[wanted]
     tids = [cand[j][1] for j in keep]
-    hd = {name: hashes.hamming_many(gen.hashes[name], tab[name].iloc[tids].tolist()) for name in hashes.HASHES}
+    hd = {name: _hash_distances(gen.hashes[name], tab[name].iloc[tids].tolist()) for name in hashes.HASHES}
     return [{"train_id": t, "train_path": tab["path"].iat[t], "train_caption": tab["caption"].iat[t],
              "rank": rank, "similarity": s, "tiled_l2": float(tiled[j]), "l2": float(plain[j]),
              "phash_distance": int(hd["phash"][i]), "dhash_distance": int(hd["dhash"][i]),
              "whash_distance": int(hd["whash"][i]), "relative_l2": float(rel[j]), "exact": bool(exact[j]),
-             "memorized": is_memorized(float(tiled[j]), float(rel[j]), params)}
+             "pixels": "unavailable" if np.isnan(tiled[j]) else "available",
+             "memorized": bool(not np.isnan(tiled[j]) and is_memorized(float(tiled[j]), float(rel[j]), params))}
             for i, (j, (rank, t, s)) in enumerate((j, cand[j]) for j in keep)]
+
+
+def _hash_distances(query: str, others: list) -> np.ndarray:
+    """Hamming distances; -1 where the training image has no hash (its pixels were never available)."""
+    out = np.full(len(others), -1, np.int64)
+    have = [i for i, h in enumerate(others) if isinstance(h, str) and h]
+    if have:
+        out[have] = hashes.hamming_many(query, [others[i] for i in have])
+    return out
 
 
 def _measure(gen: Generation, cand: list, which: list[int], tiled: np.ndarray, plain: np.ndarray,

@@ -191,3 +191,58 @@ def read_stats(shard: Shard) -> dict:
         return json.loads((shard.table.parent / f"{shard.name}_stats.json").read_text())
     except (OSError, ValueError):
         return {}
+
+
+# -- precomputed embeddings, as clip-retrieval's `clip inference` (and LAION's releases) lay them out --
+
+def embedding_parts(folder: Path) -> list[tuple[str, Path, Path]]:
+    """(name, img_emb/img_emb_N.npy, metadata/metadata_N.parquet) in the order autofaiss reads them
+    (lexicographic file names), so an index id is the row in that concatenation."""
+    folder = Path(folder)
+    emb = sorted((folder / "img_emb").glob("img_emb_*.npy"), key=lambda p: p.name)
+    if not emb:
+        raise InputError(f"{folder} has no img_emb/img_emb_N.npy",
+                         "pass the output folder of `clip-retrieval inference` (img_emb/ and metadata/)")
+    out = []
+    for e in emb:
+        n = e.stem.removeprefix("img_emb_")
+        meta = folder / "metadata" / f"metadata_{n}.parquet"
+        if not meta.is_file():
+            raise InputError(f"{e} has no metadata part {meta}", "every img_emb_N.npy needs metadata/metadata_N.parquet")
+        out.append((n, e, meta))
+    return out
+
+
+def key_locators(images: Path) -> dict[str, str]:
+    """img2dataset key → locator of its image, for every finished shard of an img2dataset folder."""
+    fmt = detect(images)
+    if fmt is None:
+        raise InputError(f"--images {images} is not an img2dataset output folder",
+                         "pass the folder img2dataset wrote (NNNNN.parquet + tars, folders or image columns)")
+    found = {}
+    for shard in list_shards(images, fmt):
+        if shard.finished:
+            for rec in shard_records(shard, fmt).records:
+                found[str(rec.extra["key"])] = str(rec.path)
+    return found
+
+
+def embedding_rows(meta: Path, keys: dict[str, str] | None) -> tuple[list[dict], Counter]:
+    """Index rows for one metadata part: where each image's pixels are, if anywhere."""
+    table = pq.read_table(meta).to_pandas()
+    rows, counts = [], Counter()
+    for row in table.to_dict("records"):
+        ref = row.pop("image_path", None)
+        caption = row.pop("caption", None)
+        path = None
+        if ref is not None and keys is not None and str(ref) in keys:
+            path = keys[str(ref)]
+        elif ref is not None and keys is None and Path(str(ref)).is_file():
+            path = str(Path(str(ref)).resolve())
+        counts["pixels available" if path else "pixels unavailable"] += 1
+        rows.append({"path": path or "", "caption": None if caption is None else str(caption),
+                     "image_path": None if ref is None else str(ref),
+                     "pixels": "available" if path else "unavailable",
+                     "sha256": None, "width": None, "height": None, "phash": None, "dhash": None, "whash": None,
+                     **{RENAMED.get(k, k): v for k, v in row.items()}})
+    return rows, counts
