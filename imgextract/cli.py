@@ -30,7 +30,9 @@ def index_build(
     image_column: Optional[str] = typer.Option(None, help="Table column with image paths (default: path/image/file)."),
     caption_column: Optional[str] = typer.Option(None, help="Table column with captions (default: caption/text/prompt)."),
     batch_size: int = typer.Option(64, help="Images embedded per batch."),
-    factory: str = typer.Option("Flat", help="FAISS index_factory string, e.g. Flat or HNSW32."),
+    factory: str = typer.Option("auto", help="FAISS index_factory string (Flat, HNSW32, IVF1024,Flat, ...) or auto: "
+                                             "chosen from the number of vectors and --max-memory."),
+    max_memory: str = typer.Option("4G", help="Memory budget for the index when --factory auto (e.g. 4G, 512M)."),
     overwrite: bool = typer.Option(False, help="Replace an existing index of that name."),
     device: str = typer.Option("auto", help="auto | cpu | cuda, for the embedder."),
     thumb_size: list[str] = typer.Option([], help="Also store thumbnails of every image fitted to this generation "
@@ -46,12 +48,15 @@ def index_build(
 
     Example: imgextract index build ./laion-subset --name laion-subset --embedder pixel --thumb-size 512
     """
+    from imgextract.faiss_choice import parse_memory
     from imgextract.index import build_index, parse_size
     sizes = [parse_size(t) for t in thumb_size]
+    budget = parse_memory(max_memory)
     if workers < 0:
         raise InputError(f"--workers {workers}", "give 0 (one per core) or a positive number of threads")
     result = build_index(source, name, embedder, batch_size=batch_size, overwrite=overwrite,
                          image_column=image_column, caption_column=caption_column, factory=factory, device=device,
+                         max_memory=budget,
                          thumb_sizes=sizes, workers=workers or None, embeddings=embeddings, images=images)
     for note in result.notes:
         typer.echo(note, err=True)
@@ -129,7 +134,12 @@ def index_info(name: str = typer.Argument(..., help="Index name or path.")) -> N
     typer.echo(f"index      {idx.path}")
     typer.echo(f"images     {len(idx.table)}")
     typer.echo(f"embedder   {idx.embedder['spec']} (dim {idx.embedder['dimension']})")
-    typer.echo(f"faiss      {idx.embedder.get('faiss_factory', 'Flat')}")
+    params = ", ".join(f"{k}={v}" for k, v in (idx.embedder.get("faiss_params") or {}).items())
+    recall = idx.embedder.get("recall_at_10")
+    typer.echo(f"faiss      {idx.embedder.get('faiss_factory', 'Flat')}" + (f" ({params})" if params else "")
+               + (f", recall@10 {recall:.3f} against exact search at build" if recall is not None else "")
+               + (", exact re-rank from vectors.f16" if idx.vectors is not None
+                  and idx.embedder.get("faiss_factory", "Flat") != "Flat" else ""))
     typer.echo(f"source     {idx.embedder.get('source', '?')} ({idx.embedder.get('source_kind', 'folder')})")
     typer.echo(f"captions   {int(idx.table['caption'].notna().sum())} of {len(idx.table)}")
     thumbs = idx.thumb_info()

@@ -68,7 +68,7 @@ def find_duplicates(index: TrainingIndex, params: DuplicateParams = DuplicatePar
     k = min(params.k + 1, n)
     for start in range(0, n, params.chunk):
         stop = min(start + params.chunk, n)
-        vectors = index.faiss_index.reconstruct_n(start, stop - start)
+        vectors = index.vector_rows(start, stop)
         sims, ids = index.search(vectors, k)
         for row, (srow, irow) in enumerate(zip(sims, ids)):
             i = start + row

@@ -40,6 +40,7 @@ import pyarrow.parquet as pq
 
 from imgextract import distance, hashes
 from imgextract.embedders import Embedder, load_embedder
+from imgextract.faiss_choice import apply, choose_factory, rerank, training_sample, tune
 from imgextract.errors import InputError
 from imgextract.locks import exclusive
 from imgextract.sources import BadImage, open_rgb
@@ -99,6 +100,7 @@ class TrainingIndex:
     faiss_index: faiss.Index
     table: pd.DataFrame
     embedder: dict
+    vectors: np.ndarray | None = None          # vectors.f16, memory-mapped (None: an older index)
     _thumbs: dict = field(default_factory=dict, repr=False)
     _thumbs_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
@@ -123,9 +125,23 @@ class TrainingIndex:
             return {}
 
     def search(self, vectors: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """k nearest rows per query: (similarities, row ids), -1 where fewer than k exist."""
+        """k nearest rows per query: (similarities, row ids), -1 where fewer than k exist.
+
+        An approximate index is asked for more candidates, which are then re-ranked exactly
+        against the stored vectors, so compression never reorders what reaches the pixel tests."""
         k = min(k, self.faiss_index.ntotal)
-        return self.faiss_index.search(np.ascontiguousarray(vectors, dtype=np.float32), k)
+        queries = np.ascontiguousarray(vectors, dtype=np.float32)
+        if self.vectors is None or self.embedder.get("faiss_factory", "Flat") == "Flat":
+            return self.faiss_index.search(queries, k)
+        wide = min(self.faiss_index.ntotal, max(4 * k, k + 16))
+        _, ids = self.faiss_index.search(queries, wide)
+        return rerank(self.vectors, queries, ids, k)
+
+    def vector_rows(self, start: int, stop: int) -> np.ndarray:
+        """Stored vectors of rows [start, stop) as float32 (from vectors.f16, else from FAISS)."""
+        if self.vectors is not None:
+            return np.asarray(self.vectors[start:stop], dtype=np.float32)
+        return self.faiss_index.reconstruct_n(start, stop - start)
 
     def load_embedder(self, device: str = "auto") -> Embedder:
         return load_embedder(self.embedder["spec"], device)
@@ -144,16 +160,22 @@ def open_index(name_or_path: str | Path, gpu: str = "auto") -> TrainingIndex:
     if missing:
         raise InputError(f"index folder {path} lacks {', '.join(missing)}",
                          "rebuild it with `imgextract index build`")
-    index = faiss.read_index(str(path / "index.faiss"))
+    embedder = json.loads((path / "embedder.json").read_text())
+    try:  # IVF lists stay on disk, paged in as searched
+        index = faiss.read_index(str(path / "index.faiss"), faiss.IO_FLAG_MMAP | faiss.IO_FLAG_READ_ONLY)
+    except RuntimeError:
+        index = faiss.read_index(str(path / "index.faiss"))
+    apply(index, embedder.get("faiss_params") or {})
     if gpu != "off" and _faiss_gpus() > 0:
         index = faiss.index_cpu_to_all_gpus(index)
     table = pq.read_table(path / "images.parquet").to_pandas()
-    embedder = json.loads((path / "embedder.json").read_text())
     if index.ntotal != len(table) or index.d != embedder.get("dimension"):
         raise InputError(f"index folder {path} is inconsistent ({index.ntotal} vectors of dim {index.d}, "
                          f"{len(table)} rows, embedder dim {embedder.get('dimension')})",
                          "rebuild it with `imgextract index build`")
-    return TrainingIndex(path, index, table, embedder)
+    vectors = np.memmap(path / VECTORS, np.float16, "r", shape=(len(table), index.d)) \
+        if (path / VECTORS).is_file() else None
+    return TrainingIndex(path, index, table, embedder, vectors)
 
 
 THUMBS = "thumbs"
@@ -236,7 +258,7 @@ class BuildResult:
 
 def build_index(source: Path, name: str, embedder_spec: str = "pixel", *, batch_size: int = 64,
                 overwrite: bool = False, image_column: str | None = None,
-                caption_column: str | None = None, factory: str = "Flat",
+                caption_column: str | None = None, factory: str = "auto", max_memory: int = 4 * 2**30,
                 device: str = "auto", progress: bool = True, thumb_sizes: tuple = (),
                 workers: int | None = None, embeddings: bool = False, images: Path | None = None) -> BuildResult:
     """Embed and hash every readable image of ``source`` into ``indexes/NAME``.
@@ -254,7 +276,8 @@ def build_index(source: Path, name: str, embedder_spec: str = "pixel", *, batch_
         raise InputError(f"--name {name} names a file ({dest})", "choose a name that is a folder or does not exist")
     check_replaceable(dest, overwrite)
     embedder = load_embedder(embedder_spec, device)
-    _check_factory(factory, embedder.dim)
+    if factory != "auto":
+        _check_factory(factory, embedder.dim)
     if embeddings:
         plan = _embeddings_plan(Path(source), images, embedder)
     elif images is not None:
@@ -268,7 +291,7 @@ def build_index(source: Path, name: str, embedder_spec: str = "pixel", *, batch_
                     "caption_column": caption_column, "parts": [p.name for p in plan.parts],
                     "images": str(Path(images).resolve()) if images is not None else None}
         return _build(source, dest, plan, settings, embedder, batch_size, factory, progress,
-                      [tuple(t) for t in thumb_sizes], workers or os.cpu_count() or 1)
+                      [tuple(t) for t in thumb_sizes], workers or os.cpu_count() or 1, max_memory)
 
 
 def _check_factory(factory: str, dim: int) -> None:
@@ -300,11 +323,12 @@ def load_training_image(rec, thumb_sizes: list[tuple[int, int]]) -> dict:
 
 
 PARTS = "parts"
+VECTORS = "vectors.f16"
 BUILD_JSON = "build.json"
 
 
 def _build(source: Path, dest: Path, plan, settings: dict, embedder: Embedder, batch_size: int, factory: str,
-           progress: bool, thumb_sizes: list[tuple[int, int]], workers: int) -> BuildResult:
+           progress: bool, thumb_sizes: list[tuple[int, int]], workers: int, max_memory: int) -> BuildResult:
     tmp, resumed = _resumable_temp_dir(dest, settings)
     parts_dir = tmp / PARTS
     parts_dir.mkdir(exist_ok=True)
@@ -327,7 +351,7 @@ def _build(source: Path, dest: Path, plan, settings: dict, embedder: Embedder, b
                 bar.update_to(done)
     if bar:
         bar.close()
-    return _assemble(source, tmp, dest, plan, embedder, factory, resumed)
+    return _assemble(source, tmp, dest, plan, embedder, factory, resumed, max_memory)
 
 
 def _build_part(parts_dir: Path, i: int, records: list, statuses, embedder: Embedder, batch_size: int,
@@ -390,7 +414,7 @@ def _embeddings_plan(folder: Path, images: Path | None, embedder: Embedder):
 
 
 def _assemble(source: Path, tmp: Path, dest: Path, plan, embedder: Embedder, factory: str,
-              resumed: int) -> BuildResult:
+              resumed: int, max_memory: int) -> BuildResult:
     """The parts, in order, become one index: global ids, one FAISS index, thumbnails per size."""
     from collections import Counter
 
@@ -405,7 +429,7 @@ def _assemble(source: Path, tmp: Path, dest: Path, plan, embedder: Embedder, fac
         statuses.update(done["statuses"])
         if done["rows"]:
             tables.append(pq.read_table(parts_dir / f"{i:05d}.rows.parquet").to_pandas())
-            vectors.append(np.load(parts_dir / f"{i:05d}.vectors.npy"))
+            vectors.append(parts_dir / f"{i:05d}.vectors.npy")
             for key, info in done["thumbs"].items():
                 thumbs.setdefault(key, []).append((i, offset, info))
         offset += done["rows"]
@@ -415,11 +439,22 @@ def _assemble(source: Path, tmp: Path, dest: Path, plan, embedder: Embedder, fac
                          details=[f"skipped {s['path']}: {s['reason']}" for s in skipped])
     table = pd.concat(tables, ignore_index=True)
     table.insert(0, "id", np.arange(len(table)))
-    matrix = np.concatenate(vectors)
-    index = faiss.index_factory(matrix.shape[1], factory, faiss.METRIC_INNER_PRODUCT)
+    # the vectors, streamed part by part into one float16 file: kept for exact re-ranking
+    dim = embedder.dim
+    with open(tmp / VECTORS, "wb") as f:
+        for part in vectors:
+            f.write(np.load(part, mmap_mode="r").astype(np.float16).tobytes())
+    stored = np.memmap(tmp / VECTORS, np.float16, "r", shape=(offset, dim))
+    chosen = choose_factory(offset, dim, max_memory) if factory == "auto" else factory
+    index = faiss.index_factory(dim, chosen, faiss.METRIC_INNER_PRODUCT)
     if not index.is_trained:
-        index.train(matrix)
-    index.add(matrix)
+        sample = training_sample(offset, chosen)
+        index.train(np.ascontiguousarray(stored[sample], dtype=np.float32))
+    for part in vectors:  # the float32 vectors as embedded (the float16 copy only re-ranks)
+        matrix = np.load(part, mmap_mode="r")
+        for start in range(0, len(matrix), 65536):
+            index.add(np.ascontiguousarray(matrix[start:start + 65536], dtype=np.float32))
+    searched = tune(index, stored)
     faiss.write_index(index, str(tmp / "index.faiss"))
     pq.write_table(pa.Table.from_pandas(table, preserve_index=False), tmp / "images.parquet")
     thumb_info = {}
@@ -433,7 +468,9 @@ def _assemble(source: Path, tmp: Path, dest: Path, plan, embedder: Embedder, fac
         thumb_info[key] = {"rows": sum(p[2]["rows"] for p in pieces), "shape": pieces[0][2]["shape"],
                            "blocks": distance.THUMB_BLOCKS}
     (tmp / f"{THUMBS}.json").write_text(json.dumps(thumb_info, indent=2, sort_keys=True))
-    record = {**embedder.record(), "imgextract_index": 1, "faiss_factory": factory,
+    record = {**embedder.record(), "imgextract_index": 1, "faiss_factory": chosen,
+              "faiss_params": searched["params"], "recall_at_10": searched["recall_at_10"],
+              "max_memory": max_memory,
               "source": str(Path(source).resolve()), "source_kind": plan.kind,
               "source_statuses": dict(statuses)}
     (tmp / "embedder.json").write_text(json.dumps(record, indent=2, sort_keys=True))

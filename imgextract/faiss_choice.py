@@ -1,0 +1,159 @@
+"""Which FAISS index to build for N vectors within a memory budget, and how to search it.
+
+The rules follow autofaiss and the faiss wiki's guidelines:
+
+* up to 50,000 vectors: ``Flat`` (exact; a few hundred MB at most);
+* up to ~10^6, when the raw vectors fit the budget: ``IVF{K},Flat`` with K ≈ 4·√N (a power of
+  two): exact distances inside the probed lists, and an IVF index can be memory-mapped;
+* beyond, or when they do not fit: ``OPQ{m}_{4m},IVF{K}_HNSW32,PQ{m}x8`` with K = 16,384
+  (≤ 10^7), 65,536 (≤ 3·10^8) or 131,072, and the largest m ∈ {64, 32, 16, 8} (m ≤ d/4, m | 4m)
+  whose codes (N·m bytes) fit the budget.
+
+Training uses a seeded sample of min(N, 256·K) vectors (at least 30·K when N allows). After
+adding, ``nprobe`` (IVF) or ``efSearch`` (HNSW) is raised until recall@10 against exact search
+on 1,000 held-out queries reaches ``TARGET_RECALL``; the value and the recall reached are
+recorded in ``embedder.json``. Approximate candidates are re-ranked exactly against the float16
+vectors kept beside the index (``vectors.f16``, memory-mapped) before any pixel test.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+
+import faiss
+import numpy as np
+
+from imgextract.errors import InputError
+
+FLAT_MAX = 50_000
+TARGET_RECALL = 0.95
+RECALL_QUERIES = 1000
+UNITS = {"": 1, "k": 2**10, "m": 2**20, "g": 2**30, "t": 2**40}
+
+
+def parse_memory(text: str) -> int:
+    """``4G``, ``512M``, ``2.5g`` → bytes."""
+    m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([kmgt]?)i?b?\s*", str(text).lower())
+    if not m or float(m.group(1)) <= 0:
+        raise InputError(f"--max-memory {text!r}", "give a size like 4G or 512M")
+    return int(float(m.group(1)) * UNITS[m.group(2)])
+
+
+def lists_for(n: int) -> int:
+    if n <= 1_000_000:
+        return max(1, 2 ** round(math.log2(max(4 * math.sqrt(n), 1))))
+    return 16384 if n <= 10_000_000 else 65536 if n <= 300_000_000 else 131072
+
+
+def choose_factory(n: int, d: int, budget: int) -> str:
+    """The index_factory string for n vectors of dimension d within ``budget`` bytes."""
+    if n <= FLAT_MAX:
+        return "Flat"
+    k = lists_for(n)
+    if n <= 1_000_000 and n * d * 4 * 1.1 <= budget:
+        return f"IVF{k},Flat"
+    for m in (64, 32, 16, 8):
+        if m * 4 <= d and n * (m + 8) * 1.2 <= budget:
+            return f"OPQ{m}_{4 * m},IVF{k}_HNSW32,PQ{m}x8"
+    raise InputError(f"{n:,} vectors do not fit --max-memory {budget / 2**30:.1f} GiB even as 8-byte codes",
+                     f"give at least --max-memory {math.ceil(n * 16 * 1.2 / 2**30)}G")
+
+
+def training_sample(total: int, factory: str, seed: int = 0) -> np.ndarray:
+    """Sorted row ids to train on: min(N, 256·K) rows, K the number of lists."""
+    m = re.search(r"IVF(\d+)", factory)
+    want = total if not m else min(total, 256 * int(m.group(1)))
+    rng = np.random.default_rng(seed)
+    return np.sort(rng.choice(total, want, replace=False)) if want < total else np.arange(total)
+
+
+def tune(index, vectors: np.ndarray, seed: int = 0) -> dict:
+    """Raise nprobe / efSearch until recall@10 on held-out queries reaches TARGET_RECALL.
+
+    ``vectors``: every indexed vector (float16 memmap is fine), for the exact answers.
+    Returns the search parameters and the recall they reached (1.0 for exact indexes).
+    """
+    n = vectors.shape[0]
+    ivf = _ivf(index)
+    hnsw = _hnsw(index)
+    if ivf is None and hnsw is None:
+        return {"recall_at_10": 1.0, "params": {}}
+    rng = np.random.default_rng(seed + 1)
+    qids = rng.choice(n, min(RECALL_QUERIES, n), replace=False)
+    queries = np.asarray(vectors[np.sort(qids)], dtype=np.float32)
+    queries += rng.normal(0, 0.01, queries.shape).astype(np.float32)  # held out: not exactly a stored vector
+    queries /= np.linalg.norm(queries, axis=1, keepdims=True)
+    k = min(10, n)
+    truth = exact_top(vectors, queries, k)
+    recall = 0.0
+    if ivf is not None:
+        value = 1
+        while True:
+            ivf.nprobe = value
+            recall = _recall(index.search(queries, k)[1], truth)
+            if recall >= TARGET_RECALL or value >= ivf.nlist:
+                return {"recall_at_10": recall, "params": {"nprobe": value}}
+            value = min(value * 2, ivf.nlist)
+    value = 16
+    while True:
+        hnsw.efSearch = value
+        recall = _recall(index.search(queries, k)[1], truth)
+        if recall >= TARGET_RECALL or value >= 4096:
+            return {"recall_at_10": recall, "params": {"efSearch": value}}
+        value *= 2
+
+
+def apply(index, params: dict) -> None:
+    if "nprobe" in params and _ivf(index) is not None:
+        _ivf(index).nprobe = int(params["nprobe"])
+    if "efSearch" in params and _hnsw(index) is not None:
+        _hnsw(index).efSearch = int(params["efSearch"])
+
+
+def exact_top(vectors: np.ndarray, queries: np.ndarray, k: int, chunk: int = 65536) -> np.ndarray:
+    """Exact inner-product top-k ids, streaming over the (memory-mapped) vectors in chunks."""
+    best_s = np.full((len(queries), k), -np.inf, np.float32)
+    best_i = np.full((len(queries), k), -1, np.int64)
+    for start in range(0, vectors.shape[0], chunk):
+        block = np.asarray(vectors[start:start + chunk], dtype=np.float32)
+        s = queries @ block.T
+        i = np.broadcast_to(np.arange(start, start + len(block)), s.shape)
+        all_s, all_i = np.concatenate([best_s, s], 1), np.concatenate([best_i, i], 1)
+        top = np.argpartition(-all_s, k - 1, axis=1)[:, :k]
+        best_s, best_i = np.take_along_axis(all_s, top, 1), np.take_along_axis(all_i, top, 1)
+    order = np.argsort(-best_s, axis=1)
+    return np.take_along_axis(best_i, order, 1)
+
+
+def rerank(vectors: np.ndarray, queries: np.ndarray, ids: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Exact similarities for approximate candidates (ids, -1 = none), best k first."""
+    sims = np.full(ids.shape, -np.inf, np.float32)
+    for r in range(len(queries)):
+        ok = ids[r] >= 0
+        if ok.any():
+            sims[r, ok] = np.asarray(vectors[np.sort(ids[r, ok])], np.float32)[
+                np.argsort(np.argsort(ids[r, ok]))] @ queries[r]
+    order = np.argsort(-sims, axis=1)[:, :k]
+    out_ids = np.take_along_axis(ids, order, 1)
+    out_sims = np.take_along_axis(sims, order, 1)
+    out_ids[~np.isfinite(out_sims)] = -1
+    return out_sims, out_ids
+
+
+def _recall(found: np.ndarray, truth: np.ndarray) -> float:
+    return float(np.mean([len(set(f) & set(t)) / len(t) for f, t in zip(found, truth)]))
+
+
+def _ivf(index):
+    try:
+        return faiss.extract_index_ivf(index)
+    except RuntimeError:
+        return None
+
+
+def _hnsw(index):
+    inner = faiss.downcast_index(index.index) if hasattr(index, "index") and not isinstance(index, faiss.IndexHNSW) \
+        else index
+    inner = faiss.downcast_index(inner)
+    return inner.hnsw if hasattr(inner, "hnsw") else None
