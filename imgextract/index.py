@@ -173,6 +173,9 @@ def open_index(name_or_path: str | Path, gpu: str = "auto") -> TrainingIndex:
         raise InputError(f"index folder {path} is inconsistent ({index.ntotal} vectors of dim {index.d}, "
                          f"{len(table)} rows, embedder dim {embedder.get('dimension')})",
                          "rebuild it with `imgextract index build`")
+    if "pixels" in table.columns and table["path"].astype(str).str.match(r"^https?:").any():
+        from imgextract import fetch
+        fetch.use_status_file(path / fetch.STATUS_FILE)  # URL outcomes live with the index
     vectors = np.memmap(path / VECTORS, np.float16, "r", shape=(len(table), index.d)) \
         if (path / VECTORS).is_file() else None
     return TrainingIndex(path, index, table, embedder, vectors)

@@ -134,7 +134,8 @@ def shard_records(shard: Shard, fmt: str) -> ShardRecords:
 
 
 def is_locator(path) -> bool:
-    return SEP in str(path)
+    from imgextract.fetch import is_url
+    return SEP in str(path) or is_url(path)
 
 
 _parquet_cache: OrderedDict = OrderedDict()
@@ -144,6 +145,9 @@ _parquet_lock = threading.Lock()
 def read_bytes(locator) -> bytes:
     """The bytes a locator names: a tar member by offset (one seek), a parquet cell, or a file."""
     text = str(locator)
+    from imgextract import fetch
+    if fetch.is_url(text):
+        return fetch.get(text)
     if SEP not in text:
         return Path(text).read_bytes()
     file, _, where = text.partition(SEP)
@@ -228,18 +232,24 @@ def key_locators(images: Path) -> dict[str, str]:
 
 
 def embedding_rows(meta: Path, keys: dict[str, str] | None) -> tuple[list[dict], Counter]:
-    """Index rows for one metadata part: where each image's pixels are, if anywhere."""
+    """Index rows for one metadata part: where each image's pixels are, if anywhere (an
+    img2dataset key of ``--images``, a local file, else the row's URL, fetched on demand)."""
+    from imgextract import fetch
     table = pq.read_table(meta).to_pandas()
     rows, counts = [], Counter()
     for row in table.to_dict("records"):
         ref = row.pop("image_path", None)
         caption = row.pop("caption", None)
         path = None
+        url = row.get("url")
         if ref is not None and keys is not None and str(ref) in keys:
             path = keys[str(ref)]
         elif ref is not None and keys is None and Path(str(ref)).is_file():
             path = str(Path(str(ref)).resolve())
-        counts["pixels available" if path else "pixels unavailable"] += 1
+        elif isinstance(url, str) and fetch.is_url(url):
+            path = url  # fetched on demand when a scan or guard needs it
+        counts["pixels by URL (fetched on demand)" if path and fetch.is_url(path)
+               else "pixels available" if path else "pixels unavailable"] += 1
         rows.append({"path": path or "", "caption": None if caption is None else str(caption),
                      "image_path": None if ref is None else str(ref),
                      "pixels": "available" if path else "unavailable",

@@ -107,6 +107,11 @@ def list_images(source: Path, image_column: str | None = None,
     table = read_table(source)
     if table.num_rows == 0:
         raise InputError(f"table {source} has no rows", "give a table with one row per image")
+    if image_column is None and not any(c.lower() in PATH_COLUMNS for c in table.column_names) \
+            and role_column(table.column_names, ("url",)):
+        raise InputError(f"table {source} names its images by URL only (no path column)",
+                         "download them with img2dataset and index its output folder, or index the set's "
+                         "precomputed embeddings with --embeddings (candidates' URLs are then fetched on demand)")
     pcol = pick_column(table, PATH_COLUMNS, image_column, "image", source)
     ccol = pick_column(table, CAPTION_COLUMNS, caption_column, "caption", source, required=False)
     rows = table.to_pylist()
