@@ -336,7 +336,8 @@ def _build(source: Path, dest: Path, plan, settings: dict, embedder: Embedder, b
     parts_dir = tmp / PARTS
     parts_dir.mkdir(exist_ok=True)
     from imgextract.engine import Progress
-    bar = Progress(len(plan.parts), f"index {dest.name}", "part") if progress and plan.parts else None
+    total = sum(p.size for p in plan.parts)
+    bar = Progress(total, f"index {dest.name}", "img") if progress and total else None
     done = 0
     with ThreadPoolExecutor(max_workers=workers) as pool:
         for i, part in enumerate(plan.parts):
@@ -346,19 +347,20 @@ def _build(source: Path, dest: Path, plan, settings: dict, embedder: Embedder, b
                     _write_part(parts_dir, i, loaded["rows"], loaded["vectors"], [], loaded["statuses"], {})
                 else:
                     records, statuses = loaded
-                    _build_part(parts_dir, i, records, statuses, embedder, batch_size, thumb_sizes, pool)
+                    tick = (lambda n, base=done: bar.update_to(min(total, base + n))) if bar else None
+                    _build_part(parts_dir, i, records, statuses, embedder, batch_size, thumb_sizes, pool, tick)
                 if os.environ.get("IMGEXTRACT_SLOW_PART"):  # test hook: time to interrupt between parts
                     time.sleep(float(os.environ["IMGEXTRACT_SLOW_PART"]))
-            done += 1
+            done += part.size
             if bar:
-                bar.update_to(done)
+                bar.update_to(min(total, done))
     if bar:
         bar.close()
     return _assemble(source, tmp, dest, plan, embedder, factory, resumed, max_memory)
 
 
 def _build_part(parts_dir: Path, i: int, records: list, statuses, embedder: Embedder, batch_size: int,
-                thumb_sizes: list[tuple[int, int]], pool: ThreadPoolExecutor) -> None:
+                thumb_sizes: list[tuple[int, int]], pool: ThreadPoolExecutor, tick=None) -> None:
     """Rows, vectors and thumbnails of one part, written to ``parts/NNNNN.*``; ``.done.json`` last."""
     rows: list[dict] = []
     vectors: list[np.ndarray] = []
@@ -379,6 +381,8 @@ def _build_part(parts_dir: Path, i: int, records: list, statuses, embedder: Embe
             thumbs.add(len(rows), got["thumbs"])
             rows.append({"path": str(rec.path), "caption": rec.caption, "sha256": got["sha256"],
                          "width": im.width, "height": im.height, **got["hashes"], **rec.extra})
+        if tick:
+            tick(sum(len(b) for b in batches[:j + 1]))
     thumb_info = thumbs.close()
     matrix = np.concatenate(vectors).astype(np.float32) if vectors else np.zeros((0, embedder.dim), np.float32)
     _write_part(parts_dir, i, rows, matrix, skipped, statuses, thumb_info)
@@ -413,7 +417,8 @@ def _embeddings_plan(folder: Path, images: Path | None, embedder: Embedder):
         norms = np.linalg.norm(vectors, axis=1, keepdims=True)
         return {"rows": rows, "vectors": vectors / np.maximum(norms, 1e-12), "statuses": counts}
 
-    return SourcePlan("embeddings", [SourcePart(n, (lambda e=e, m=m: load(e, m))) for n, e, m in parts], [])
+    return SourcePlan("embeddings", [SourcePart(n, (lambda e=e, m=m: load(e, m)), int(np.load(e, mmap_mode="r").shape[0]))
+                                     for n, e, m in parts], [])
 
 
 def _assemble(source: Path, tmp: Path, dest: Path, plan, embedder: Embedder, factory: str,

@@ -144,6 +144,7 @@ class SourcePart:
 
     name: str
     load: object          # () -> (records, status Counter)
+    size: int = 0         # images expected (for the progress bar in images/s)
 
 
 @dataclass
@@ -168,13 +169,13 @@ def plan_source(source: Path, image_column: str | None = None, caption_column: s
         if not ready:
             raise InputError(f"img2dataset folder {source} has no finished shard ({len(all_shards)} being written)",
                              "wait for img2dataset to finish a shard (it writes NNNNN_stats.json last)")
-        parts = [SourcePart(s.name, (lambda s=s: (lambda r: (r.records, r.statuses))(shards.shard_records(s, fmt))))
-                 for s in ready]
+        parts = [SourcePart(s.name, (lambda s=s: (lambda r: (r.records, r.statuses))(shards.shard_records(s, fmt))),
+                            int(shards.read_stats(s).get("successes", 0))) for s in ready]
         return SourcePlan(f"img2dataset-{fmt}", parts, notes)
     records = list_images(source, image_column, caption_column)
     kind = "folder" if source.is_dir() else "table"
-    parts = [SourcePart(f"{i // PART_SIZE:05d}", (lambda chunk=records[i:i + PART_SIZE]: (chunk, Counter())))
-             for i in range(0, len(records), PART_SIZE)]
+    parts = [SourcePart(f"{i // PART_SIZE:05d}", (lambda chunk=records[i:i + PART_SIZE]: (chunk, Counter())),
+                        len(records[i:i + PART_SIZE])) for i in range(0, len(records), PART_SIZE)]
     return SourcePlan(kind, parts, [])
 
 

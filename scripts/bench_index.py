@@ -1,0 +1,180 @@
+"""Benchmark: indexes at LAION scale, and ingest from img2dataset tars against the decode floor.
+
+    python scripts/bench_index.py --n 1000000 --max-memory 4G      # vectors (clip-retrieval layout)
+    python scripts/bench_index.py --n 0 --ingest 2000               # tars only
+
+Vectors: N clustered 512-d vectors (4,096 Gaussian clusters, L2-normalised), float16, written as
+clip-retrieval writes them (img_emb/img_emb_N.npy + metadata/metadata_N.parquet, 100k per part).
+`imgextract index build --embeddings` runs in a subprocess (its peak RSS is the child's); then
+1,000 held-out queries (perturbed stored vectors) go through the built index (re-ranked, as scan
+uses it) and through exact search, and the run prints the chosen factory, build seconds, peak
+RSS, index bytes, recall@10 and queries/s of both.
+
+Ingest: INGEST JPEGs (--ingest-size, 512 px by default) of real photographs packed as img2dataset webdataset shards
+(NNNNN.tar + NNNNN.parquet + NNNNN_stats.json); `index build` on them (pixel embedder) against
+the decode-only floor: the same JPEG bytes read from the tars and decoded on all cores.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import resource
+import shutil
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from PIL import Image
+
+EXE = Path(sys.executable).parent / "imgextract"
+PART = 100_000
+
+
+def write_vectors(folder: Path, n: int, d: int = 512, clusters: int = 4096, seed: int = 0) -> None:
+    rng = np.random.default_rng(seed)
+    centers = rng.normal(size=(clusters, d)).astype(np.float32)
+    (folder / "img_emb").mkdir(parents=True)
+    (folder / "metadata").mkdir()
+    for p, start in enumerate(range(0, n, PART)):
+        m = min(PART, n - start)
+        x = centers[rng.integers(0, clusters, m)] + 0.6 * rng.normal(size=(m, d)).astype(np.float32)
+        x /= np.linalg.norm(x, axis=1, keepdims=True)
+        np.save(folder / "img_emb" / f"img_emb_{p}.npy", x.astype(np.float16))
+        pd.DataFrame({"image_path": [f"{start + i:09d}" for i in range(m)],
+                      "caption": [f"caption {start + i}" for i in range(m)],
+                      "url": [f"https://example.invalid/{start + i}.jpg" for i in range(m)]}).to_parquet(
+            folder / "metadata" / f"metadata_{p}.parquet")
+
+
+def bench_vectors(work: Path, n: int, budget: str) -> None:
+    from imgextract.faiss_choice import exact_top
+    from imgextract.index import open_index
+    from imgextract.tiny import save_tiny_clip
+    emb = work / "emb"
+    if not emb.is_dir():
+        t = time.perf_counter()
+        write_vectors(emb, n)
+        print(f"wrote {n:,} vectors in {time.perf_counter() - t:.0f} s")
+    clip = save_tiny_clip(work / "clip512", embed_dim=512)  # names the model that "made" the vectors
+    env = {**os.environ, "IMGEXTRACT_INDEX_DIR": str(work / "ix"), "TQDM_DISABLE": "1", "HF_HUB_OFFLINE": "1"}
+    t = time.perf_counter()
+    p = subprocess.run([str(EXE), "index", "build", str(emb), "--name", "bench", "--embeddings", "--embedder",
+                        f"clip:{clip}", "--max-memory", budget, "--overwrite"], env=env, capture_output=True, text=True)
+    build_s = time.perf_counter() - t
+    if p.returncode:
+        raise SystemExit(p.stderr[-3000:])
+    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024
+    os.environ["IMGEXTRACT_INDEX_DIR"] = str(work / "ix")
+    idx = open_index("bench", gpu="off")
+    files = sum(f.stat().st_size for f in (work / "ix" / "bench").iterdir() if f.is_file())
+    rng = np.random.default_rng(7)
+    q = np.asarray(idx.vectors[np.sort(rng.choice(n, 1000, replace=False))], np.float32)
+    q += rng.normal(0, 0.05, q.shape).astype(np.float32)
+    q /= np.linalg.norm(q, axis=1, keepdims=True)
+    t = time.perf_counter()
+    _, ids = idx.search(q, 10)
+    approx_qps = len(q) / (time.perf_counter() - t)
+    t = time.perf_counter()
+    truth = exact_top(idx.vectors, q, 10)
+    exact_qps = len(q) / (time.perf_counter() - t)
+    recall = float(np.mean([len(set(a) & set(b)) / 10 for a, b in zip(ids, truth)]))
+    rec = idx.embedder
+    print(f"vectors         : {n:,} x 512 float16, --max-memory {budget}")
+    print(f"chosen factory  : {rec['faiss_factory']} {rec.get('faiss_params')} (recall@10 at build "
+          f"{rec.get('recall_at_10'):.3f})")
+    print(f"build           : {build_s:.0f} s, peak RSS {peak / 2**30:.2f} GiB, index folder {files / 2**30:.2f} GiB "
+          f"(index.faiss {(work / 'ix' / 'bench' / 'index.faiss').stat().st_size / 2**30:.2f} GiB)")
+    print(f"search          : recall@10 {recall:.3f} vs exact (goal >= 0.95); {approx_qps:.0f} queries/s with "
+          f"re-rank vs {exact_qps:.0f} queries/s exact (brute force over vectors.f16): {approx_qps / exact_qps:.1f}x")
+
+
+def write_tars(folder: Path, n: int, per_shard: int = 500, size: int = 256, seed: int = 0) -> list[bytes]:
+    import skimage.data
+    from sklearn.datasets import load_sample_image
+    photos = [Image.fromarray(getattr(skimage.data, k)()).convert("RGB") for k in
+              ("astronaut", "coffee", "chelsea", "rocket", "retina", "immunohistochemistry", "camera", "coins")]
+    photos += [Image.fromarray(load_sample_image(f)) for f in ("china.jpg", "flower.jpg")]
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True)
+    blobs = []
+    for s, start in enumerate(range(0, n, per_shard)):
+        rows = []
+        with tarfile.open(folder / f"{s:05d}.tar", "w") as tf:
+            for i in range(start, min(start + per_shard, n)):
+                im = photos[i % len(photos)]
+                c = int(min(im.size) * rng.uniform(0.3, 1.0))
+                x, y = rng.integers(0, im.width - c + 1), rng.integers(0, im.height - c + 1)
+                buf = io.BytesIO()
+                im.crop((x, y, x + c, y + c)).resize((size, size), Image.BICUBIC).save(buf, "JPEG", quality=90)
+                data = buf.getvalue()
+                blobs.append(data)
+                key = f"{i:09d}"
+                for name, payload in ((f"{key}.jpg", data), (f"{key}.txt", f"image {i}".encode())):
+                    info = tarfile.TarInfo(name)
+                    info.size = len(payload)
+                    tf.addfile(info, io.BytesIO(payload))
+                rows.append({"url": f"https://example.invalid/{i}.jpg", "caption": f"image {i}", "key": key,
+                             "status": "success", "error_message": None, "width": size, "height": size,
+                             "LICENSE": "cc-by"})
+        pd.DataFrame(rows).to_parquet(folder / f"{s:05d}.parquet")
+        (folder / f"{s:05d}_stats.json").write_text(json.dumps({"count": len(rows), "successes": len(rows)}))
+    return blobs
+
+
+def bench_ingest(work: Path, n: int, size: int) -> None:
+    shards = work / "shards"
+    if shards.is_dir():
+        shutil.rmtree(shards)
+    blobs = write_tars(shards, n, size=size)
+    cores = os.cpu_count() or 1
+
+    def decode(data: bytes) -> None:
+        Image.open(io.BytesIO(data)).convert("RGB").load()
+
+    def floor() -> float:
+        t = time.perf_counter()
+        with ThreadPoolExecutor(cores) as pool:
+            list(pool.map(decode, blobs))
+        return n / (time.perf_counter() - t)
+
+    floor()  # warm
+    floor_rate = floor()
+    from imgextract.index import build_index
+    os.environ["IMGEXTRACT_INDEX_DIR"] = str(work / "ix")
+    t = time.perf_counter()
+    build_index(shards, "ingest", "pixel", overwrite=True, progress=False)
+    rate = n / (time.perf_counter() - t)
+    print(f"ingest          : {n} JPEGs ({size} px) from webdataset tars: index build {rate:.0f} images/s; decode-only "
+          f"floor on {cores} cores {floor_rate:.0f} images/s; build / floor = {rate / floor_rate:.2f} (goal >= 0.50)")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--n", type=int, default=1_000_000, help="vectors (0: skip)")
+    ap.add_argument("--max-memory", default="4G")
+    ap.add_argument("--ingest", type=int, default=2000, help="JPEGs in tars for the ingest comparison (0: skip)")
+    ap.add_argument("--ingest-size", type=int, default=512, help="side of those JPEGs (img2dataset --image_size)")
+    ap.add_argument("--workdir", type=Path, default=None)
+    args = ap.parse_args()
+    work = args.workdir or Path(tempfile.mkdtemp(prefix="imgextract-bench-index-"))
+    try:
+        if args.ingest:
+            bench_ingest(work, args.ingest, args.ingest_size)
+        if args.n:
+            bench_vectors(work, args.n, args.max_memory)
+    finally:
+        if args.workdir is None:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
