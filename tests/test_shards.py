@@ -205,8 +205,12 @@ def test_precomputed_embeddings_index_without_embedding_again(served, tmp_path, 
     assert [(Path(r["url"]).name, r["license"]) for r in summary["memorized_images"]] == [("rocket.jpg", "cc-by-3")]
     code, stdout, err = run("guard", gens / "copy_rocket.png", "--index", "e", "-k", "8", env_extra=ix)
     assert code == 1 and f"{served['base']}/rocket.jpg" in stdout and "licence: cc-by-3" in stdout, stdout + err
-    # without --images, no candidate's pixels can be reached: rows say so instead of a distance
-    code, _, err = run("index", "build", emb, "--name", "bare", "--embeddings", "--embedder", f"clip:{clip}",
+    # no --images, no URL, no local path: no candidate's pixels can be reached; rows say so instead of a distance
+    bare = tmp_path / "emb-no-url"
+    shutil.copytree(emb, bare)
+    for meta in (bare / "metadata").glob("*.parquet"):
+        pd.read_parquet(meta).drop(columns=["url"]).to_parquet(meta)
+    code, _, err = run("index", "build", bare, "--name", "bare", "--embeddings", "--embedder", f"clip:{clip}",
                        env_extra=ix)
     assert code == 0, err
     code, stdout, err = run("scan", gens, "--index", "bare", "-k", "3", "--out", tmp_path / "s2", env_extra=ix)
