@@ -469,7 +469,7 @@ def _assemble(source: Path, tmp: Path, dest: Path, plan, embedder: Embedder, fac
     (tmp / THUMBS).mkdir(exist_ok=True)
     for key, pieces in thumbs.items():
         with open(tmp / THUMBS / f"{key}.f16", "wb") as data, open(tmp / THUMBS / f"{key}.ids", "wb") as ids:
-            for i, off, info in pieces:
+            for i, off, _info in pieces:
                 folder = parts_dir / f"{i:05d}.thumbs"
                 data.write((folder / f"{key}.f16").read_bytes())
                 ids.write((np.fromfile(folder / f"{key}.ids", np.int64) + off).tobytes())
