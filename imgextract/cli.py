@@ -352,35 +352,40 @@ def cliques(
 def triage_cmd(
     captions: Path = typer.Argument(..., help=".txt or CSV/JSONL/Parquet with a caption column."),
     model: str = typer.Option(..., help="Hub id, local diffusers folder, or .safetensors/.ckpt file."),
-    out: Path = typer.Option(..., help="Parquet file to write (caption, wen_score, edge_score, unet_evals)."),
+    out: Path = typer.Option(..., help="Parquet file to write (caption, scores, unet_evals, ranked_by)."),
     steps: int = typer.Option(1, help="Sampling steps measured by the noise-difference score."),
     samples: int = typer.Option(4, help="Seeds per caption."),
     guidance: float = typer.Option(7.5, help="Guidance for advancing latents and for the one-step images."),
     schedule_steps: int = typer.Option(50, help="Length of the sampling schedule."),
-    methods: str = typer.Option("wen,edge", help="Comma list of wen, edge."),
+    methods: Optional[str] = typer.Option(None, help="Comma list of wen, attn, edge (default: the evaluated default "
+                                                     "score's method; the ranking uses it when computed)."),
     seed: int = typer.Option(0), device: str = typer.Option("auto"), dtype: str = typer.Option("auto"),
     model_config: Optional[str] = typer.Option(None),
 ) -> None:
-    """Rank captions by how likely they are memorized, cheaply (Wen et al.; Webster).
+    """Rank captions by how likely they are memorized, cheaply (Webster; Wen et al.; Ren et al.).
 
-    Example: imgextract triage captions.txt --model ./toy --out triage.parquet --steps 1 --samples 4
+    Example: imgextract triage captions.txt --model ./toy --out triage.parquet --samples 4
     """
     from imgextract.pipelines import load_pipeline
     from imgextract.sources import read_captions
-    from imgextract.triage import TriageParams, triage, write_triage
-    chosen = tuple(m.strip() for m in methods.split(",") if m.strip())
-    if not chosen or set(chosen) - {"wen", "edge"}:
-        raise InputError(f"--methods '{methods}'", "use wen, edge or wen,edge")
+    from imgextract.triage import DEFAULT_EVIDENCE, DEFAULT_METHOD, METHODS, SCORE_OF, TriageParams, triage, write_triage
+    chosen = tuple(m.strip() for m in (methods or DEFAULT_METHOD).split(",") if m.strip())
+    if not chosen or set(chosen) - set(METHODS):
+        raise InputError(f"--methods '{methods}'", f"use a comma list of {', '.join(METHODS)}")
     table = read_captions(captions).to_pandas()
     quiet_libraries()
     loaded = load_pipeline(model, device, dtype, model_config)
     params = TriageParams(steps=steps, samples=samples, schedule_steps=schedule_steps, guidance=guidance, seed=seed)
     result = triage(loaded, table, params, chosen)
     write_triage(result, out, params)
-    typer.echo(f"{len(result)} captions, {int(result['unet_evals'].sum())} UNet evaluations; most suspicious:")
+    key = result["ranked_by"].iat[0]
+    why = DEFAULT_EVIDENCE if key == SCORE_OF[DEFAULT_METHOD] else \
+        f"not the default ({SCORE_OF[DEFAULT_METHOD]}: {DEFAULT_EVIDENCE})"
+    typer.echo(f"{len(result)} captions, {int(result['unet_evals'].sum())} UNet evaluations; ranked by {key}: {why}")
+    typer.echo("most suspicious:")
     for _, r in result.head(5).iterrows():
-        typer.echo(f"  wen {r['wen_score'] if r['wen_score'] is not None else float('nan'):8.3f}  "
-                   f"edge {r['edge_score'] if r['edge_score'] is not None else float('nan'):6.3f}  {r['caption']}")
+        cells = "  ".join(f"{SCORE_OF[m].removesuffix('_score')} {r[SCORE_OF[m]]:8.3f}" for m in chosen)
+        typer.echo(f"  {cells}  {r['caption']}")
     typer.echo(f"triage in {out}")
 
 

@@ -6,8 +6,16 @@
 A model is ``SCHEDULE@SEED``, with ``+faces`` to add the 200 LFW faces that ship with
 scikit-image as extra single-copy images (many more negatives). Each model is trained (or
 reused from the cache) with the demo's fixed step counts, indexed, swept (SAMPLES samples per
-training caption, 25 DDIM steps, guidance 3) and scanned; the ground truth is the scan's verdict:
-a caption is memorized when most of its samples are (rate > 0.5).
+training caption, 25 DDIM steps, guidance 3) and scanned. Ground truth: a caption is memorized
+when most of its samples (rate > 0.5) are memorized by the scan's verdict *against that caption's
+own training image* (the toy's copies.csv names it). The looser "any training image" verdict is
+printed too: on 32 px grey faces it calls generic faces memorized (each within 0.15 of some
+other face) although almost none of those samples copies its own caption's image.
+
+Pooled AUC: within a sweep triage only ranks one model's captions, so each score becomes its
+within-model percentile rank, pooled over the held-out models that have memorized captions; the
+"raw" column pools the scores as they are over every held-out model (meaningful for bounded
+scores such as edge consistency), so a model without memorized captions still adds negatives.
 
 Scores (each a column of `imgextract triage`, with its cost in UNet evaluations per caption):
   wen1   Wen et al.'s ‖ε(x_t,c) − ε(x_t,∅)‖ at the first step, 4 seeds (8 evaluations)
@@ -16,13 +24,12 @@ Scores (each a column of `imgextract triage`, with its cost in UNet evaluations 
   attn5  the same over 5 steps (0 extra beyond wen5)
   end1   share of cross-attention on the end token and padding (0 extra), end5 over 5 steps
   edge   Webster's one-step edge consistency, 4 seeds (8 evaluations)
-  A+B    mean of the two within-model percentile ranks (the larger of the two costs)
+  A+B    mean of the two within-model percentile ranks (cost: the calls of both, shared calls once)
 A leading "-" is the same score with its sign flipped: the direction is chosen on dev too.
 
-Within a sweep triage only has to *rank* one model's captions, so every score is turned into
-its within-model percentile rank before pooling models. The default is the score with the best
-pooled AUC on the dev models (the cheaper one on a tie); the held-out table is printed after
-the choice is made. AUC intervals: 2,000 bootstrap resamples of captions, stratified by model.
+The default is the score with the best pooled AUC on the dev models (the cheapest on a tie);
+the held-out table is printed after the choice is made. AUC intervals: 2,000 bootstrap
+resamples of captions, stratified by model.
 """
 
 from __future__ import annotations
@@ -39,12 +46,13 @@ from sklearn.metrics import roc_auc_score, roc_curve
 
 from imgextract.audit import DEMO_STEPS, cache_root
 
-SCORES = {  # name: (column, sign, UNet evaluations per caption at 4 seeds)
-    "wen1": ("wen_score_1", 1, 8), "wen5": ("wen_score_5", 1, 40), "attn1": ("attn_score_1", 1, 8),
-    "attn5": ("attn_score_5", 1, 40), "-attn1": ("attn_score_1", -1, 8), "-attn5": ("attn_score_5", -1, 40),
-    "end1": ("attn_end_1", 1, 8), "-end1": ("attn_end_1", -1, 8), "-end5": ("attn_end_5", -1, 40),
-    "edge": ("edge_score", 1, 8),
+SCORES = {  # name: (column, sign, the UNet calls it needs: scores of one family share them)
+    "wen1": ("wen_score_1", 1, "noise1"), "wen5": ("wen_score_5", 1, "noise5"), "attn1": ("attn_score_1", 1, "noise1"),
+    "attn5": ("attn_score_5", 1, "noise5"), "-attn1": ("attn_score_1", -1, "noise1"),
+    "-attn5": ("attn_score_5", -1, "noise5"), "end1": ("attn_end_1", 1, "noise1"), "-end1": ("attn_end_1", -1, "noise1"),
+    "-end5": ("attn_end_5", -1, "noise5"), "edge": ("edge_score", 1, "edge"),
 }
+CALLS = {"noise1": 8, "noise5": 40, "edge": 8}  # UNet evaluations per caption at 4 seeds
 COMBOS = {"wen1+attn1": ("wen1", "attn1"), "wen1+-end1": ("wen1", "-end1"), "wen5+-end5": ("wen5", "-end5"),
           "wen1+edge": ("wen1", "edge")}
 
@@ -116,13 +124,17 @@ def scores_for(spec: ModelSpec, model: Path, run: Path) -> pd.DataFrame:
     """Every score for every caption of one model, with its label (cached beside the run)."""
     cached = run / "triage-eval.parquet"
     if cached.is_file():
-        return pd.read_parquet(cached)
+        table = pd.read_parquet(cached)
+        table["label_any"] = (table["rate"] > 0.5).astype(int)
+        table["label"] = own_labels(run, table)
+        return table
     from imgextract.pipelines import load_pipeline
     from imgextract.triage import TriageParams, triage
     caps = pd.read_parquet(run / "captions.parquet")
     per = pd.DataFrame(json.loads((run / "summary.json").read_text())["per_caption"])[["caption_id", "rate"]]
     table = caps.merge(per, on="caption_id")
-    table["label"] = (table["rate"] > 0.5).astype(int)
+    table["label_any"] = (table["rate"] > 0.5).astype(int)
+    table["label"] = own_labels(run, table)
     loaded = load_pipeline(str(model), device="cpu")
     for steps in (1, 5):
         res = triage(loaded, table, TriageParams(steps=steps, samples=4, schedule_steps=25, guidance=3.0),
@@ -136,18 +148,30 @@ def scores_for(spec: ModelSpec, model: Path, run: Path) -> pd.DataFrame:
     return table
 
 
+def own_labels(run: Path, table: pd.DataFrame) -> pd.Series:
+    """1 where most of a caption's samples are memorized against the caption's own training image."""
+    m = pd.read_parquet(run / "matches.parquet", columns=["generation_path", "caption_id", "train_path", "memorized"])
+    own = m.merge(table[["caption_id", "train_path"]], on="caption_id", suffixes=("", "_own"))
+    own["hit"] = own["memorized"] & (own["train_path"] == own["train_path_own"])
+    rate = own.groupby(["caption_id", "generation_path"])["hit"].any().groupby("caption_id").mean()
+    return (table["caption_id"].map(rate).fillna(0) > 0.5).astype(int)
+
+
 def ranked(table: pd.DataFrame) -> pd.DataFrame:
     """Each score as its within-model percentile rank (sign applied), plus the combinations."""
-    out = table[["model", "caption_id", "label"]].copy()
+    out = table[["model", "caption_id", "label", "label_any"]].copy()
     for name, (col, sign, _) in SCORES.items():
         out[name] = (sign * table[col]).groupby(table["model"]).rank(pct=True)
+        out[f"raw:{name}"] = sign * table[col]
     for name, parts in COMBOS.items():
         out[name] = out[list(parts)].mean(axis=1)
     return out
 
 
 def cost(name: str) -> int:
-    return max(SCORES[p][2] for p in COMBOS[name]) if name in COMBOS else SCORES[name][2]
+    """UNet evaluations per caption: each family of calls counted once (wen1 and -end1 share theirs)."""
+    parts = COMBOS.get(name, (name,))
+    return sum(CALLS[f] for f in {SCORES[p][2] for p in parts})
 
 
 def auc_ci(table: pd.DataFrame, score: str, reps: int = 2000, seed: int = 0) -> tuple[float, float, float]:
@@ -170,26 +194,30 @@ def tpr_at(table: pd.DataFrame, score: str, fpr: float = 0.01) -> float:
 
 
 def report(title: str, table: pd.DataFrame, names: list[str]) -> dict[str, float]:
-    pos, neg = int(table["label"].sum()), int((1 - table["label"]).sum())
-    print(f"\n{title}: {table['model'].nunique()} model(s), {pos} memorized captions, {neg} not")
     models = list(table["model"].unique())
-    head = f"{'score':12s} {'UNet/caption':>12s} {'pooled AUC [95% CI]':>24s} {'TPR@1%FPR':>9s}  " + \
-        "  ".join(f"AUC m{i + 1}" for i in range(len(models)))
-    print(head)
+    with_pos = table[table.groupby("model")["label"].transform("sum") > 0]
+    pos, neg = int(with_pos["label"].sum()), int((1 - with_pos["label"]).sum())
+    print(f"\n{title}: {len(models)} model(s); pooled over the {with_pos['model'].nunique()} with memorized captions: "
+          f"{pos} memorized, {neg} not")
+    print(f"{'score':12s} {'UNet/caption':>12s} {'pooled AUC [95% CI]':>24s} {'TPR@1%FPR':>9s} {'raw, all':>8s}  "
+          + "  ".join(f"AUC m{i + 1}" for i in range(len(models))))
     aucs = {}
     for name in names:
-        auc, lo, hi = auc_ci(table, name)
+        auc, lo, hi = auc_ci(with_pos, name)
         per = []
         for m in models:
             sub = table[table["model"] == m]
             per.append(f"{roc_auc_score(sub['label'], sub[name]):6.3f}" if 0 < sub["label"].sum() < len(sub)
                        else "   n/a")
-        print(f"{name:12s} {cost(name):12d} {auc:8.3f} [{lo:.3f}, {hi:.3f}]   {tpr_at(table, name):9.3f}  "
+        parts = COMBOS.get(name, (name,))
+        raw = f"{roc_auc_score(table['label'], table[f'raw:{name}']):8.3f}" if len(parts) == 1 else "       -"
+        print(f"{name:12s} {cost(name):12d} {auc:8.3f} [{lo:.3f}, {hi:.3f}]   {tpr_at(with_pos, name):9.3f} {raw}  "
               + "  ".join(per))
         aucs[name] = auc
     for i, m in enumerate(models):
         sub = table[table["model"] == m]
-        print(f"  m{i + 1} = {m}: {int(sub['label'].sum())} memorized of {len(sub)} captions")
+        print(f"  m{i + 1} = {m}: {int(sub['label'].sum())} of {len(sub)} captions memorized against their own image "
+              f"({int(sub['label_any'].sum())} against any training image)")
     return aucs
 
 
@@ -213,6 +241,7 @@ def main() -> None:
     print(f"\nchosen on dev: {best} (dev pooled AUC {dev_auc[best]:.3f}, {cost(best)} UNet evaluations per caption)")
     held = ranked(pd.concat([tables[s.name] for s in held_specs], ignore_index=True))
     held_auc = report("HELD-OUT (never used for the choice)", held, names)
+    held = held[held.groupby("model")["label"].transform("sum") > 0]
     auc, lo, hi = auc_ci(held, best)
     print(f"\ndefault {best}: held-out pooled AUC {auc:.3f} [{lo:.3f}, {hi:.3f}], TPR@1%FPR "
           f"{tpr_at(held, best):.3f}; best held-out score would have been "

@@ -56,10 +56,54 @@ def test_triage_table_and_top_selection(tmp_path, tiny_model):
     table = read_captions(caps)
     params = TriageParams(steps=2, samples=2, schedule_steps=10, guidance=3.0)
     res = triage(tiny_model, table.to_pandas(), params)
-    assert list(res["wen_score"]) == sorted(res["wen_score"], reverse=True)
+    key = res["ranked_by"].iat[0]
+    assert key == "edge_score"  # the evaluated default, computed here
+    assert list(res[key]) == sorted(res[key], reverse=True)
     assert (res["unet_evals"] == 2 * 2 * 2 + 2 * 2).all()
     assert res["edge_score"].between(0, 1).all()
     write_triage(res, tmp_path / "t.parquet", params)
-    top = top_captions(table, tmp_path / "t.parquet", 2)
+    top = top_captions(table, tmp_path / "t.parquet", 2)  # by the score the file was ranked by
     assert top["caption_id"].to_pylist() == res["caption_id"].head(2).tolist()
     assert pd.read_parquet(tmp_path / "t.parquet")["param_steps"].iloc[0] == 2
+
+
+def test_attention_score_is_the_cross_attention_computed_by_hand(tiny_model):
+    """The recorder's per-token attention equals softmax(Q·Kᵀ/√d) computed by hand from each cross-attention
+    module's own inputs and weights, in the same UNet calls Wen's score makes; then entropy by hand."""
+    import numpy as np
+    from imgextract.triage import _end_position, attention_features, torch_mean
+    pipe = tiny_model.pipe
+    params = TriageParams(steps=1, samples=2, schedule_steps=10, guidance=3.0, seed=1)
+    by_hand = []
+
+    def hook(module, args, kwargs, output):
+        h, ctx = args[0] if args else kwargs["hidden_states"], kwargs.get("encoder_hidden_states")
+        if ctx is None:
+            return
+        if h.ndim == 4:
+            h = h.flatten(2).transpose(1, 2)
+        b, n, _ = h.shape
+        heads = module.heads
+        q = module.to_q(h).view(b, n, heads, -1).transpose(1, 2)
+        k = module.to_k(ctx).view(b, ctx.shape[1], heads, -1).transpose(1, 2)
+        p = torch.softmax(q @ k.transpose(-1, -2) * module.scale, dim=-1)   # (b, heads, pixels, tokens)
+        by_hand.append(p.mean(dim=2).mean(dim=1)[: b // 2].detach())       # the conditional half
+
+    handles = [m.register_forward_hook(hook, with_kwargs=True) for name, m in pipe.unet.named_modules()
+               if name.endswith("attn2")]
+    try:
+        recorded = []
+        score, evals = wen_score(tiny_model, "a red rocket", "3", params, (32, 32), recorded)
+    finally:
+        for h in handles:
+            h.remove()
+    assert evals == 4 and len(recorded) == len(by_hand) > 0
+    for r, h in zip(recorded, by_hand):
+        assert torch.allclose(r, h, atol=1e-5)
+    dist = torch_mean(recorded)
+    end = _end_position(pipe, "a red rocket")
+    neg_entropy, end_share = attention_features(dist, end)
+    p = dist[1:] / dist[1:].sum()
+    assert neg_entropy == pytest.approx(float((p * np.log(p)).sum()), rel=1e-6)
+    assert end_share == pytest.approx(float(p[end - 1:].sum()), rel=1e-6)
+    assert 0 < end_share < 1
