@@ -452,10 +452,11 @@ def summarize(matches: pd.DataFrame, generations_total: int, skipped: list[dict]
     best = matches.sort_values("tiled_l2").drop_duplicates("generation_path")
     per_image = []
     from imgextract.sources import LICENSE_COLUMNS, SOURCE_COLUMNS, role_column
-    url_col = role_column(index.table.columns, SOURCE_COLUMNS)
-    lic_col = role_column(index.table.columns, LICENSE_COLUMNS)
+    table = getattr(index, "table", None)  # url and licence of each memorized image, when the index has them
+    columns = table.columns if table is not None else []
+    url_col, lic_col = role_column(columns, SOURCE_COLUMNS), role_column(columns, LICENSE_COLUMNS)
     for tid, grp in mem.groupby("train_id"):
-        row = index.table.iloc[int(tid)]
+        row = table.iloc[int(tid)] if table is not None else None
         per_image.append({"train_id": int(tid), "train_path": grp["train_path"].iat[0],
                           "train_caption": grp["train_caption"].iat[0],
                           "generations": int(grp["generation_path"].nunique()),
