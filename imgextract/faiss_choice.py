@@ -70,7 +70,8 @@ def training_sample(total: int, factory: str, seed: int = 0) -> np.ndarray:
 
 
 def tune(index, vectors: np.ndarray, seed: int = 0) -> dict:
-    """Raise nprobe / efSearch until recall@10 on held-out queries reaches TARGET_RECALL.
+    """Raise nprobe / efSearch until recall@10 of :func:`search` (re-ranked) on held-out queries
+    reaches TARGET_RECALL.
 
     ``vectors``: every indexed vector (float16 memmap is fine), for the exact answers.
     Returns the search parameters and the recall they reached (1.0 for exact indexes).
@@ -92,17 +93,29 @@ def tune(index, vectors: np.ndarray, seed: int = 0) -> dict:
         value = 1
         while True:
             ivf.nprobe = value
-            recall = _recall(index.search(queries, k)[1], truth)
+            recall = _recall(search(index, vectors, queries, k)[1], truth)
             if recall >= TARGET_RECALL or value >= ivf.nlist:
                 return {"recall_at_10": recall, "params": {"nprobe": value}}
             value = min(value * 2, ivf.nlist)
     value = 16
     while True:
         hnsw.efSearch = value
-        recall = _recall(index.search(queries, k)[1], truth)
+        recall = _recall(search(index, vectors, queries, k)[1], truth)
         if recall >= TARGET_RECALL or value >= 4096:
             return {"recall_at_10": recall, "params": {"efSearch": value}}
         value *= 2
+
+
+def search(index, vectors: np.ndarray | None, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Top k by inner product. An approximate index is asked for a wider list that is re-ranked
+    exactly against ``vectors`` (what the scan and the recall measurement both use); an exact
+    one, or an index without stored vectors, is searched as it is."""
+    k = min(k, index.ntotal)
+    queries = np.ascontiguousarray(queries, dtype=np.float32)
+    if vectors is None or (_ivf(index) is None and _hnsw(index) is None):
+        return index.search(queries, k)
+    _, ids = index.search(queries, min(index.ntotal, max(4 * k, k + 16)))
+    return rerank(vectors, queries, ids, k)
 
 
 def apply(index, params: dict) -> None:
@@ -133,8 +146,7 @@ def rerank(vectors: np.ndarray, queries: np.ndarray, ids: np.ndarray, k: int) ->
     for r in range(len(queries)):
         ok = ids[r] >= 0
         if ok.any():
-            sims[r, ok] = np.asarray(vectors[np.sort(ids[r, ok])], np.float32)[
-                np.argsort(np.argsort(ids[r, ok]))] @ queries[r]
+            sims[r, ok] = np.asarray(vectors[ids[r, ok]], np.float32) @ queries[r]
     order = np.argsort(-sims, axis=1)[:, :k]
     out_ids = np.take_along_axis(ids, order, 1)
     out_sims = np.take_along_axis(sims, order, 1)
@@ -154,7 +166,7 @@ def _ivf(index):
 
 
 def _hnsw(index):
-    inner = faiss.downcast_index(index.index) if hasattr(index, "index") and not isinstance(index, faiss.IndexHNSW) \
-        else index
-    inner = faiss.downcast_index(inner)
-    return inner.hnsw if hasattr(inner, "hnsw") else None
+    index = faiss.downcast_index(index)
+    if isinstance(index, faiss.IndexPreTransform):  # OPQ/PCA in front
+        index = faiss.downcast_index(index.index)
+    return getattr(index, "hnsw", None)

@@ -40,7 +40,7 @@ import pyarrow.parquet as pq
 
 from imgextract import distance, hashes
 from imgextract.embedders import Embedder, load_embedder
-from imgextract.faiss_choice import apply, choose_factory, rerank, training_sample, tune
+from imgextract.faiss_choice import apply, choose_factory, search, training_sample, tune
 from imgextract.errors import InputError
 from imgextract.locks import exclusive
 from imgextract.sources import BadImage, open_rgb
@@ -107,7 +107,7 @@ class TrainingIndex:
     def thumbs(self, size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray] | None:
         """(thumbnails memory-mapped, position of each index row in them or -1) for training images
         fitted to ``size=(H, W)``; None when the index holds none for that size."""
-        key = f"{size[0]}x{size[1]}"
+        key = size_key(size)
         with self._thumbs_lock:
             if key not in self._thumbs:
                 self._thumbs[key] = _open_thumbs(self.path, key, len(self.table))
@@ -129,13 +129,7 @@ class TrainingIndex:
 
         An approximate index is asked for more candidates, which are then re-ranked exactly
         against the stored vectors, so compression never reorders what reaches the pixel tests."""
-        k = min(k, self.faiss_index.ntotal)
-        queries = np.ascontiguousarray(vectors, dtype=np.float32)
-        if self.vectors is None or self.embedder.get("faiss_factory", "Flat") == "Flat":
-            return self.faiss_index.search(queries, k)
-        wide = min(self.faiss_index.ntotal, max(4 * k, k + 16))
-        _, ids = self.faiss_index.search(queries, wide)
-        return rerank(self.vectors, queries, ids, k)
+        return search(self.faiss_index, self.vectors, vectors, k)
 
     def vector_rows(self, start: int, stop: int) -> np.ndarray:
         """Stored vectors of rows [start, stop) as float32 (from vectors.f16, else from FAISS)."""
@@ -173,7 +167,7 @@ def open_index(name_or_path: str | Path, gpu: str = "auto") -> TrainingIndex:
         raise InputError(f"index folder {path} is inconsistent ({index.ntotal} vectors of dim {index.d}, "
                          f"{len(table)} rows, embedder dim {embedder.get('dimension')})",
                          "rebuild it with `imgextract index build`")
-    if "pixels" in table.columns and table["path"].astype(str).str.match(r"^https?:").any():
+    if any(k.startswith("pixels by URL") for k in embedder.get("source_statuses") or {}):
         from imgextract import fetch
         fetch.use_status_file(path / fetch.STATUS_FILE)  # URL outcomes live with the index
     vectors = np.memmap(path / VECTORS, np.float16, "r", shape=(len(table), index.d)) \
@@ -182,6 +176,11 @@ def open_index(name_or_path: str | Path, gpu: str = "auto") -> TrainingIndex:
 
 
 THUMBS = "thumbs"
+
+
+def size_key(size: tuple[int, int]) -> str:
+    """(H, W) → "HxW", the name of a thumbnail set."""
+    return f"{size[0]}x{size[1]}"
 
 
 def _open_thumbs(path: Path, key: str, rows: int) -> tuple[np.ndarray, np.ndarray] | None:
@@ -206,8 +205,8 @@ class ThumbWriter:
         self.files: dict[str, tuple] = {}
 
     def add(self, row: int, thumbs: dict[tuple[int, int], np.ndarray]) -> None:
-        for (h, w), t in thumbs.items():
-            key = f"{h}x{w}"
+        for size, t in thumbs.items():
+            key = size_key(size)
             if key not in self.files:
                 self.folder.mkdir(exist_ok=True)
                 self.files[key] = (open(self.folder / f"{key}.f16", "wb"), open(self.folder / f"{key}.ids", "wb"),
@@ -281,12 +280,8 @@ def build_index(source: Path, name: str, embedder_spec: str = "pixel", *, batch_
     embedder = load_embedder(embedder_spec, device)
     if factory != "auto":
         _check_factory(factory, embedder.dim)
-    if embeddings:
-        plan = _embeddings_plan(Path(source), images, embedder)
-    elif images is not None:
-        raise InputError("--images goes with --embeddings", "pass --embeddings when SOURCE holds precomputed vectors")
-    else:
-        plan = plan_source(Path(source), image_column, caption_column)
+    plan = plan_source(Path(source), image_column, caption_column, embeddings=embeddings, images=images,
+                       embedder=embedder)
     with exclusive(dest.with_name(f".{dest.name}.lock"), f"index {dest}"):
         check_replaceable(dest, overwrite)  # again, under the lock: another writer may have finished
         settings = {"source": str(Path(source).resolve()), "kind": plan.kind, "embedder": embedder.record(),
@@ -369,6 +364,7 @@ def _build_part(parts_dir: Path, i: int, records: list, statuses, embedder: Embe
     batches = list(_chunks(records, batch_size))
     submit = lambda b: [pool.submit(load_training_image, r, thumb_sizes) for r in b]  # noqa: E731
     pending = submit(batches[0]) if batches else []
+    seen = 0
     for j, batch in enumerate(batches):
         loaded = [f.result() for f in pending]
         pending = submit(batches[j + 1]) if j + 1 < len(batches) else []  # decode ahead while embedding
@@ -381,8 +377,9 @@ def _build_part(parts_dir: Path, i: int, records: list, statuses, embedder: Embe
             thumbs.add(len(rows), got["thumbs"])
             rows.append({"path": str(rec.path), "caption": rec.caption, "sha256": got["sha256"],
                          "width": im.width, "height": im.height, **got["hashes"], **rec.extra})
+        seen += len(batch)
         if tick:
-            tick(sum(len(b) for b in batches[:j + 1]))
+            tick(seen)
     thumb_info = thumbs.close()
     matrix = np.concatenate(vectors).astype(np.float32) if vectors else np.zeros((0, embedder.dim), np.float32)
     _write_part(parts_dir, i, rows, matrix, skipped, statuses, thumb_info)
@@ -395,30 +392,6 @@ def _write_part(parts_dir: Path, i: int, rows: list[dict], matrix: np.ndarray, s
     from imgextract.rundir import write_json_atomic
     write_json_atomic(parts_dir / f"{i:05d}.done.json", {"rows": len(rows), "skipped": skipped,
                                                        "statuses": dict(statuses), "thumbs": thumb_info})
-
-
-def _embeddings_plan(folder: Path, images: Path | None, embedder: Embedder):
-    """clip-retrieval output as build parts: vectors as given (re-normalised), rows from the metadata,
-    pixels located through an img2dataset folder (``images``) or local paths when they exist."""
-    from imgextract import shards
-    from imgextract.sources import SourcePart, SourcePlan
-    parts = shards.embedding_parts(folder)
-    keys = shards.key_locators(Path(images)) if images is not None else None
-
-    def load(emb: Path, meta: Path) -> dict:
-        vectors = np.load(emb).astype(np.float32)
-        if vectors.ndim != 2 or vectors.shape[1] != embedder.dim:
-            raise InputError(f"{emb} holds vectors of shape {vectors.shape}, not (n, {embedder.dim}) as "
-                             f"{embedder.spec} makes", "name the model that made these embeddings with --embedder")
-        rows, counts = shards.embedding_rows(meta, keys)
-        if len(rows) != len(vectors):
-            raise InputError(f"{emb} has {len(vectors)} vectors but {meta} has {len(rows)} rows",
-                             "row j of metadata_N.parquet must describe row j of img_emb_N.npy")
-        norms = np.linalg.norm(vectors, axis=1, keepdims=True)
-        return {"rows": rows, "vectors": vectors / np.maximum(norms, 1e-12), "statuses": counts}
-
-    return SourcePlan("embeddings", [SourcePart(n, (lambda e=e, m=m: load(e, m)), int(np.load(e, mmap_mode="r").shape[0]))
-                                     for n, e, m in parts], [])
 
 
 def _assemble(source: Path, tmp: Path, dest: Path, plan, embedder: Embedder, factory: str,
@@ -483,7 +456,7 @@ def _assemble(source: Path, tmp: Path, dest: Path, plan, embedder: Embedder, fac
               "source_statuses": dict(statuses)}
     (tmp / "embedder.json").write_text(json.dumps(record, indent=2, sort_keys=True))
     (tmp / "skipped.json").write_text(json.dumps(skipped, indent=2))
-    shutil.rmtree(parts_dir)
+    remove_own(parts_dir, tmp)
     (tmp / BUILD_JSON).unlink()
     replace_dir(tmp, dest)
     return BuildResult(dest, len(table), skipped, plan.kind, dict(statuses), plan.notes, resumed)
@@ -508,13 +481,38 @@ def _resumable_temp_dir(dest: Path, settings: dict) -> tuple[Path, int]:
 TEMP_MARKER = ".imgextract-temp"
 
 
+def remove_own(path: Path, root: Path) -> None:
+    """Delete ``path`` only when it is provably imgextract's: ``root`` (``path`` itself or a folder
+    holding it) carries the temp marker, and neither is a link or resolves outside ``root``."""
+    path, root = Path(path), Path(root)
+    if path.is_symlink() or root.is_symlink() or not (root / TEMP_MARKER).is_file():
+        raise InputError(f"{path} is not a folder imgextract made (no {TEMP_MARKER} in {root}); refusing to delete it",
+                         "move it away, then run again")
+    real, base = path.resolve(), root.resolve()
+    if real != base and base not in real.parents:
+        raise InputError(f"{path} resolves outside {root}; refusing to delete it", "move it away, then run again")
+    shutil.rmtree(real)
+
+
+def bench_workdir(given: Path | None, prefix: str) -> Path:
+    """A benchmark's work folder, marked as imgextract's so its leftovers may be replaced: a fresh
+    temporary one, or ``given`` when it is new, empty, or marked by an earlier run."""
+    import tempfile
+    work = Path(given) if given else Path(tempfile.mkdtemp(prefix=prefix))
+    if work.exists() and any(work.iterdir()) and not (work / TEMP_MARKER).is_file():
+        raise InputError(f"--workdir {work} holds files imgextract did not put there", "give a new or empty folder")
+    work.mkdir(parents=True, exist_ok=True)
+    (work / TEMP_MARKER).write_text("benchmark folder of imgextract; safe to delete\n")
+    return work
+
+
 def own_temp_dir(dest: Path) -> Path:
     """A fresh ``.NAME.tmp`` beside ``dest``; a leftover is removed only if it carries our marker."""
     tmp = dest.with_name(f".{dest.name}.tmp")
     if tmp.exists() or tmp.is_symlink():
         if tmp.is_symlink() or not (tmp / TEMP_MARKER).is_file():
             raise InputError(f"{tmp} exists and was not made by imgextract", "move it away, then run again")
-        shutil.rmtree(tmp)
+        remove_own(tmp, tmp)
     tmp.mkdir(parents=True)
     (tmp / TEMP_MARKER).write_text("temporary folder of imgextract; safe to delete\n")
     return tmp
@@ -526,15 +524,13 @@ def replace_dir(tmp: Path, dest: Path) -> None:
     old = None
     if dest.exists():
         old = dest.with_name(f".{dest.name}.old")
-        if old.exists():
-            if not (old / TEMP_MARKER).is_file():
-                raise InputError(f"{old} exists and was not made by imgextract", "move it away, then run again")
-            shutil.rmtree(old)
+        if old.exists() or old.is_symlink():
+            remove_own(old, old)
         dest.rename(old)
         (old / TEMP_MARKER).write_text("previous version, being removed\n")
     tmp.rename(dest)
     if old is not None:
-        shutil.rmtree(old)
+        remove_own(old, old)
 
 
 def check_embedder(index: TrainingIndex, spec: str) -> None:

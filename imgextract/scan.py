@@ -108,7 +108,7 @@ class TrainingImages:
 
 
 MAX_GRID = 64
-SCAN_LAYOUT = 3  # folder shards keyed by file (path, size, mtime); older scan folders are not mixed in
+SCAN_LAYOUT = 3  # 2: folder shards keyed by file; 3: exact and pixels columns. Older scan folders are not mixed in
 
 
 def validate_params(params: ScanParams) -> None:
@@ -222,10 +222,13 @@ class Generation:
     blocks: np.ndarray      # distance.block_means(pixels)
 
 
-def load_generation(path: str, min_side: int) -> Generation:
-    image = open_rgb(Path(path), min_side=min_side)
+def as_generation(image) -> Generation:
     pixels = distance.to_uint8(image)
     return Generation(image, pixels, hashes.image_hashes(image), distance.block_means(pixels))
+
+
+def load_generation(path: str, min_side: int) -> Generation:
+    return as_generation(open_rgb(Path(path), min_side=min_side))
 
 
 def scan_shard(rows: pd.DataFrame, index: TrainingIndex, embedder: Embedder, train: TrainingImages,
@@ -267,9 +270,7 @@ def scan_shard(rows: pd.DataFrame, index: TrainingIndex, embedder: Embedder, tra
 def match_image(image, sim_row: np.ndarray, id_row: np.ndarray, index: TrainingIndex, train: TrainingImages,
                 params: ScanParams) -> list[dict]:
     """The near-duplicate test of one PIL image against its candidate training images (by rank)."""
-    pixels = distance.to_uint8(image)
-    gen = Generation(image, pixels, hashes.image_hashes(image), distance.block_means(pixels))
-    return match_generation(gen, sim_row, id_row, index, train, params)
+    return match_generation(as_generation(image), sim_row, id_row, index, train, params)
 
 
 def match_generation(gen: Generation, sim_row: np.ndarray, id_row: np.ndarray, index: TrainingIndex,
@@ -292,10 +293,10 @@ def match_generation(gen: Generation, sim_row: np.ndarray, id_row: np.ndarray, i
             tiled[have], plain[have] = bound
     _measure(gen, cand, [j for j in range(k) if not tiled[j] >= params.exact_limit], tiled, plain, exact, train,
              params)  # NaN (no thumbnail) is measured too
-    keep = list(range(k))  # a candidate whose pixels cannot be read stays, as "unavailable", with NaN distances
+    # every one of the k is reported; one whose pixels cannot be read as "unavailable", with NaN distances
     rel = np.full(len(cand), np.nan)
     if params.relative_n >= 1:
-        wanted = keep if not prune else [j for j in keep if exact[j] and tiled[j] < params.threshold]
+        wanted = list(range(k)) if not prune else [j for j in range(k) if exact[j] and tiled[j] < params.threshold]
         if wanted:
             # neighbours without any value yet are measured; under pruning the others keep their bounds
             _measure(gen, cand, [j for j in range(len(cand)) if np.isnan(plain[j]) or not (prune or exact[j])],
@@ -304,15 +305,15 @@ def match_generation(gen: Generation, sim_row: np.ndarray, id_row: np.ndarray, i
             rel_all = np.full(len(cand), np.nan)
             rel_all[readable] = relative_distance(plain[readable], params.relative_n, params.alpha)
             rel[wanted] = rel_all[wanted]
-    tids = [cand[j][1] for j in keep]
+    tids = [cand[j][1] for j in range(k)]
     hd = {name: _hash_distances(gen.hashes[name], tab[name].iloc[tids].tolist()) for name in hashes.HASHES}
     return [{"train_id": t, "train_path": tab["path"].iat[t], "train_caption": tab["caption"].iat[t],
              "rank": rank, "similarity": s, "tiled_l2": float(tiled[j]), "l2": float(plain[j]),
-             "phash_distance": int(hd["phash"][i]), "dhash_distance": int(hd["dhash"][i]),
-             "whash_distance": int(hd["whash"][i]), "relative_l2": float(rel[j]), "exact": bool(exact[j]),
+             "phash_distance": int(hd["phash"][j]), "dhash_distance": int(hd["dhash"][j]),
+             "whash_distance": int(hd["whash"][j]), "relative_l2": float(rel[j]), "exact": bool(exact[j]),
              "pixels": "unavailable" if np.isnan(tiled[j]) else "available",
              "memorized": bool(not np.isnan(tiled[j]) and is_memorized(float(tiled[j]), float(rel[j]), params))}
-            for i, (j, (rank, t, s)) in enumerate((j, cand[j]) for j in keep)]
+            for j, (rank, t, s) in enumerate(cand[:k])]
 
 
 def _hash_distances(query: str, others: list) -> np.ndarray:

@@ -23,9 +23,11 @@ import json
 import tarfile
 import threading
 from collections import Counter, OrderedDict
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 
+import numpy as np
 import pyarrow.parquet as pq
 
 from imgextract.errors import InputError
@@ -44,12 +46,6 @@ class Shard:
     table: Path                       # NNNNN.parquet
     images: Path | None               # NNNNN.tar, NNNNN/ or None (bytes inside the parquet)
     finished: bool                    # NNNNN_stats.json exists
-
-
-@dataclass
-class ShardRecords:
-    records: list                     # sources.ImageRecord with locator paths
-    statuses: Counter = field(default_factory=Counter)
 
 
 def detect(folder: Path) -> str | None:
@@ -97,18 +93,15 @@ def tar_members(tar: Path) -> dict[str, tuple[int, int, str]]:
     return found
 
 
-def shard_records(shard: Shard, fmt: str) -> ShardRecords:
-    """The success rows of one shard as image records (locators), and every row's status count."""
+def shard_records(shard: Shard, fmt: str) -> tuple[list, Counter]:
+    """The success rows of one shard as image records (locator paths), and every row's status count."""
     from imgextract.sources import ImageRecord
-    table = pq.read_table(shard.table, columns=[c for c in pq.read_schema(shard.table).names
-                                                if c not in IMAGE_EXTS]).to_pandas()
+    names = pq.read_schema(shard.table).names
+    table = pq.read_table(shard.table, columns=[c for c in names if c not in IMAGE_EXTS]).to_pandas()
     statuses = Counter(str(s) for s in table["status"])
     ok = table[table["status"] == "success"]
     members = tar_members(shard.images) if fmt == "webdataset" and shard.images.is_file() else {}
-    image_col = None
-    if fmt == "parquet":
-        names = pq.read_schema(shard.table).names
-        image_col = next(c for c in IMAGE_EXTS if c in names)
+    image_col = next(c for c in IMAGE_EXTS if c in names) if fmt == "parquet" else None
     records = []
     for row_i, row in zip(ok.index, ok.to_dict("records")):
         key = str(row["key"])
@@ -130,7 +123,7 @@ def shard_records(shard: Shard, fmt: str) -> ShardRecords:
         extra = {RENAMED.get(k, k): v for k, v in row.items() if k not in DROPPED and k != "caption"}
         extra["shard"] = shard.name
         records.append(ImageRecord(Path(locator), None if caption is None else str(caption), extra))
-    return ShardRecords(records, statuses)
+    return records, statuses
 
 
 def is_locator(path) -> bool:
@@ -167,23 +160,27 @@ def read_bytes(locator) -> bytes:
 
 def _parquet_cell(file: Path, column: str, row: int) -> bytes:
     """One cell, reading (and keeping a few of) the row groups it lives in."""
-    pf = pq.ParquetFile(file)
-    start = 0
-    for rg in range(pf.num_row_groups):
-        n = pf.metadata.row_group(rg).num_rows
-        if row < start + n:
-            key = (str(file), column, rg)
-            with _parquet_lock:
-                values = _parquet_cache.get(key)
-            if values is None:
-                values = pf.read_row_group(rg, columns=[column]).column(0).to_pylist()
-                with _parquet_lock:
-                    _parquet_cache[key] = values
-                    while len(_parquet_cache) > 8:
-                        _parquet_cache.popitem(last=False)
-            return values[row - start]
-        start += n
-    raise OSError(f"{file} has no row {row}")
+    starts = _row_group_starts(str(file))
+    rg = int(np.searchsorted(starts, row, side="right")) - 1
+    if not 0 <= row < starts[-1]:
+        raise OSError(f"{file} has no row {row}")
+    key = (str(file), column, rg)
+    with _parquet_lock:
+        values = _parquet_cache.get(key)
+    if values is None:
+        values = pq.ParquetFile(file).read_row_group(rg, columns=[column]).column(0).to_pylist()
+        with _parquet_lock:
+            _parquet_cache[key] = values
+            while len(_parquet_cache) > 8:
+                _parquet_cache.popitem(last=False)
+    return values[row - starts[rg]]
+
+
+@lru_cache(maxsize=256)
+def _row_group_starts(file: str) -> np.ndarray:
+    """First row of each row group, and the total row count last."""
+    meta = pq.ParquetFile(file).metadata
+    return np.cumsum([0] + [meta.row_group(i).num_rows for i in range(meta.num_row_groups)])
 
 
 def stats_line(statuses: Counter) -> str:
@@ -226,7 +223,7 @@ def key_locators(images: Path) -> dict[str, str]:
     found = {}
     for shard in list_shards(images, fmt):
         if shard.finished:
-            for rec in shard_records(shard, fmt).records:
+            for rec in shard_records(shard, fmt)[0]:
                 found[str(rec.extra["key"])] = str(rec.path)
     return found
 
@@ -256,3 +253,29 @@ def embedding_rows(meta: Path, keys: dict[str, str] | None) -> tuple[list[dict],
                      "sha256": None, "width": None, "height": None, "phash": None, "dhash": None, "whash": None,
                      **{RENAMED.get(k, k): v for k, v in row.items()}})
     return rows, counts
+
+
+def embeddings_plan(folder: Path, images: Path | None, embedder):
+    """clip-retrieval output as build parts: vectors as given (re-normalised), rows from the metadata,
+    pixels located through an img2dataset folder (``images``) or local paths when they exist."""
+    from imgextract.sources import SourcePart, SourcePlan
+    parts = embedding_parts(folder)
+    keys = key_locators(Path(images)) if images is not None else None
+
+    shapes = {e: np.load(e, mmap_mode="r").shape for _, e, _ in parts}  # headers only: checked before any work
+    for emb, shape in shapes.items():
+        if len(shape) != 2 or shape[1] != embedder.dim:
+            raise InputError(f"{emb} holds vectors of shape {shape}, not (n, {embedder.dim}) as "
+                             f"{embedder.spec} makes", "name the model that made these embeddings with --embedder")
+
+    def load(emb: Path, meta: Path) -> dict:
+        vectors = np.load(emb).astype(np.float32)
+        rows, counts = embedding_rows(meta, keys)
+        if len(rows) != len(vectors):
+            raise InputError(f"{emb} has {len(vectors)} vectors but {meta} has {len(rows)} rows",
+                             "row j of metadata_N.parquet must describe row j of img_emb_N.npy")
+        norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+        return {"rows": rows, "vectors": vectors / np.maximum(norms, 1e-12), "statuses": counts}
+
+    return SourcePlan("embeddings", [SourcePart(n, (lambda e=e, m=m: load(e, m)), int(shapes[e][0]))
+                                     for n, e, m in parts], [])

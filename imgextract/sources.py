@@ -149,17 +149,25 @@ class SourcePart:
 
 @dataclass
 class SourcePlan:
-    kind: str             # folder | table | img2dataset-webdataset | img2dataset-files | img2dataset-parquet
+    kind: str             # folder | table | img2dataset-{webdataset,files,parquet} | embeddings
     parts: list
     notes: list
 
 
-def plan_source(source: Path, image_column: str | None = None, caption_column: str | None = None) -> SourcePlan:
-    """Which form ``source`` is in, and its parts in a stable order (the one place a form maps to a reader)."""
+def plan_source(source: Path, image_column: str | None = None, caption_column: str | None = None, *,
+                embeddings: bool = False, images: Path | None = None, embedder=None) -> SourcePlan:
+    """Which form ``source`` is in, and its parts in a stable order (the one place a form maps to a reader).
+
+    ``embeddings``: SOURCE is clip-retrieval output whose vectors ``embedder`` made; ``images``
+    then names the img2dataset folder holding their pixels."""
     from collections import Counter
 
     from imgextract import shards
     source = Path(source)
+    if embeddings:
+        return shards.embeddings_plan(source, images, embedder)
+    if images is not None:
+        raise InputError("--images goes with --embeddings", "pass --embeddings when SOURCE holds precomputed vectors")
     fmt = shards.detect(source)
     if fmt is not None:
         all_shards = shards.list_shards(source, fmt)
@@ -169,7 +177,7 @@ def plan_source(source: Path, image_column: str | None = None, caption_column: s
         if not ready:
             raise InputError(f"img2dataset folder {source} has no finished shard ({len(all_shards)} being written)",
                              "wait for img2dataset to finish a shard (it writes NNNNN_stats.json last)")
-        parts = [SourcePart(s.name, (lambda s=s: (lambda r: (r.records, r.statuses))(shards.shard_records(s, fmt))),
+        parts = [SourcePart(s.name, (lambda s=s: shards.shard_records(s, fmt)),
                             int(shards.read_stats(s).get("successes", 0))) for s in ready]
         return SourcePlan(f"img2dataset-{fmt}", parts, notes)
     records = list_images(source, image_column, caption_column)

@@ -200,7 +200,7 @@ def triage(loaded: LoadedModel, captions: pd.DataFrame, params: TriageParams,
                 row["wen_score"] = wen
             if attention is not None:
                 row["attn_score"], row["attn_end"] = attention_features(
-                    torch_mean(attention), _end_position(loaded.pipe, cap))
+                    mean_attention(attention), _end_position(loaded.pipe, cap))
             row["unet_evals"] += evals
             row["wen_unet_evals"] = evals
         if "edge" in methods:
@@ -215,8 +215,9 @@ def triage(loaded: LoadedModel, captions: pd.DataFrame, params: TriageParams,
     return table.sort_values(key, ascending=False, kind="stable").reset_index(drop=True)
 
 
-def torch_mean(recorded: list) -> np.ndarray:
-    """Mean over layers, steps and seeds of recorded (seeds, tokens) attention rows."""
+def mean_attention(recorded: list) -> np.ndarray:
+    """One caption's attention per text position: the mean over layers, steps and seeds of the
+    recorded (seeds, tokens) rows."""
     return np.mean([r.numpy().mean(axis=0) for r in recorded], axis=0)
 
 

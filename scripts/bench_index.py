@@ -22,11 +22,9 @@ import io
 import json
 import os
 import resource
-import shutil
 import subprocess
 import sys
 import tarfile
-import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -34,6 +32,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from PIL import Image
+
+from imgextract.index import bench_workdir, remove_own
 
 EXE = Path(sys.executable).parent / "imgextract"
 PART = 100_000
@@ -133,7 +133,7 @@ def write_tars(folder: Path, n: int, per_shard: int = 500, size: int = 256, seed
 def bench_ingest(work: Path, n: int, size: int) -> None:
     shards = work / "shards"
     if shards.is_dir():
-        shutil.rmtree(shards)
+        remove_own(shards, work)
     blobs = write_tars(shards, n, size=size)
     cores = os.cpu_count() or 1
 
@@ -165,7 +165,7 @@ def main() -> None:
     ap.add_argument("--ingest-size", type=int, default=512, help="side of those JPEGs (img2dataset --image_size)")
     ap.add_argument("--workdir", type=Path, default=None)
     args = ap.parse_args()
-    work = args.workdir or Path(tempfile.mkdtemp(prefix="imgextract-bench-index-"))
+    work = bench_workdir(args.workdir, "imgextract-bench-index-")
     try:
         if args.ingest:
             bench_ingest(work, args.ingest, args.ingest_size)
@@ -173,7 +173,7 @@ def main() -> None:
             bench_vectors(work, args.n, args.max_memory)
     finally:
         if args.workdir is None:
-            shutil.rmtree(work, ignore_errors=True)
+            remove_own(work, work)
 
 
 if __name__ == "__main__":

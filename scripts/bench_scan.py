@@ -25,8 +25,6 @@ from __future__ import annotations
 import argparse
 import io
 import os
-import shutil
-import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -37,7 +35,7 @@ import pandas as pd
 from PIL import Image
 
 from imgextract import distance
-from imgextract.index import build_index, open_index
+from imgextract.index import bench_workdir, build_index, open_index, remove_own
 from imgextract.scan import ScanParams, scan
 from imgextract.sources import open_rgb
 
@@ -122,7 +120,7 @@ def main() -> None:
     ap.add_argument("--size", type=int, default=512)
     ap.add_argument("--workdir", type=Path, default=None, help="kept when given; a temporary folder otherwise")
     args = ap.parse_args()
-    work = args.workdir or Path(tempfile.mkdtemp(prefix="imgextract-bench-scan-"))
+    work = bench_workdir(args.workdir, "imgextract-bench-scan-")
     cores = os.cpu_count() or 1
     try:
         if not (work / "gens").is_dir():
@@ -147,7 +145,8 @@ def main() -> None:
         loop_s, loop = plain_loop(gen_files, "bench", 10, distance.DEFAULT_THRESHOLD)
         loop_ms = loop_s / len(gen_files) * 1000
         out = work / "scan-out"
-        shutil.rmtree(out, ignore_errors=True)
+        if out.exists():
+            remove_own(out, work)
         t = time.perf_counter()
         list(scan(work / "gens", ScanParams(index="bench"), out))
         scan_ms = (time.perf_counter() - t) / len(gen_files) * 1000
@@ -183,7 +182,7 @@ def main() -> None:
             raise SystemExit("MISMATCH: the fast scan disagrees with the plain loop")
     finally:
         if args.workdir is None:
-            shutil.rmtree(work, ignore_errors=True)
+            remove_own(work, work)
 
 
 if __name__ == "__main__":

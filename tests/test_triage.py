@@ -71,7 +71,7 @@ def test_attention_score_is_the_cross_attention_computed_by_hand(tiny_model):
     """The recorder's per-token attention equals softmax(Q·Kᵀ/√d) computed by hand from each cross-attention
     module's own inputs and weights, in the same UNet calls Wen's score makes; then entropy by hand."""
     import numpy as np
-    from imgextract.triage import _end_position, attention_features, torch_mean
+    from imgextract.triage import _end_position, attention_features, mean_attention
     pipe = tiny_model.pipe
     params = TriageParams(steps=1, samples=2, schedule_steps=10, guidance=3.0, seed=1)
     by_hand = []
@@ -100,7 +100,7 @@ def test_attention_score_is_the_cross_attention_computed_by_hand(tiny_model):
     assert evals == 4 and len(recorded) == len(by_hand) > 0
     for r, h in zip(recorded, by_hand):
         assert torch.allclose(r, h, atol=1e-5)
-    dist = torch_mean(recorded)
+    dist = mean_attention(recorded)
     end = _end_position(pipe, "a red rocket")
     neg_entropy, end_share = attention_features(dist, end)
     p = dist[1:] / dist[1:].sum()
