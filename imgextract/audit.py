@@ -1,12 +1,14 @@
-"""The whole audit from one TOML file: index → generate → scan → report.
+"""The whole audit from one TOML file: index → sweep (generate + test per shard) → report.
 
 Every path in the file is relative to the file's folder. Everything is validated (captions,
-model, index source) before the first sample is drawn; each stage resumes on a re-run.
+model, index source, engine) before the first sample is drawn; each stage resumes on a re-run.
 
-    out = "runs/audit"
+    out = "runs/audit"    keep = "auto"    (all | evidence | auto: all below 100k samples)
     [index]     source = "train/"   name = "train"   embedder = "pixel"
     [generate]  captions = "captions.txt"   model = "path/or/hub-id"   samples = 16  steps = 50 ...
     [scan]      k = 10   threshold = 0.15   grid = 4
+    [cliques]   delta = 0.15   min_size = 10        (optional: the clique test of every caption)
+    [engine]    kind = "local" | "ray"   address = "auto"   workers = 8   gpus_per_worker = 1
     [report]    title = "..."
 """
 
@@ -17,6 +19,10 @@ from pathlib import Path
 
 from imgextract.errors import InputError
 
+ENGINE_KEYS = {"kind", "address", "workers", "gpus_per_worker", "test_workers", "test_cpus", "cpus"}
+SCAN_KEYS = {"k", "threshold", "grid", "relative_n", "alpha", "relative_threshold", "criterion", "exact_below"}
+CLIQUE_KEYS = {"delta", "min_size", "max_cliques"}
+TOP_KEYS = {"out", "keep", "index", "generate", "scan", "cliques", "report", "engine"}
 GENERATE_KEYS = {"captions", "model", "samples", "batch_size", "steps", "guidance", "scheduler", "size", "seed",
                  "device", "dtype", "shard_size", "model_config", "triage", "top"}
 
@@ -37,10 +43,14 @@ def load_config(path: Path) -> dict:
     for section in ("index", "generate"):
         if section not in cfg:
             raise InputError(f"config file {path} has no [{section}] section", f"add [{section}] (see README)")
-    unknown = set(cfg["generate"]) - GENERATE_KEYS
+    unknown = set(cfg) - TOP_KEYS
     if unknown:
-        raise InputError(f"config file {path}: unknown [generate] keys {sorted(unknown)}",
-                         f"use only {sorted(GENERATE_KEYS)}")
+        raise InputError(f"config file {path}: unknown keys or sections {sorted(unknown)}", f"use only {sorted(TOP_KEYS)}")
+    for section, keys in (("generate", GENERATE_KEYS), ("scan", SCAN_KEYS), ("cliques", CLIQUE_KEYS)):
+        unknown = set(cfg.get(section, {})) - keys
+        if unknown:
+            raise InputError(f"config file {path}: unknown [{section}] keys {sorted(unknown)}",
+                             f"use only {sorted(keys)}")
     for key in ("captions", "model"):
         if key not in cfg["generate"]:
             raise InputError(f"config file {path}: [generate] lacks '{key}'", f"add {key} = \"...\"")
@@ -50,16 +60,39 @@ def load_config(path: Path) -> dict:
     return cfg
 
 
-def run_config(path: Path) -> Path:
-    from imgextract.engine import run_generation, run_scan
+def engine_config(cfg: dict, path: Path):
+    from imgextract.engine import EngineConfig, validate_engine
+    section = cfg.get("engine", {})
+    unknown = set(section) - ENGINE_KEYS
+    if unknown:
+        raise InputError(f"config file {path}: unknown [engine] keys {sorted(unknown)}", f"use only {sorted(ENGINE_KEYS)}")
+    engine = EngineConfig(**section)
+    validate_engine(engine, f"config file {path}: [engine]")
+    if engine.kind == "ray":
+        from imgextract.ray_engine import check_available
+        check_available()
+    return engine
+
+
+def run_config(path: Path, keep: str | None = None, say=print) -> Path:
+    """index → sweep (generate and test each shard where it was drawn) → assemble → report.
+
+    ``keep`` (all | evidence | auto) overrides the file's ``keep``.
+    """
+    from imgextract.cliques import CliqueParams, validate_params as validate_cliques
+    from imgextract.engine import run_scan, run_sweep
     from imgextract.generate import SamplingConfig, prepare_run
     from imgextract.index import build_index, resolve_index
     from imgextract.report import render_report
+    from imgextract.scan import ScanParams, validate_params
+    from imgextract.sources import read_captions
+    from imgextract.sweep import SweepSettings, align_shard_size, assemble_cliques, resolve_keep
 
     path = Path(path)
     cfg = load_config(path)
     base = path.resolve().parent
     out = _path(base, cfg.get("out", "runs/audit"))
+    engine = engine_config(cfg, path)
     ix = cfg["index"]
     name = ix.get("name") or Path(ix["source"]).name
     index_path = resolve_index(name) if "/" not in name else _path(base, name)
@@ -73,21 +106,39 @@ def run_config(path: Path) -> Path:
     triage_file = _path(base, g.pop("triage")) if "triage" in g else None
     top = g.pop("top", None)
     sampling = SamplingConfig(**g)
-    table = None
+    table = read_captions(captions)
     if triage_file is not None:
-        from imgextract.sources import read_captions
         from imgextract.triage import top_captions
-        table = top_captions(read_captions(captions), triage_file, top if top is not None else 0)
+        table = top_captions(table, triage_file, top if top is not None else 0)
+    s = cfg.get("scan", {})
+    relative = {k: s[k] for k in ("relative_n", "alpha", "relative_threshold", "criterion", "exact_below") if k in s}
+    params = ScanParams(index=str(Path(index_path).resolve()), k=s.get("k", 10), threshold=s.get("threshold", 0.15),
+                        grid=s.get("grid", 4), **relative)
+    validate_params(params)
+    cliques = CliqueParams(grid=params.grid, **cfg["cliques"]) if "cliques" in cfg else None
+    if cliques:
+        validate_cliques(cliques)
+    keep = resolve_keep(keep or cfg.get("keep", "auto"), table.num_rows * sampling.samples)
+    aligned = align_shard_size(sampling.shard_size, sampling.samples)
+    if aligned != sampling.shard_size and "shard_size" in g:
+        say(f"shard_size {sampling.shard_size} -> {aligned}: a sweep's shards hold whole captions")
+    sampling.shard_size = aligned
     # validate captions, model and run folder before any index or sampling work
     selection = {"method": "triage", "file": str(triage_file), "top": top} if triage_file is not None else None
-    loaded, _, _ = prepare_run(captions, model, out, sampling, captions=table, write=False, selection=selection)
+    settings = SweepSettings(params, cliques, keep)
+    if engine.kind == "local":
+        from imgextract.sweep import storage_record
+        loaded, _, _ = prepare_run(captions, model, out, sampling, captions=table, write=False,
+                                   selection=selection, storage=storage_record(settings))
+    else:
+        loaded = None  # run_sweep validates against the workers' device once connected
     if "source" in ix and not (index_path / "index.faiss").is_file():
         build_index(_path(base, ix["source"]), str(index_path), ix.get("embedder", "pixel"))
-    run_generation(captions, model, out, sampling, loaded=loaded, caption_table=table, selection=selection)
-    s = cfg.get("scan", {})
-    relative = {k: s[k] for k in ("relative_n", "alpha", "relative_threshold", "criterion") if k in s}
-    run_scan(out, str(index_path), out, s.get("k", 10), s.get("threshold", 0.15), s.get("grid", 4),
-             ix.get("embedder"), **relative)
+    run_sweep(captions, model, out, sampling, settings, engine, loaded=loaded, caption_table=table,
+              selection=selection, say=say)
+    run_scan(out, str(index_path), out, params.k, params.threshold, params.grid, ix.get("embedder"), say=say,
+             **relative)  # every shard was scanned where it was drawn: this assembles matches and summary
+    assemble_cliques(out)
     return render_report(out, cfg.get("report", {}).get("title", "imgextract report"))
 
 

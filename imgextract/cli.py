@@ -312,16 +312,22 @@ def report(
 
 
 @app.command("run")
-def run_cmd(config: Path = typer.Argument(..., help="TOML file with \\[index], \\[generate], \\[scan] and \\[report] sections.")) -> None:
-    """Run index → generate → scan → report from one config file.
+def run_cmd(
+    config: Path = typer.Argument(..., help="TOML file with \\[index], \\[generate], \\[scan], \\[cliques], \\[engine] and \\[report] sections."),
+    keep: Optional[str] = typer.Option(None, help="all: every sample's PNG; evidence: only memorized, near-miss and "
+                                                  "clique samples (every sample keeps its manifest row, hashes, "
+                                                  "candidates and embedding); auto: all below 100k samples. "
+                                                  "Overrides the file's keep."),
+) -> None:
+    """Run index → sweep (generate, then test each shard where it was drawn) → report from one config file.
 
-    Example: imgextract run audit.toml   (see README for the file's keys)
+    Example: imgextract run audit.toml --keep evidence   (see README for the file's keys; [engine] kind = "ray" for a cluster)
     """
     from imgextract.audit import run_config
     quiet_libraries()
     from imgextract import rundir
     from imgextract.audit import verdict
-    path = run_config(config)
+    path = run_config(config, keep=keep)
     typer.echo(f"report: {path.resolve()}")
     typer.echo(verdict(rundir.read_json(path.parent / rundir.SUMMARY)))
 

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from PIL import Image
 
 from imgextract import distance, rundir
 from imgextract.errors import InputError
@@ -129,7 +130,7 @@ class CliqueParams:
 
 
 def caption_cliques(paths: list[str], params: CliqueParams) -> dict:
-    """Largest clique among one caption's generations, with its mean internal distance."""
+    """Largest clique among one caption's generations (files), with its mean internal distance."""
     def load(p):
         try:
             return np.asarray(open_rgb(Path(p)), dtype=np.uint8)
@@ -138,13 +139,21 @@ def caption_cliques(paths: list[str], params: CliqueParams) -> dict:
 
     with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:  # PIL decodes without the GIL
         loaded = list(pool.map(load, paths))
-    kept = [p for p, im in zip(paths, loaded) if im is not None]
-    images = [im for im in loaded if im is not None]
+    return clique_of_images(paths, loaded, params)
+
+
+def clique_of_images(names: list[str], images: list[np.ndarray | None], params: CliqueParams) -> dict:
+    """The clique test of one caption's decoded generations (uint8 arrays; None: unreadable).
+
+    A sweep calls this where a caption's samples were drawn, so the pixels are never read back.
+    """
+    kept = [p for p, im in zip(names, images) if im is not None]
+    images = [im for im in images if im is not None]
     shapes = {im.shape for im in images}
     if len(shapes) > 1:  # generations of one caption share a size; bring stragglers to the first
         h, w = images[0].shape[:2]
-        images = [im if im.shape[:2] == (h, w) else np.asarray(distance.fit(open_rgb(Path(p)), (h, w)))
-                  for im, p in zip(images, kept)]
+        images = [im if im.shape[:2] == (h, w) else np.asarray(distance.fit(Image.fromarray(im), (h, w)))
+                  for im in images]
     if not images:
         return {"n_generations": 0, "largest_clique": 0, "members": [], "mean_distance": None,
                 "exact": True, "upper_bound": 0}
@@ -157,14 +166,18 @@ def caption_cliques(paths: list[str], params: CliqueParams) -> dict:
             "mean_distance": mean, "exact": res.exact, "upper_bound": res.upper_bound}
 
 
+def validate_params(params: CliqueParams) -> None:
+    if params.delta <= 0 or params.min_size < 2:
+        raise InputError(f"clique parameters delta={params.delta} min_size={params.min_size}",
+                         "use a positive --delta and --min-size of at least 2")
+
+
 def run_cliques(run: Path, params: CliqueParams = CliqueParams()) -> pd.DataFrame:
     """cliques.parquet for every caption of a run; the parameters are recorded in each row."""
     run = Path(run)
     if not rundir.is_run_dir(run):
         raise InputError(f"{run} is not a run folder (no run.json)", "pass the --out folder of `imgextract generate`")
-    if params.delta <= 0 or params.min_size < 2:
-        raise InputError(f"clique parameters delta={params.delta} min_size={params.min_size}",
-                         "use a positive --delta and --min-size of at least 2")
+    validate_params(params)
     samples = rundir.read_samples(run)
     if samples.empty:
         raise InputError(f"run {run} has no finished sample shard", "run `imgextract generate` into it first")

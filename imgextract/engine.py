@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional
 
@@ -160,3 +161,99 @@ def train_with_progress(out: Path, cfg, images: Optional[Path] = None) -> None:
             bar.update_to(min(p.done, bar.total))
     if bar:
         bar.close()
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    """``[engine]`` of a run config: where the sweep's stages run."""
+
+    kind: str = "local"                  # local | ray
+    address: Optional[str] = None        # ray: a cluster address ("auto", "ray://head:10001"); None starts a local Ray
+    workers: int = 1                     # ray: draw workers (one loaded pipeline each)
+    gpus_per_worker: Optional[float] = None  # ray: GPUs per draw worker; None: 1 when the cluster has GPUs, else 0
+    test_workers: Optional[int] = None   # ray: test workers (index opened once each); None: as many as draw workers
+    test_cpus: int = 1                   # ray: CPU cores per test worker (its thread pool)
+    cpus: Optional[int] = None           # ray without address: cores of the local Ray it starts (None: all)
+
+
+ENGINE_KINDS = ("local", "ray")
+
+
+def validate_engine(engine: EngineConfig, where: str = "[engine]") -> None:
+    if engine.kind not in ENGINE_KINDS:
+        raise InputError(f"{where} kind = {engine.kind!r}", f"use one of {', '.join(ENGINE_KINDS)}")
+    for name in ("workers", "test_workers", "test_cpus", "cpus"):
+        v = getattr(engine, name)
+        if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < 1):
+            raise InputError(f"{where} {name} = {v!r}", "give a whole number >= 1")
+    g = engine.gpus_per_worker
+    if g is not None and (isinstance(g, bool) or not isinstance(g, (int, float)) or g < 0):
+        raise InputError(f"{where} gpus_per_worker = {g!r}", "give a number >= 0 (0: draw on CPU; 0.5: two workers per GPU)")
+    if engine.kind == "local" and any(getattr(engine, n) != getattr(EngineConfig(), n) for n in
+                                      ("address", "workers", "gpus_per_worker", "test_workers", "cpus")):
+        raise InputError(f"{where} sets Ray keys but kind = \"local\"", "add kind = \"ray\", or remove those keys")
+
+
+def run_sweep(captions: Path, model: str, out: Path, cfg, settings, engine: EngineConfig = EngineConfig(),
+              loaded=None, caption_table=None, selection: Optional[dict] = None,
+              say: Callable[[str], None] = print) -> dict:
+    """Draw and test every unfinished shard (``sweep.py``), on this process or on Ray, holding the run's lock.
+
+    Both engines draw with ``generate.draw_batches`` and finish with ``sweep.ShardTester.finish``.
+    Locally the next shard is drawn while the previous one is tested and written (one thread), so
+    PNG encoding, hashing and the tests overlap the UNet.
+    """
+    from imgextract.generate import manifest_path, prepare_run, shard_items
+    from imgextract.sweep import storage_record
+    quiet_libraries()
+    check_out_folder(out)
+    device = None
+    if engine.kind == "ray":
+        from imgextract import ray_engine
+        engine = ray_engine.prepare(engine)
+        device = ray_engine.worker_device(engine)
+    storage = storage_record(settings)
+    args = dict(loaded=loaded, captions=caption_table, selection=selection, storage=storage, worker_device=device)
+    loaded, _, caption_table = prepare_run(captions, model, out, cfg, write=False, **args)
+    args.update(loaded=loaded, captions=caption_table)
+    with run_lock(out):
+        loaded, record, table = prepare_run(captions, model, out, cfg, command=sys.argv, **args)
+        shards = shard_items(record, table)
+        todo = [n for n in range(len(shards)) if not manifest_path(out, n).is_file()]
+        total = sum(map(len, shards))
+        done = total - sum(len(shards[n]) for n in todo)
+        if len(todo) < len(shards):
+            say(f"resuming: {len(shards) - len(todo)} shard(s) already done")
+        bar = Progress(total, "sweep", "img", initial=done)
+        kept = memorized = 0
+        if engine.kind == "ray":
+            from imgextract import ray_engine
+            say(f"ray: {engine.workers} draw worker(s) x {engine.gpus_per_worker} GPU, "
+                f"{engine.test_workers or engine.workers} test worker(s) x {engine.test_cpus} CPU")
+            del loaded  # the workers load their own
+            finished = ray_engine.sweep(out, todo, settings, engine)
+        else:
+            finished = _sweep_local(loaded, record, shards, todo, out, settings)
+        for counts in finished:
+            done += counts["samples"]
+            kept, memorized = kept + counts["kept"], memorized + counts["memorized"]
+            bar.set_postfix_str(f"{memorized} memorized, {kept} kept")
+            bar.update_to(done)
+        bar.close()
+    return record
+
+
+def _sweep_local(loaded, record: dict, shards: list, todo: list[int], out: Path, settings):
+    from concurrent.futures import ThreadPoolExecutor
+    from imgextract.generate import draw_batches
+    from imgextract.sweep import ShardTester
+    tester = ShardTester(out, settings)
+    with ThreadPoolExecutor(max_workers=1) as finisher:
+        pending = None
+        for number in todo:
+            drawn = [d for batch in draw_batches(loaded, record, shards[number], number) for d in batch]
+            if pending is not None:
+                yield pending.result()
+            pending = finisher.submit(tester.finish, number, drawn)
+        if pending is not None:
+            yield pending.result()

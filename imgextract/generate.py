@@ -107,22 +107,29 @@ def validate_sampling(cfg: SamplingConfig) -> None:
 def prepare_run(captions_path: Path, model: str, out: Path, cfg: SamplingConfig,
                 command: list[str] | None = None, loaded: LoadedModel | None = None,
                 captions: pa.Table | None = None, write: bool = True,
-                selection: dict | None = None) -> tuple[LoadedModel, dict, pa.Table]:
+                selection: dict | None = None, storage: dict | None = None,
+                worker_device: str | None = None) -> tuple[LoadedModel, dict, pa.Table]:
     """Check arguments, load the model, and write or verify ``run.json`` before any sampling.
 
     ``write=False`` validates everything (an existing run's settings included) and writes nothing.
+    ``storage``: what a sweep keeps (``sweep.storage_record``). ``worker_device``: the device other
+    processes will draw on (the Ray engine's workers); the model is then loaded here on the CPU only
+    to validate it, and the record states the workers' device and dtype.
     """
     validate_sampling(cfg)
     captions = captions if captions is not None else read_captions(Path(captions_path))
-    loaded = loaded or load_pipeline(model, cfg.device, cfg.dtype, cfg.model_config)
+    loaded = loaded or load_pipeline(model, "cpu" if worker_device else cfg.device, cfg.dtype, cfg.model_config)
     scheduler = set_scheduler(loaded.pipe, cfg.scheduler)
     size = tuple(cfg.size) if cfg.size else native_size(loaded.pipe)
     sampling = {"samples": cfg.samples, "batch_size": cfg.batch_size, "steps": cfg.steps,
                 "guidance": cfg.guidance, "scheduler": scheduler, "height": size[0], "width": size[1],
                 "shard_size": cfg.shard_size, "device": loaded.device, "dtype": loaded.dtype}
+    if worker_device:
+        from imgextract.pipelines import pick_dtype
+        sampling.update(device=worker_device, dtype=str(pick_dtype(cfg.dtype, worker_device)).replace("torch.", ""))
     identity = {
         "model": {"id": model, "kind": loaded.kind, "local_path": str(loaded.local_path),
-                  "fingerprint": loaded.fingerprint},
+                  "fingerprint": loaded.fingerprint, **({"config": cfg.model_config} if cfg.model_config else {})},
         "sampling": sampling,
         "seed_policy": {"base_seed": cfg.seed, "rule": SEED_POLICY},
         "captions": {"source": str(captions_path), "count": captions.num_rows,
@@ -131,11 +138,13 @@ def prepare_run(captions_path: Path, model: str, out: Path, cfg: SamplingConfig,
     }
     if selection:  # a targeted search chose the captions (triage top-K): findings are "extracted"
         identity["selection"] = selection
+    if storage:  # a sweep that keeps only the evidence: resuming with another mode would mix them
+        identity["storage"] = storage
     out = Path(out)
     run_json = out / rundir.RUN_JSON
     if run_json.is_file():
         old = rundir.read_json(run_json)
-        diffs = [k for k in identity if old.get(k) != identity[k]]
+        diffs = [k for k in [*identity, *({"storage"} - set(identity))] if old.get(k) != identity.get(k)]
         if diffs:
             raise InputError(f"run folder {out} holds a run with other {', '.join(diffs)} settings",
                              "use a new --out folder, or the same settings to resume")
@@ -143,7 +152,9 @@ def prepare_run(captions_path: Path, model: str, out: Path, cfg: SamplingConfig,
     if not write:
         return loaded, identity, captions
     out.mkdir(parents=True, exist_ok=True)
+    import torch
     record = {**identity, "imgextract_run": 1, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+              "cpu_threads": torch.get_num_threads(),  # CPU float sums depend on the thread count: pinned
               "command": command or [], "versions": rundir.package_versions()}
     rundir.write_parquet_atomic(out / rundir.CAPTIONS, captions)
     rundir.write_json_atomic(run_json, record)
@@ -152,47 +163,87 @@ def prepare_run(captions_path: Path, model: str, out: Path, cfg: SamplingConfig,
 
 def run_shards(loaded: LoadedModel, record: dict, captions: pa.Table, out: Path) -> Iterator[Progress]:
     """Generate every unfinished shard; yields after each batch so callers can show progress."""
-    s = record["sampling"]
-    work = plan(captions, s["samples"])
-    shards = [work[i:i + s["shard_size"]] for i in range(0, len(work), s["shard_size"])]
-    finished = [n for n in range(len(shards)) if _manifest(out, n).is_file()]
+    shards = shard_items(record, captions)
+    total = sum(map(len, shards))
+    finished = [n for n in range(len(shards)) if manifest_path(out, n).is_file()]
     done = sum(len(shards[n]) for n in finished)
-    yield Progress(done, len(work), "", len(finished))
+    yield Progress(done, total, "", len(finished))
     for number, items in enumerate(shards):
         if number in finished:
             continue
         for batch in generate_shard(loaded, record, items, out, number):
             done += batch
-            yield Progress(done, len(work), rundir.shard_name(number), len(finished))
+            yield Progress(done, total, rundir.shard_name(number), len(finished))
 
 
-def generate_shard(loaded: LoadedModel, record: dict, items: list[tuple[int, str, str, int]], out: Path,
-                   number: int) -> Iterator[int]:
-    """Draw one shard's samples and write its manifest last; yields the size of each batch.
+@dataclass
+class Drawn:
+    """One sample as drawn: its manifest row (without ``file``) and its PNG bytes."""
 
-    Self-contained (model, run record, work items), so a cluster can map it over shards.
+    meta: dict
+    rel: str            # where it lives in the run when kept: samples/shard-N/cRRRRRR_sIIIII.png
+    data: bytes
+
+    @property
+    def sha256(self) -> str:
+        return hashlib.sha256(self.data).hexdigest()
+
+
+def pin_cpu_threads(record: dict) -> None:
+    """Draw a CPU run with the thread count it was started with: torch's CPU kernels split sums by
+    thread, so 1 and 2 threads differ in the last bit of a few pixels. With the count pinned, a Ray
+    worker (OMP_NUM_THREADS=1 by default) and a resumed run on another machine draw the same bytes."""
+    if str(record["sampling"].get("device", "")).startswith("cpu") and record.get("cpu_threads"):
+        import torch
+        if torch.get_num_threads() != record["cpu_threads"]:
+            torch.set_num_threads(int(record["cpu_threads"]))
+
+
+def shard_items(record: dict, captions: pa.Table) -> list[list[tuple[int, str, str, int]]]:
+    """The run's work cut into shards: shard k holds items [k*S, (k+1)*S) of the caption-major plan."""
+    s = record["sampling"]
+    work = plan(captions, s["samples"])
+    return [work[i:i + s["shard_size"]] for i in range(0, len(work), s["shard_size"])]
+
+
+def draw_batches(loaded: LoadedModel, record: dict, items: list[tuple[int, str, str, int]],
+                 number: int) -> Iterator[list[Drawn]]:
+    """Draw one shard's samples, a batch at a time, without writing anything.
+
+    Self-contained (model, run record, work items), so any engine can map it over shards: the
+    local engine and the Ray engine draw byte-identical samples because the batches are the same.
     """
     s = record["sampling"]
     size = (s["height"], s["width"])
     base = record["seed_policy"]["base_seed"]
     name = rundir.shard_name(number)
-    rows = []
+    pin_cpu_threads(record)
     for start in range(0, len(items), s["batch_size"]):
         batch = items[start:start + s["batch_size"]]
         seeds = [sample_seed(base, cid, i) for _, cid, _, i in batch]
         images = render(loaded, [cap for _, _, cap, _ in batch], seeds, s["steps"], s["guidance"], size)
+        out = []
         for (row, cid, cap, i), seed, image in zip(batch, seeds, images):
             meta = {"caption_id": cid, "caption": cap, "sample_index": i, "seed": seed, "steps": s["steps"],
                     "guidance": s["guidance"], "scheduler": s["scheduler"], "height": size[0], "width": size[1]}
-            data = png_bytes(image, meta)
-            rel = f"{rundir.SAMPLES}/{name}/c{row:06d}_s{i:05d}.png"
-            rundir.write_bytes_atomic(out / rel, data)
-            rows.append({**meta, "file": rel, "sha256": hashlib.sha256(data).hexdigest()})
+            out.append(Drawn(meta, f"{rundir.SAMPLES}/{name}/c{row:06d}_s{i:05d}.png", png_bytes(image, meta)))
+        yield out
+
+
+def generate_shard(loaded: LoadedModel, record: dict, items: list[tuple[int, str, str, int]], out: Path,
+                   number: int) -> Iterator[int]:
+    """Draw one shard's samples, write every PNG and then its manifest; yields the size of each batch."""
+    rows = []
+    for batch in draw_batches(loaded, record, items, number):
+        for d in batch:
+            rundir.write_bytes_atomic(out / d.rel, d.data)
+            rows.append({**d.meta, "file": d.rel, "sha256": d.sha256})
         yield len(batch)
-    rundir.write_parquet_atomic(_manifest(out, number), pa.Table.from_pylist(rows))
+    rundir.write_parquet_atomic(manifest_path(out, number), pa.Table.from_pylist(rows))
 
 
-def _manifest(out: Path, number: int) -> Path:
+def manifest_path(out: Path, number: int) -> Path:
+    """A shard is done when this file exists."""
     return Path(out) / rundir.SAMPLES / f"{rundir.shard_name(number)}.parquet"
 
 

@@ -171,6 +171,13 @@ def _plan_run(run: Path, work: Path) -> ScanPlan:
         notes.append(f"run {run} is incomplete: {len(shards)} of {planned} shards generated; scanning those "
                      "(scan again when `imgextract generate` has finished)")
     todo = [(n, rows) for n, rows in shards if not (work / f"{n}.parquet").is_file()]
+    if "kept" in samples and todo:  # a sweep kept only the evidence: the other samples' pixels are gone
+        dropped = sum(int((~rows["kept"].fillna(True).astype(bool)).sum()) for _, rows in todo)
+        if dropped:
+            todo = [(n, rows[rows["kept"].fillna(True).astype(bool)].reset_index(drop=True)) for n, rows in todo]
+            notes.append(f"{dropped} sample(s) of this run were not kept (--keep evidence): scanning with these "
+                         "parameters tests the kept samples only; the others keep their recorded matches under "
+                         "the sweep's parameters and can be redrawn from their seeds")
     return ScanPlan(todo, [n for n, _ in shards], len(samples), notes, incomplete=incomplete)
 
 
@@ -232,17 +239,24 @@ def load_generation(path: str, min_side: int) -> Generation:
 
 
 def scan_shard(rows: pd.DataFrame, index: TrainingIndex, embedder: Embedder, train: TrainingImages,
-               params: ScanParams, workers: int | None = None) -> tuple[pd.DataFrame, list[dict]]:
+               params: ScanParams, workers: int | None = None, data: list[bytes] | None = None,
+               collect: dict | None = None) -> tuple[pd.DataFrame, list[dict]]:
     """Matches for one shard of generations, plus the generations that could not be read.
 
     Decoding, hashing and candidate tests run on a thread pool, CHUNK generations at a time;
-    the output keeps the order of ``rows``.
+    the output keeps the order of ``rows``. ``data``: the generations' bytes when they are in
+    memory (a sweep tests samples where they were drawn, before any is written). ``collect``:
+    a dict that receives, per row, the decoded ``generations`` and the embedder's ``vectors``
+    (None for an unreadable one), for what the caller keeps of each sample.
     """
     out, skipped = [], []
     paths = rows["generation_path"].tolist()
+    gens, vecs = [None] * len(paths), [None] * len(paths)
 
     def load(i):
         try:
+            if data is not None:
+                return as_generation(open_rgb(Path(paths[i]), data=data[i], min_side=params.grid))
             return load_generation(paths[i], params.grid)
         except BadImage as bad:
             return {"path": str(bad.path), "reason": bad.reason}
@@ -254,16 +268,20 @@ def scan_shard(rows: pd.DataFrame, index: TrainingIndex, embedder: Embedder, tra
             skipped += [g for g in got if not isinstance(g, Generation)]
             if not kept:
                 continue
-            sims, ids = index.search(embedder.embed([g.image for _, g in kept]),
-                                     max(params.k, params.relative_n + 1))
+            vectors = embedder.embed([g.image for _, g in kept])
+            sims, ids = index.search(vectors, max(params.k, params.relative_n + 1))
             matched = pool.map(lambda a: match_generation(a[0], a[1], a[2], index, train, params),
                                zip([g for _, g in kept], sims, ids))
-            for (row_i, _), matches in zip(kept, matched):
+            for (row_i, g), vector, matches in zip(kept, vectors, matched):
+                if collect is not None:
+                    gens[row_i], vecs[row_i] = g, vector
                 meta = rows.iloc[row_i]
                 for m in matches:
                     out.append({"generation_path": meta["generation_path"], "caption_id": meta.get("caption_id"),
                                 "caption": meta.get("caption"), "sample_index": _int_or_none(meta.get("sample_index")),
                                 "seed": _int_or_none(meta.get("seed")), **m})
+    if collect is not None:
+        collect.update(generations=gens, vectors=vecs)
     return pd.DataFrame(out, columns=MATCH_COLUMNS), skipped
 
 

@@ -1,0 +1,154 @@
+"""The Ray engine: the same sweep as the local engine, mapped over a cluster with Ray Data.
+
+One Ray Data pipeline over the run's unfinished shards::
+
+    shard numbers ─► map_batches(DrawWorker, ActorPoolStrategy(size=workers), num_gpus=gpus_per_worker)
+                  ─► map_batches(TestWorker, ActorPoolStrategy(size=test_workers), num_cpus=test_cpus)
+                  ─► the driver counts finished shards (progress)
+
+A draw worker loads the pipeline once and draws a whole shard with ``generate.draw_batches``
+(the same batches as the local engine, so the same bytes); it writes nothing. A test worker
+opens the index once (memory-mapped) and runs ``sweep.ShardTester.finish``, which writes the
+shard's files and its manifest last. Ray Data streams the two stages side by side, so tests
+overlap generation. A killed worker is restarted by Ray and its shard is drawn again from the
+start; nothing was written for it or the same bytes are written again, and the manifest is
+written once, whole, so every sample ends up exactly once. The run folder must be on a file
+system every node sees (NFS, a mounted bucket), and imgextract installed on every node.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+
+from imgextract import rundir
+from imgextract.errors import InputError
+
+
+def check_available() -> None:
+    """Refuse a Ray config before any work when Ray is not installed."""
+    try:
+        import ray  # noqa: F401
+        import ray.data  # noqa: F401
+    except ImportError as exc:
+        raise InputError("[engine] kind = \"ray\" needs Ray, which is not installed",
+                         "pip install 'imgextract[ray]' (or use kind = \"local\")") from exc
+
+
+def connect(engine) -> None:
+    """Join the cluster at ``engine.address``, or start a local Ray (``engine.cpus`` cores) when none is given."""
+    import ray
+    if ray.is_initialized():
+        return
+    args = {"include_dashboard": False, "log_to_driver": False, "logging_level": "warning"}
+    try:
+        if engine.address:
+            ray.init(address=engine.address, **args)
+        else:
+            ray.init(num_cpus=engine.cpus, **args)
+    except (ConnectionError, ValueError, RuntimeError) as exc:
+        raise InputError(f"[engine] address {engine.address!r}: cannot connect to Ray ({exc})",
+                         "start the cluster (`ray start --head`) and give its address, or leave address out "
+                         "to start a local Ray") from exc
+    ctx = ray.data.DataContext.get_current()
+    ctx.enable_progress_bars = False   # imgextract prints its own progress
+    ctx.print_on_execution_start = False
+
+
+def _pack(drawn) -> dict:
+    """A drawn shard as one row: the PNGs concatenated in one binary cell, their rows as JSON."""
+    sizes = [len(d.data) for d in drawn]
+    return {"meta": json.dumps([{"meta": d.meta, "rel": d.rel} for d in drawn]),
+            "sizes": json.dumps(sizes), "blob": b"".join(d.data for d in drawn)}
+
+
+def _unpack(meta: str, sizes: str, blob: bytes):
+    from imgextract.generate import Drawn
+    out, at = [], 0
+    for m, n in zip(json.loads(meta), json.loads(sizes)):
+        out.append(Drawn(m["meta"], m["rel"], bytes(blob[at:at + n])))
+        at += n
+    return out
+
+
+class DrawWorker:
+    """One loaded pipeline per worker (per GPU); draws whole shards, writes nothing."""
+
+    def __init__(self, out: str):
+        from imgextract.engine import quiet_libraries
+        from imgextract.generate import shard_items
+        from imgextract.pipelines import load_pipeline, set_scheduler
+        import pyarrow.parquet as pq
+        quiet_libraries()
+        self.out = Path(out)
+        self.record = rundir.read_json(self.out / rundir.RUN_JSON)
+        self.shards = shard_items(self.record, pq.read_table(self.out / rundir.CAPTIONS))
+        m, s = self.record["model"], self.record["sampling"]
+        model = m["id"] if m.get("kind") == "hub" else m["local_path"]
+        self.loaded = load_pipeline(model, s["device"], s["dtype"], m.get("config"))
+        if self.loaded.fingerprint != m["fingerprint"]:
+            raise RuntimeError(f"model {model} on this node differs from the run's (fingerprint "
+                               f"{self.loaded.fingerprint[:12]} != {m['fingerprint'][:12]})")
+        set_scheduler(self.loaded.pipe, s["scheduler"])
+
+    def __call__(self, batch: dict) -> dict:
+        from imgextract.generate import draw_batches
+        rows = {"shard": [], "meta": [], "sizes": [], "blob": []}
+        for number in batch["shard"]:
+            number = int(number)
+            drawn = [d for part in draw_batches(self.loaded, self.record, self.shards[number], number) for d in part]
+            packed = _pack(drawn)
+            rows["shard"].append(number)
+            for k in ("meta", "sizes", "blob"):
+                rows[k].append(packed[k])
+        return {"shard": np.array(rows["shard"]), "meta": np.array(rows["meta"], dtype=object),
+                "sizes": np.array(rows["sizes"], dtype=object), "blob": np.array(rows["blob"], dtype=object)}
+
+
+class TestWorker:
+    """The index opened once per worker; tests, keeps and writes whole shards."""
+
+    def __init__(self, out: str, settings, threads: int):
+        from imgextract.sweep import ShardTester
+        self.tester = ShardTester(Path(out), settings, device="cpu", workers=threads)
+
+    def __call__(self, batch: dict) -> dict:
+        done = [self.tester.finish(int(n), _unpack(m, s, b))
+                for n, m, s, b in zip(batch["shard"], batch["meta"], batch["sizes"], batch["blob"])]
+        return {k: np.array([d[k] for d in done]) for k in ("shard", "samples", "kept", "memorized")}
+
+
+def prepare(engine):
+    """Connect, and settle what "auto" means on this cluster: one GPU per draw worker when it has GPUs."""
+    import dataclasses
+    import ray
+    check_available()
+    connect(engine)
+    if engine.gpus_per_worker is None:
+        engine = dataclasses.replace(engine, gpus_per_worker=1 if ray.cluster_resources().get("GPU", 0) > 0 else 0)
+    return engine
+
+
+def sweep(out: Path, todo: list[int], settings, engine) -> Iterator[dict]:
+    """Run the unfinished shards ``todo`` on Ray; yields each finished shard's counts as it lands."""
+    import ray
+    connect(engine)
+    gpus = engine.gpus_per_worker or 0
+    ds = ray.data.from_items([{"shard": n} for n in todo], override_num_blocks=max(1, len(todo)))
+    ds = ds.map_batches(DrawWorker, fn_constructor_kwargs={"out": str(Path(out).resolve())}, batch_size=1,
+                        compute=ray.data.ActorPoolStrategy(size=engine.workers), num_gpus=gpus,
+                        num_cpus=1, batch_format="numpy")
+    ds = ds.map_batches(TestWorker, fn_constructor_kwargs={"out": str(Path(out).resolve()), "settings": settings,
+                                                           "threads": engine.test_cpus},
+                        batch_size=1, compute=ray.data.ActorPoolStrategy(size=engine.test_workers or engine.workers),
+                        num_cpus=engine.test_cpus, batch_format="numpy")
+    for row in ds.iter_rows():
+        yield {k: int(v) for k, v in row.items()}
+
+
+def worker_device(engine) -> str:
+    """The device the draw workers will use, recorded in run.json (the driver may have no GPU)."""
+    return "cuda" if (engine.gpus_per_worker or 0) > 0 else "cpu"
