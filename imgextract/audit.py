@@ -79,20 +79,25 @@ def run_config(path: Path, keep: str | None = None, say=print) -> Path:
 
     ``keep`` (all | evidence | auto) overrides the file's ``keep``.
     """
+    from imgextract.sweep import KEEP_MODES
+    path = Path(path)
+    cfg = load_config(path)  # the file, the engine and the keep mode first: a typo costs no model load
+    engine = engine_config(cfg, path)
+    keep = keep or cfg.get("keep", "auto")
+    if keep not in KEEP_MODES:
+        raise InputError(f"--keep {keep!r}", f"use one of {', '.join(KEEP_MODES)}")
+
     from imgextract.cliques import CliqueParams, validate_params as validate_cliques
-    from imgextract.engine import run_scan, run_sweep
+    from imgextract.engine import quiet_libraries, run_scan, run_sweep
     from imgextract.generate import SamplingConfig, prepare_run
     from imgextract.index import build_index, resolve_index
     from imgextract.report import render_report
     from imgextract.scan import ScanParams, validate_params
     from imgextract.sources import read_captions
     from imgextract.sweep import SweepSettings, align_shard_size, assemble_cliques, resolve_keep
-
-    path = Path(path)
-    cfg = load_config(path)
+    quiet_libraries()
     base = path.resolve().parent
     out = _path(base, cfg.get("out", "runs/audit"))
-    engine = engine_config(cfg, path)
     ix = cfg["index"]
     name = ix.get("name") or Path(ix["source"]).name
     index_path = resolve_index(name) if "/" not in name else _path(base, name)
@@ -118,7 +123,7 @@ def run_config(path: Path, keep: str | None = None, say=print) -> Path:
     cliques = CliqueParams(grid=params.grid, **cfg["cliques"]) if "cliques" in cfg else None
     if cliques:
         validate_cliques(cliques)
-    keep = resolve_keep(keep or cfg.get("keep", "auto"), table.num_rows * sampling.samples)
+    keep = resolve_keep(keep, table.num_rows * sampling.samples)
     aligned = align_shard_size(sampling.shard_size, sampling.samples)
     if aligned != sampling.shard_size and "shard_size" in g:
         say(f"shard_size {sampling.shard_size} -> {aligned}: a sweep's shards hold whole captions")

@@ -323,10 +323,8 @@ def run_cmd(
 
     Example: imgextract run audit.toml --keep evidence   (see README for the file's keys; [engine] kind = "ray" for a cluster)
     """
-    from imgextract.audit import run_config
-    quiet_libraries()
     from imgextract import rundir
-    from imgextract.audit import verdict
+    from imgextract.audit import run_config, verdict
     path = run_config(config, keep=keep)
     typer.echo(f"report: {path.resolve()}")
     typer.echo(verdict(rundir.read_json(path.parent / rundir.SUMMARY)))

@@ -199,6 +199,9 @@ def run_sweep(captions: Path, model: str, out: Path, cfg, settings, engine: Engi
               say: Callable[[str], None] = print) -> dict:
     """Draw and test every unfinished shard (``sweep.py``), on this process or on Ray, holding the run's lock.
 
+    Returns this call's totals: samples, kept, memorized, and unet_s (seconds inside the UNet, when
+    ``IMGEXTRACT_PROFILE_UNET=1``).
+
     Both engines draw with ``generate.draw_batches`` and finish with ``sweep.ShardTester.finish``.
     Locally the next shard is drawn while the previous one is tested and written (one thread), so
     PNG encoding, hashing and the tests overlap the UNet.
@@ -225,7 +228,7 @@ def run_sweep(captions: Path, model: str, out: Path, cfg, settings, engine: Engi
         if len(todo) < len(shards):
             say(f"resuming: {len(shards) - len(todo)} shard(s) already done")
         bar = Progress(total, "sweep", "img", initial=done)
-        kept = memorized = 0
+        totals = {"samples": 0, "kept": 0, "memorized": 0, "unet_s": 0.0}
         if engine.kind == "ray":
             from imgextract import ray_engine
             say(f"ray: {engine.workers} draw worker(s) x {engine.gpus_per_worker} GPU, "
@@ -236,24 +239,28 @@ def run_sweep(captions: Path, model: str, out: Path, cfg, settings, engine: Engi
             finished = _sweep_local(loaded, record, shards, todo, out, settings)
         for counts in finished:
             done += counts["samples"]
-            kept, memorized = kept + counts["kept"], memorized + counts["memorized"]
-            bar.set_postfix_str(f"{memorized} memorized, {kept} kept")
+            for k in totals:
+                totals[k] += counts.get(k, 0)
+            bar.set_postfix_str(f"{totals['memorized']} memorized, {totals['kept']} kept")
             bar.update_to(done)
         bar.close()
-    return record
+    return totals
 
 
 def _sweep_local(loaded, record: dict, shards: list, todo: list[int], out: Path, settings):
     from concurrent.futures import ThreadPoolExecutor
-    from imgextract.generate import draw_batches
+    from imgextract.generate import UnetClock, draw_batches
     from imgextract.sweep import ShardTester
     tester = ShardTester(out, settings)
+    clock = UnetClock.install(loaded)
     with ThreadPoolExecutor(max_workers=1) as finisher:
         pending = None
         for number in todo:
+            before = clock.seconds if clock else 0.0
             drawn = [d for batch in draw_batches(loaded, record, shards[number], number) for d in batch]
+            unet = (clock.seconds - before) if clock else 0.0
             if pending is not None:
                 yield pending.result()
-            pending = finisher.submit(tester.finish, number, drawn)
+            pending = finisher.submit(lambda n, d, u: {**tester.finish(n, d), "unet_s": u}, number, drawn, unet)
         if pending is not None:
             yield pending.result()

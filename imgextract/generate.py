@@ -189,6 +189,43 @@ class Drawn:
         return hashlib.sha256(self.data).hexdigest()
 
 
+PROFILE_ENV = "IMGEXTRACT_PROFILE_UNET"
+
+
+class UnetClock:
+    """Seconds spent inside the UNet, for the share of wall time the benchmark reports.
+
+    Installed only when ``IMGEXTRACT_PROFILE_UNET=1`` (each call is synchronised on a GPU, which
+    costs a little overlap); engines read ``seconds`` around each shard.
+    """
+
+    def __init__(self, pipe):
+        import torch
+        self.seconds = 0.0
+        unet, forward = pipe.unet, pipe.unet.forward
+        sync = torch.cuda.synchronize if unet.device.type == "cuda" else (lambda: None)
+
+        def timed(*args, **kwargs):
+            sync()
+            t0 = time.perf_counter()
+            out = forward(*args, **kwargs)
+            sync()
+            self.seconds += time.perf_counter() - t0
+            return out
+        unet.forward = timed
+
+    @staticmethod
+    def install(loaded: LoadedModel) -> "UnetClock | None":
+        import os
+        if os.environ.get(PROFILE_ENV) != "1":
+            return None
+        clock = getattr(loaded, "_unet_clock", None)
+        if clock is None:
+            clock = UnetClock(loaded.pipe)
+            loaded._unet_clock = clock
+        return clock
+
+
 def pin_cpu_threads(record: dict) -> None:
     """Draw a CPU run with the thread count it was started with: torch's CPU kernels split sums by
     thread, so 1 and 2 threads differ in the last bit of a few pixels. With the count pinned, a Ray

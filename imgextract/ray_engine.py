@@ -95,17 +95,20 @@ class DrawWorker:
         set_scheduler(self.loaded.pipe, s["scheduler"])
 
     def __call__(self, batch: dict) -> dict:
-        from imgextract.generate import draw_batches
-        rows = {"shard": [], "meta": [], "sizes": [], "blob": []}
+        from imgextract.generate import UnetClock, draw_batches
+        clock = UnetClock.install(self.loaded)
+        rows = {"shard": [], "meta": [], "sizes": [], "blob": [], "unet_s": []}
         for number in batch["shard"]:
             number = int(number)
+            before = clock.seconds if clock else 0.0
             drawn = [d for part in draw_batches(self.loaded, self.record, self.shards[number], number) for d in part]
             packed = _pack(drawn)
             rows["shard"].append(number)
+            rows["unet_s"].append((clock.seconds - before) if clock else 0.0)
             for k in ("meta", "sizes", "blob"):
                 rows[k].append(packed[k])
-        return {"shard": np.array(rows["shard"]), "meta": np.array(rows["meta"], dtype=object),
-                "sizes": np.array(rows["sizes"], dtype=object), "blob": np.array(rows["blob"], dtype=object)}
+        return {"shard": np.array(rows["shard"]), "unet_s": np.array(rows["unet_s"]),
+                **{k: np.array(rows[k], dtype=object) for k in ("meta", "sizes", "blob")}}
 
 
 class TestWorker:
@@ -116,9 +119,9 @@ class TestWorker:
         self.tester = ShardTester(Path(out), settings, device="cpu", workers=threads)
 
     def __call__(self, batch: dict) -> dict:
-        done = [self.tester.finish(int(n), _unpack(m, s, b))
-                for n, m, s, b in zip(batch["shard"], batch["meta"], batch["sizes"], batch["blob"])]
-        return {k: np.array([d[k] for d in done]) for k in ("shard", "samples", "kept", "memorized")}
+        done = [{**self.tester.finish(int(n), _unpack(m, s, b)), "unet_s": float(u)}
+                for n, m, s, b, u in zip(batch["shard"], batch["meta"], batch["sizes"], batch["blob"], batch["unet_s"])]
+        return {k: np.array([d[k] for d in done]) for k in ("shard", "samples", "kept", "memorized", "unet_s")}
 
 
 def prepare(engine):
@@ -146,7 +149,7 @@ def sweep(out: Path, todo: list[int], settings, engine) -> Iterator[dict]:
                         batch_size=1, compute=ray.data.ActorPoolStrategy(size=engine.test_workers or engine.workers),
                         num_cpus=engine.test_cpus, batch_format="numpy")
     for row in ds.iter_rows():
-        yield {k: int(v) for k, v in row.items()}
+        yield {k: (float(v) if k == "unet_s" else int(v)) for k, v in row.items()}
 
 
 def worker_device(engine) -> str:

@@ -362,7 +362,11 @@ def render_report(out: Path, title: str = "imgextract report", inline: bool | No
                      for tid, grp in shown)
     else:
         parts.append("<h2>No memorized generation found</h2><p>Nearest candidates, for inspection:</p>")
-        parts.extend(_finding(r, record, thumbs) for _, r in best.head(10).iterrows())
+        on_disk = best[[Path(p).is_file() for p in best["generation_path"]]]  # --keep evidence drops far samples
+        if len(on_disk) < len(best):
+            parts.append(f"<p class=muted>{len(best) - len(on_disk)} samples were not kept (keep = evidence); "
+                         "their rows are in matches.parquet and each can be redrawn from its seed.</p>")
+        parts.extend(_finding(r, record, thumbs) for _, r in on_disk.head(10).iterrows())
     parts.append(clique_section(out, thumbs))
     parts.append(watermark_section(summary, marks))
     parts.append(_per_caption_table(summary))
