@@ -8,6 +8,7 @@ model, index source, engine) before the first sample is drawn; each stage resume
     [generate]  captions = "captions.txt"   model = "path/or/hub-id"   samples = 16  steps = 50 ...
     [scan]      k = 10   threshold = 0.15   grid = 4
     [cliques]   delta = 0.15   min_size = 10        (optional: the clique test of every caption)
+    [watermarks] brands = "brands.txt"  templates = "logos/"   (optional: OCR every sample; both keys optional)
     [engine]    kind = "local" | "ray"   address = "auto"   workers = 8   gpus_per_worker = 1
     [report]    title = "..."
 """
@@ -22,7 +23,8 @@ from imgextract.errors import InputError
 ENGINE_KEYS = {"kind", "address", "workers", "gpus_per_worker", "test_workers", "test_cpus", "cpus"}
 SCAN_KEYS = {"k", "threshold", "grid", "relative_n", "alpha", "relative_threshold", "criterion", "exact_below"}
 CLIQUE_KEYS = {"delta", "min_size", "max_cliques"}
-TOP_KEYS = {"out", "keep", "index", "generate", "scan", "cliques", "report", "engine"}
+WATERMARK_KEYS = {"brands", "templates"}
+TOP_KEYS = {"out", "keep", "index", "generate", "scan", "cliques", "watermarks", "report", "engine"}
 GENERATE_KEYS = {"captions", "model", "samples", "batch_size", "steps", "guidance", "scheduler", "size", "seed",
                  "device", "dtype", "shard_size", "model_config", "triage", "top"}
 
@@ -46,7 +48,8 @@ def load_config(path: Path) -> dict:
     unknown = set(cfg) - TOP_KEYS
     if unknown:
         raise InputError(f"config file {path}: unknown keys or sections {sorted(unknown)}", f"use only {sorted(TOP_KEYS)}")
-    for section, keys in (("generate", GENERATE_KEYS), ("scan", SCAN_KEYS), ("cliques", CLIQUE_KEYS)):
+    for section, keys in (("generate", GENERATE_KEYS), ("scan", SCAN_KEYS), ("cliques", CLIQUE_KEYS),
+                          ("watermarks", WATERMARK_KEYS)):
         unknown = set(cfg.get(section, {})) - keys
         if unknown:
             raise InputError(f"config file {path}: unknown [{section}] keys {sorted(unknown)}",
@@ -94,7 +97,7 @@ def run_config(path: Path, keep: str | None = None, say=print) -> Path:
     from imgextract.report import render_report
     from imgextract.scan import ScanParams, validate_params
     from imgextract.sources import read_captions
-    from imgextract.sweep import SweepSettings, align_shard_size, assemble_cliques, resolve_keep
+    from imgextract.sweep import SweepSettings, align_shard_size, assemble_cliques, assemble_watermarks, resolve_keep
     quiet_libraries()
     base = path.resolve().parent
     out = _path(base, cfg.get("out", "runs/audit"))
@@ -130,7 +133,14 @@ def run_config(path: Path, keep: str | None = None, say=print) -> Path:
     sampling.shard_size = aligned
     # validate captions, model and run folder before any index or sampling work
     selection = {"method": "triage", "file": str(triage_file), "top": top} if triage_file is not None else None
-    settings = SweepSettings(params, cliques, keep)
+    marks = None
+    if "watermarks" in cfg:  # OCR every sample where it is drawn; files checked now, before any work
+        from imgextract.watermarks import load_brands, load_templates
+        w = cfg["watermarks"]
+        marks = tuple(str(_path(base, w[k]).resolve()) if k in w else None for k in ("brands", "templates"))
+        load_brands(Path(marks[0]) if marks[0] else None)
+        load_templates(Path(marks[1]) if marks[1] else None)
+    settings = SweepSettings(params, cliques, keep, watermarks=marks)
     if engine.kind == "local":
         from imgextract.sweep import storage_record
         loaded, _, _ = prepare_run(captions, model, out, sampling, captions=table, write=False,
@@ -141,6 +151,7 @@ def run_config(path: Path, keep: str | None = None, say=print) -> Path:
         build_index(_path(base, ix["source"]), str(index_path), ix.get("embedder", "pixel"))
     run_sweep(captions, model, out, sampling, settings, engine, loaded=loaded, caption_table=table,
               selection=selection, say=say)
+    assemble_watermarks(out)  # before the scan's assembly, which folds each sample's mark into matches
     run_scan(out, str(index_path), out, params.k, params.threshold, params.grid, ix.get("embedder"), say=say,
              **relative)  # every shard was scanned where it was drawn: this assembles matches and summary
     assemble_cliques(out)

@@ -17,21 +17,9 @@ from typing import Callable, Optional
 
 from imgextract.errors import InputError
 from imgextract.locks import exclusive
+from imgextract.pipelines import quiet_libraries  # noqa: F401  (re-exported for the CLI)
 
 RUN_LOCK = ".imgextract.lock"
-
-
-def quiet_libraries() -> None:
-    """diffusers/transformers chatter would drown the progress output."""
-    try:
-        import diffusers.utils.logging as dlog
-        import transformers.utils.logging as tlog
-        dlog.set_verbosity_error()
-        dlog.disable_progress_bar()
-        tlog.set_verbosity_error()
-        tlog.disable_progress_bar()
-    except ImportError:
-        pass
 
 
 class Progress:
@@ -92,7 +80,6 @@ def run_generation(captions: Path, model: str, out: Path, cfg, loaded=None, capt
                    say: Callable[[str], None] = print, selection: Optional[dict] = None) -> dict:
     """Prepare (validating everything), then sample with progress, holding the run's lock."""
     from imgextract.generate import prepare_run, run_shards
-    quiet_libraries()
     check_out_folder(out)
     if (triage_file is None) != (top is None):
         raise InputError("--triage and --top go together", "give both (the triage file and how many captions to keep)")
@@ -208,7 +195,6 @@ def run_sweep(captions: Path, model: str, out: Path, cfg, settings, engine: Engi
     """
     from imgextract.generate import manifest_path, prepare_run, shard_items
     from imgextract.sweep import storage_record
-    quiet_libraries()
     check_out_folder(out)
     device = None
     if engine.kind == "ray":

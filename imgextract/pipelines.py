@@ -28,6 +28,19 @@ SCHEDULERS = {
 WEIGHT_SUFFIXES = {".safetensors", ".bin", ".ckpt", ".pt", ".pth", ".json", ".txt"}
 
 
+def quiet_libraries() -> None:
+    """diffusers/transformers chatter would drown the progress output."""
+    try:
+        import diffusers.utils.logging as dlog
+        import transformers.utils.logging as tlog
+        dlog.set_verbosity_error()
+        dlog.disable_progress_bar()
+        tlog.set_verbosity_error()
+        tlog.disable_progress_bar()
+    except ImportError:
+        pass
+
+
 @dataclass
 class LoadedModel:
     pipe: object
@@ -156,6 +169,7 @@ def load_pipeline(model: str, device: str = "auto", dtype: str = "auto",
     import diffusers
 
     kind, local = resolve_model(model)
+    quiet_libraries()  # here, not at start-up: a bad argument is refused before diffusers is imported
     device = pick_device(device)
     torch_dtype = pick_dtype(dtype, device)
     common = {"dtype": torch_dtype, "safety_checker": None, "requires_safety_checker": False}

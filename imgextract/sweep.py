@@ -5,7 +5,7 @@ every sample and reading it back for the tests is the cost that decides whether 
 run at all. So a sweep hands each shard's freshly drawn samples, still in memory, to a
 :class:`ShardTester`, which does everything the audit needs from their pixels: the scan (embed,
 candidates from the index, tiled L2, hashes), the clique test of every caption (a shard holds
-whole captions), and the decision of what to keep. Then it writes, in this order: the kept
+whole captions), watermark OCR when asked, and the decision of what to keep. Then it writes, in this order: the kept
 PNGs, the scan part, the clique part, the shard's embeddings, and the manifest last (a shard is
 done when its manifest exists, as for ``generate``).
 
@@ -13,9 +13,9 @@ done when its manifest exists, as for ``generate``).
 
 * ``all`` keeps every PNG, as ``generate`` does;
 * ``evidence`` keeps the PNG of a sample only when it is evidence: memorized, within ``margin``
-  of the threshold (its closest training image is a near miss a reviewer should see), or a member
-  of a flagged clique. Every sample still keeps its manifest row (seed: it can be redrawn
-  byte-identically with ``imgextract sample``), its hashes and best match (manifest), all its
+  of the threshold (its closest training image is a near miss a reviewer should see), a member
+  of a flagged clique, or (with ``[watermarks]``) carrying a stock-photo mark. Every sample still
+  keeps its manifest row (its seed: ``imgextract sample`` redraws it), its hashes and best match (manifest), all its
   candidates (scan part) and its embedding (``samples/shard-N.emb.npy``). Dropping pixels rather
   than packing them in tars is what makes the sweep fit on disk: a tar of PNGs is as large as the PNGs.
 
@@ -45,6 +45,7 @@ KEEP_MODES = ("auto", "all", "evidence")
 AUTO_KEEP_LIMIT = 100_000   # `auto`: keep every PNG below this many planned samples, else the evidence only
 EVIDENCE_MARGIN = 0.05      # a sample whose best tiled L2 is below threshold + margin is kept as a near miss
 CLIQUE_PARTS = "cliques"    # RUN/cliques/shard-N.parquet: each shard's captions, before assembly
+WATERMARK_PARTS = "watermarks"  # RUN/watermarks/shard-N.parquet: each shard's samples, before assembly
 EMBEDDINGS = ".emb.npy"     # RUN/samples/shard-N.emb.npy: float16, one row per manifest row (NaN: unreadable)
 
 
@@ -56,6 +57,7 @@ class SweepSettings:
     cliques: CliqueParams | None = None
     keep: str = "all"
     margin: float = EVIDENCE_MARGIN
+    watermarks: tuple | None = None   # (brands file or None, templates folder or None): OCR every sample
 
 
 def resolve_keep(keep: str, planned_samples: int) -> str:
@@ -72,6 +74,7 @@ def storage_record(settings: SweepSettings) -> dict | None:
         return None
     return {"keep": settings.keep, "margin": settings.margin, "threshold": settings.scan.threshold,
             "cliques": asdict(settings.cliques) if settings.cliques else None,
+            "watermarks": settings.watermarks is not None,
             "rule": "a sample's PNG is kept when it is memorized, its best tiled L2 is below threshold + margin, "
                     "or it is a member of a flagged clique; every sample keeps its manifest row, hashes, "
                     "candidates and embedding"}
@@ -94,6 +97,12 @@ class ShardTester:
         self.train = TrainingImages(self.index)
         self.work = self.out / rundir.SCAN / settings.scan.key(self.index)
         self.work.mkdir(parents=True, exist_ok=True)
+        self.detector = None
+        if settings.watermarks is not None:
+            from imgextract.watermarks import Detector, load_brands, load_templates
+            brands, templates = settings.watermarks
+            self.detector = Detector(brands=load_brands(Path(brands) if brands else None),
+                                     templates=load_templates(Path(templates) if templates else None))
         rundir.write_json_atomic(self.work / "params.json", {**asdict(settings.scan), "embedder": self.index.embedder})
 
     def finish(self, number: int, drawn: list[Drawn]) -> dict:
@@ -107,7 +116,10 @@ class ShardTester:
                                       data=[d.data for d in drawn], collect=collect)
         gens = collect["generations"]
         cliques = self._cliques(rows, paths, gens)
+        marks = self._watermarks(paths, gens)
         keep = self._evidence(matches, cliques, paths)
+        if marks is not None:  # a reproduced stock-photo mark is a finding: its sample is evidence
+            keep.update(marks.loc[marks["watermark"].fillna(False).astype(bool), "path"])
         for d, p in zip(drawn, paths):
             if s.keep == "all" or p in keep:
                 rundir.write_bytes_atomic(self.out / d.rel, d.data)
@@ -115,6 +127,8 @@ class ShardTester:
         rundir.write_parquet_atomic(self.work / f"{name}.parquet", matches)
         if cliques is not None:
             rundir.write_parquet_atomic(self.out / CLIQUE_PARTS / f"{name}.parquet", cliques)
+        if marks is not None:
+            rundir.write_parquet_atomic(self.out / WATERMARK_PARTS / f"{name}.parquet", marks)
         self._write_embeddings(name, collect["vectors"])
         best = (matches[matches["pixels"] == "available"].sort_values("tiled_l2")
                 .drop_duplicates("generation_path").set_index("generation_path"))
@@ -142,6 +156,14 @@ class ShardTester:
             out.append({"caption_id": str(cid), "caption": rows["caption"].iat[idx[0]], **res,
                         "flagged": res["largest_clique"] >= params.min_size, **asdict(params)})
         return pd.DataFrame(out)
+
+    def _watermarks(self, paths: list[str], gens: list) -> pd.DataFrame | None:
+        """The watermark detector on every readable sample of the shard (rows as `imgextract watermarks`)."""
+        if self.detector is None:
+            return None
+        rows = [{"path": p, **self.detector.detect(g.image), "error": None} if g is not None else
+                {"path": p, "watermark": None, "error": "unreadable"} for p, g in zip(paths, gens)]
+        return pd.DataFrame(rows)
 
     def _evidence(self, matches: pd.DataFrame, cliques: pd.DataFrame | None, paths: list[str]) -> set[str]:
         s = self.settings
@@ -178,6 +200,18 @@ def assemble_cliques(out: Path) -> pd.DataFrame | None:
     table = confirm(table.sort_values("caption_id", kind="stable").reset_index(drop=True), out / rundir.MATCHES)
     rundir.write_parquet_atomic(out / CLIQUES, table)
     return table
+
+
+def assemble_watermarks(out: Path) -> pd.DataFrame | None:
+    """``watermarks.parquet`` from the shards' parts; the scan's assembly then folds it into matches and summary."""
+    from imgextract.watermarks import WATERMARKS
+    out = Path(out)
+    parts = sorted((out / WATERMARK_PARTS).glob("shard-*.parquet"))
+    if not parts:
+        return None
+    table = pa.concat_tables([pq.read_table(p) for p in parts], promote_options="default")
+    rundir.write_parquet_atomic(out / WATERMARKS, table)
+    return table.to_pandas()
 
 
 def stored_bytes(out: Path) -> int:
