@@ -82,18 +82,16 @@ def run_config(path: Path, keep: str | None = None, say=print) -> Path:
 
     ``keep`` (all | evidence | auto) overrides the file's ``keep``.
     """
-    from imgextract.sweep import KEEP_MODES
+    from imgextract.sweep import check_keep
     path = Path(path)
     cfg = load_config(path)  # the file, the engine and the keep mode first: a typo costs no model load
     engine = engine_config(cfg, path)
-    keep = keep or cfg.get("keep", "auto")
-    if keep not in KEEP_MODES:
-        raise InputError(f"--keep {keep!r}", f"use one of {', '.join(KEEP_MODES)}")
+    keep = check_keep(keep or cfg.get("keep", "auto"))
 
     from imgextract.cliques import CliqueParams, validate_params as validate_cliques
-    from imgextract.engine import quiet_libraries, run_scan, run_sweep
+    from imgextract.engine import prepare_engine, quiet_libraries, run_scan, run_sweep
     from imgextract.generate import SamplingConfig, prepare_run
-    from imgextract.index import build_index, resolve_index
+    from imgextract.index import build_index, open_index, resolve_index
     from imgextract.report import render_report
     from imgextract.scan import ScanParams, validate_params
     from imgextract.sources import read_captions
@@ -126,6 +124,10 @@ def run_config(path: Path, keep: str | None = None, say=print) -> Path:
     cliques = CliqueParams(grid=params.grid, **cfg["cliques"]) if "cliques" in cfg else None
     if cliques:
         validate_cliques(cliques)
+        if sampling.samples < cliques.min_size:
+            raise InputError(f"config file {path}: [cliques] min_size = {cliques.min_size} but [generate] samples = "
+                             f"{sampling.samples}: no caption could be flagged",
+                             f"lower min_size to at most {sampling.samples}, or draw more samples")
     keep = resolve_keep(keep, table.num_rows * sampling.samples)
     aligned = align_shard_size(sampling.shard_size, sampling.samples)
     if aligned != sampling.shard_size and "shard_size" in g:
@@ -141,12 +143,12 @@ def run_config(path: Path, keep: str | None = None, say=print) -> Path:
         load_brands(Path(marks[0]) if marks[0] else None)
         load_templates(Path(marks[1]) if marks[1] else None)
     settings = SweepSettings(params, cliques, keep, watermarks=marks)
-    if engine.kind == "local":
-        from imgextract.sweep import storage_record
-        loaded, _, _ = prepare_run(captions, model, out, sampling, captions=table, write=False,
-                                   selection=selection, storage=storage_record(settings))
-    else:
-        loaded = None  # run_sweep validates against the workers' device once connected
+    if "source" not in ix:
+        open_index(str(index_path))  # an index named but missing is refused now, not in the first test worker
+    engine, device = prepare_engine(engine)
+    from imgextract.sweep import storage_record
+    loaded, _, _ = prepare_run(captions, model, out, sampling, captions=table, write=False, selection=selection,
+                               storage=storage_record(settings), worker_device=device)
     if "source" in ix and not (index_path / "index.faiss").is_file():
         build_index(_path(base, ix["source"]), str(index_path), ix.get("embedder", "pixel"))
     run_sweep(captions, model, out, sampling, settings, engine, loaded=loaded, caption_table=table,

@@ -181,6 +181,16 @@ def validate_engine(engine: EngineConfig, where: str = "[engine]") -> None:
         raise InputError(f"{where} sets Ray keys but kind = \"local\"", "add kind = \"ray\", or remove those keys")
 
 
+def prepare_engine(engine: EngineConfig) -> tuple[EngineConfig, Optional[str]]:
+    """Connect a Ray engine and settle its GPUs; returns it with the device its draw workers use
+    (None for the local engine: this process's own)."""
+    if engine.kind != "ray":
+        return engine, None
+    from imgextract import ray_engine
+    engine = ray_engine.prepare(engine)
+    return engine, ray_engine.worker_device(engine)
+
+
 def run_sweep(captions: Path, model: str, out: Path, cfg, settings, engine: EngineConfig = EngineConfig(),
               loaded=None, caption_table=None, selection: Optional[dict] = None,
               say: Callable[[str], None] = print) -> dict:
@@ -196,11 +206,7 @@ def run_sweep(captions: Path, model: str, out: Path, cfg, settings, engine: Engi
     from imgextract.generate import manifest_path, prepare_run, shard_items
     from imgextract.sweep import storage_record
     check_out_folder(out)
-    device = None
-    if engine.kind == "ray":
-        from imgextract import ray_engine
-        engine = ray_engine.prepare(engine)
-        device = ray_engine.worker_device(engine)
+    engine, device = prepare_engine(engine)
     storage = storage_record(settings)
     args = dict(loaded=loaded, captions=caption_table, selection=selection, storage=storage, worker_device=device)
     loaded, _, caption_table = prepare_run(captions, model, out, cfg, write=False, **args)

@@ -144,7 +144,7 @@ def prepare_run(captions_path: Path, model: str, out: Path, cfg: SamplingConfig,
     run_json = out / rundir.RUN_JSON
     if run_json.is_file():
         old = rundir.read_json(run_json)
-        diffs = [k for k in [*identity, *({"storage"} - set(identity))] if old.get(k) != identity.get(k)]
+        diffs = [k for k in dict.fromkeys([*identity, "storage"]) if old.get(k) != identity.get(k)]
         if diffs:
             raise InputError(f"run folder {out} holds a run with other {', '.join(diffs)} settings",
                              "use a new --out folder, or the same settings to resume")

@@ -60,10 +60,14 @@ class SweepSettings:
     watermarks: tuple | None = None   # (brands file or None, templates folder or None): OCR every sample
 
 
-def resolve_keep(keep: str, planned_samples: int) -> str:
+def check_keep(keep: str) -> str:
     if keep not in KEEP_MODES:
         raise InputError(f"--keep {keep!r}", f"use one of {', '.join(KEEP_MODES)}")
-    if keep == "auto":
+    return keep
+
+
+def resolve_keep(keep: str, planned_samples: int) -> str:
+    if check_keep(keep) == "auto":
         return "all" if planned_samples < AUTO_KEEP_LIMIT else "evidence"
     return keep
 
@@ -213,7 +217,3 @@ def assemble_watermarks(out: Path) -> pd.DataFrame | None:
     rundir.write_parquet_atomic(out / WATERMARKS, table)
     return table.to_pandas()
 
-
-def stored_bytes(out: Path) -> int:
-    """Bytes a run keeps for its samples: PNGs, manifests and embeddings (what `--keep` decides)."""
-    return sum(p.stat().st_size for p in (Path(out) / rundir.SAMPLES).rglob("*") if p.is_file())

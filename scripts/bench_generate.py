@@ -112,11 +112,8 @@ def sweep(engine, model: str, captions: Path, out: Path, index: Path, args, batc
     engine_cfg = EngineConfig(kind="local") if engine == "local" else EngineConfig(
         kind="ray", cpus=os.cpu_count(), gpus_per_worker=None)
 
-    def say(line: str) -> None:
-        pass
-
     t0, start = time.perf_counter(), time.time()
-    totals = run_sweep(captions, model, out, cfg, settings, engine_cfg, say=say)
+    totals = run_sweep(captions, model, out, cfg, settings, engine_cfg, say=lambda line: None)
     wall = time.perf_counter() - t0
     m = pd.concat([pd.read_parquet(p) for p in sorted((out / "samples").glob("shard-*.parquet"))])
     stamps = sorted(p.stat().st_mtime - start for p in (out / "samples").glob("shard-*.parquet"))

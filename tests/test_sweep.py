@@ -177,7 +177,8 @@ def test_keep_evidence_keeps_the_findings_and_far_fewer_bytes(evidence_run, ray_
     assert ev_png <= 0.5 * all_png
     # everything the sweep stores per sample (PNGs, manifests, embeddings): at 32 px a 768-d pixel
     # embedding weighs about what a PNG does, so the toy saves less here than a 512 px sweep does
-    from imgextract.sweep import stored_bytes
+    def stored_bytes(run_dir: Path) -> int:
+        return sum(p.stat().st_size for p in (run_dir / "samples").rglob("*") if p.is_file())
     print(f"stored: all {stored_bytes(every)}, evidence {stored_bytes(ev)}")
     assert stored_bytes(ev) <= 0.75 * stored_bytes(every)
     # resuming with the other mode is refused before any work
@@ -247,3 +248,16 @@ def test_sweep_shard_flags_a_drawn_watermark_as_the_watermarks_command_does(tmp_
     manifest = pd.read_parquet(run_dir / "samples" / "shard-00000.parquet")
     assert manifest["kept"].tolist() == [True, False]
     assert (run_dir / drawn[0].rel).is_file() and not (run_dir / drawn[1].rel).exists()
+
+
+def test_cliques_that_can_never_flag_and_a_missing_index_are_refused_before_any_work(tmp_path, tiny_pipeline_dir):
+    (tmp_path / "c.txt").write_text("a cat\n")
+    base = f'out = "r"\n[generate]\ncaptions = "c.txt"\nmodel = "{tiny_pipeline_dir}"\nsamples = 4\n'
+    cfg = tmp_path / "a.toml"
+    cfg.write_text(base + f'[index]\nname = "{tmp_path / "none"}"\n')
+    code, _, err = run("run", cfg, cwd=tmp_path)
+    expect_error(code, err, "not found", "imgextract index build")
+    cfg.write_text(base + f'[index]\nsource = "{tmp_path}"\nname = "{tmp_path / "idx"}"\n[cliques]\nmin_size = 10\n')
+    code, _, err = run("run", cfg, cwd=tmp_path)
+    expect_error(code, err, "min_size = 10", "samples = 4")
+    assert not (tmp_path / "r").exists() and not (tmp_path / "idx").exists()
