@@ -23,6 +23,3 @@ class InputError(Exception):
         self.details = details or []  # printed after the error line (e.g. the skipped files)
         super().__init__(f"{what}; {remedy}")
 
-
-# Weight files that are pickles: loading one can run code, so they are refused (safetensors only).
-PICKLE_SUFFIXES = {".bin", ".ckpt", ".pt", ".pth", ".pkl", ".pickle"}

@@ -18,9 +18,12 @@ from __future__ import annotations
 import json
 import os
 import platform
+from contextlib import contextmanager
 from importlib import metadata
 from pathlib import Path
+from typing import BinaryIO, Iterator
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -38,15 +41,23 @@ VERSIONED_PACKAGES = ("imgextract", "torch", "diffusers", "transformers", "open_
                       "faiss-gpu", "numpy", "pillow", "imagehash", "pyarrow")
 
 
-def write_bytes_atomic(path: Path, data: bytes) -> None:
+@contextmanager
+def atomic_file(path: Path) -> Iterator[BinaryIO]:
+    """A file written under a temporary name, flushed to disk, then renamed into place: a reader
+    (or a resumed run) sees the old file or the whole new one, never half of it."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
     with open(tmp, "wb") as f:
-        f.write(data)
+        yield f
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
+
+
+def write_bytes_atomic(path: Path, data: bytes) -> None:
+    with atomic_file(path) as f:
+        f.write(data)
 
 
 def write_json_atomic(path: Path, obj) -> None:
@@ -54,13 +65,15 @@ def write_json_atomic(path: Path, obj) -> None:
 
 
 def write_parquet_atomic(path: Path, table: pa.Table | pd.DataFrame) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     if isinstance(table, pd.DataFrame):
         table = pa.Table.from_pandas(table, preserve_index=False)
-    tmp = path.with_name(f".{path.name}.tmp")
-    pq.write_table(table, tmp)
-    os.replace(tmp, path)
+    with atomic_file(path) as f:
+        pq.write_table(table, f)
+
+
+def write_npy_atomic(path: Path, array: np.ndarray) -> None:
+    with atomic_file(path) as f:
+        np.save(f, array)
 
 
 def read_json(path: Path) -> dict:

@@ -21,15 +21,13 @@ import numpy as np
 from PIL import Image
 
 from imgextract import distance
-from imgextract.cliques import pairwise_tiled_l2
+from imgextract.demo.photos import photo
+from imgextract.stages.cliques import pairwise_tiled_l2
 
 
 def photos() -> list[Image.Image]:
-    import skimage.data
-    from sklearn.datasets import load_sample_image
-    out = [Image.fromarray(getattr(skimage.data, n)()).convert("RGB")
-           for n in ["astronaut", "coffee", "chelsea", "rocket", "retina", "hubble_deep_field", "immunohistochemistry"]]
-    return out + [Image.fromarray(load_sample_image(f)) for f in ("china.jpg", "flower.jpg")]
+    return [photo(n) for n in ["astronaut", "coffee", "chelsea", "rocket", "retina", "hubble_deep_field",
+                               "immunohistochemistry", "china", "flower"]]
 
 
 def synthesize(n: int, size: int, seed: int = 0) -> np.ndarray:

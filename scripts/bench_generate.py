@@ -52,7 +52,7 @@ def build_sd15(out: Path) -> Path:
     from diffusers import AutoencoderKL, PNDMScheduler, StableDiffusionPipeline, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
 
-    from imgextract.tiny import write_clip_tokenizer
+    from imgextract.demo.tiny import write_clip_tokenizer
     if (out / MARKER).is_file():
         return out
     t0 = time.perf_counter()
@@ -89,7 +89,7 @@ def photos_index(work: Path, size: int) -> Path:
     """A training set of real photographs at the generation size, indexed with `pixel`."""
     from skimage import data as skdata
 
-    from imgextract.index import build_index
+    from imgextract.app.commands import build_index
     folder = work / "train"
     folder.mkdir(parents=True, exist_ok=True)
     names = ["astronaut", "chelsea", "coffee", "rocket", "immunohistochemistry", "hubble_deep_field"]
@@ -102,10 +102,11 @@ def photos_index(work: Path, size: int) -> Path:
 
 
 def sweep(engine, model: str, captions: Path, out: Path, index: Path, args, batch: int) -> dict:
-    from imgextract.engine import EngineConfig, run_sweep
-    from imgextract.generate import SamplingConfig
-    from imgextract.scan import ScanParams
-    from imgextract.sweep import SweepSettings
+    from imgextract.app.commands import run_sweep
+    from imgextract.engines import EngineConfig
+    from imgextract.stages.generate import SamplingConfig
+    from imgextract.stages.scan import ScanParams
+    from imgextract.stages.tester import SweepSettings
     cfg = SamplingConfig(samples=args.samples, batch_size=batch, steps=args.steps, guidance=7.5,
                          size=(args.size, args.size), device="auto", shard_size=args.samples * args.captions_per_shard)
     settings = SweepSettings(ScanParams(index=str(index.resolve()), k=3, relative_n=0), None, "all")
@@ -136,8 +137,8 @@ def main() -> None:
 
     import torch
 
-    from imgextract.audit import cache_root
-    from imgextract.index import bench_workdir
+    from imgextract.app.demo import cache_root
+    from workdir import bench_workdir
     gpu = torch.cuda.is_available()
     args.size = args.size or (512 if gpu else 128)
     args.steps = args.steps or (50 if gpu else 4)

@@ -19,8 +19,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from imgextract.guard import Guard
-from imgextract.index import build_index
+from imgextract.app.guard import Guard
+from imgextract.app.commands import build_index
 
 POOL = ["astronaut", "coffee", "chelsea", "rocket", "retina", "hubble_deep_field", "immunohistochemistry",
         "colorwheel", "logo"]

@@ -33,7 +33,8 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from imgextract.index import bench_workdir, remove_own
+from imgextract.folders import remove_own
+from workdir import bench_workdir
 
 EXE = Path(sys.executable).parent / "imgextract"
 PART = 100_000
@@ -56,9 +57,9 @@ def write_vectors(folder: Path, n: int, d: int = 512, clusters: int = 4096, seed
 
 
 def bench_vectors(work: Path, n: int, budget: str) -> None:
-    from imgextract.faiss_choice import exact_top
-    from imgextract.index import open_index
-    from imgextract.tiny import save_tiny_clip
+    from imgextract.index.choice import exact_top
+    from imgextract.index.store import open_index
+    from imgextract.demo.tiny import save_tiny_clip
     emb = work / "emb"
     if not emb.is_dir():
         t = time.perf_counter()
@@ -148,7 +149,7 @@ def bench_ingest(work: Path, n: int, size: int) -> None:
 
     floor()  # warm
     floor_rate = floor()
-    from imgextract.index import build_index
+    from imgextract.app.commands import build_index
     os.environ["IMGEXTRACT_INDEX_DIR"] = str(work / "ix")
     t = time.perf_counter()
     build_index(shards, "ingest", "pixel", overwrite=True, progress=False)

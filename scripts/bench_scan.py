@@ -35,21 +35,19 @@ import pandas as pd
 from PIL import Image
 
 from imgextract import distance
-from imgextract.index import bench_workdir, build_index, open_index, remove_own
-from imgextract.scan import ScanParams, scan
-from imgextract.sources import open_rgb
+from imgextract.demo.photos import photo
+from imgextract.app.commands import build_index
+from imgextract.folders import remove_own
+from imgextract.index.store import open_index
+from workdir import bench_workdir
+from imgextract.stages.scan import ScanParams, scan
+from imgextract.sources.images import open_rgb
 
 
 def photos() -> list[Image.Image]:
-    import skimage.data
-    from sklearn.datasets import load_sample_image
-    names = ["astronaut", "coffee", "chelsea", "rocket", "retina", "hubble_deep_field", "immunohistochemistry",
-             "camera", "coins", "moon", "page", "clock", "colorwheel", "text"]
-    out = []
-    for n in names:
-        arr = getattr(skimage.data, n)()
-        out.append(Image.fromarray(arr).convert("RGB"))
-    return out + [Image.fromarray(load_sample_image(f)) for f in ("china.jpg", "flower.jpg")]
+    return [photo(n) for n in ["astronaut", "coffee", "chelsea", "rocket", "retina", "hubble_deep_field",
+                               "immunohistochemistry", "camera", "coins", "moon", "page", "clock", "colorwheel",
+                               "text", "china", "flower"]]
 
 
 def crop(im: Image.Image, size: int, rng) -> Image.Image:

@@ -13,8 +13,8 @@ import argparse
 import time
 from collections import Counter
 
-from imgextract.markdata import labelled_set
-from imgextract.watermarks import Detector
+from imgextract.demo.markdata import labelled_set
+from imgextract.stages.watermarks import Detector
 
 
 def main() -> None:

@@ -44,7 +44,7 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import roc_auc_score, roc_curve
 
-from imgextract.audit import DEMO_STEPS, cache_root
+from imgextract.app.demo import DEMO_STEPS, cache_root
 
 SCORES = {  # name: (column, sign, the UNet calls it needs: scores of one family share them)
     "wen1": ("wen_score_1", 1, "noise1"), "wen5": ("wen_score_5", 1, "noise5"), "attn1": ("attn_score_1", 1, "noise1"),
@@ -84,7 +84,7 @@ def faces_folder(root: Path) -> Path:
     import skimage.data
     from PIL import Image
 
-    from imgextract.toy import DEFAULT_IMAGES
+    from imgextract.demo.toy import DEFAULT_IMAGES
     folder.mkdir(parents=True, exist_ok=True)
     for i, (name, caption, load) in enumerate(DEFAULT_IMAGES):
         load().save(folder / f"{i:03d}-{name}.png")
@@ -99,16 +99,16 @@ def faces_folder(root: Path) -> Path:
 
 def sweep(spec: ModelSpec, samples: int) -> tuple[Path, Path]:
     """Train (or reuse) the model, index its training set, sweep and scan it; (model, run)."""
-    from imgextract.engine import run_generation, run_scan, train_with_progress
-    from imgextract.generate import SamplingConfig
-    from imgextract.index import build_index
-    from imgextract.toy import ToyConfig
+    from imgextract.app.commands import run_generation, run_scan, train_toy
+    from imgextract.stages.generate import SamplingConfig
+    from imgextract.app.commands import build_index
+    from imgextract.demo.toy import ToyConfig
     root = cache_root()
     model = root / spec.name
     if not (model / "toy.json").is_file():
         print(f"training {spec.name}", file=sys.stderr)
         cfg = ToyConfig(duplicates=spec.schedule, seed=spec.seed, vae_steps=DEMO_STEPS[0], unet_steps=DEMO_STEPS[1])
-        train_with_progress(model, cfg, faces_folder(root) if spec.faces else None)
+        train_toy(model, cfg, faces_folder(root) if spec.faces else None)
     index = root / "eval-indexes" / spec.name
     if not (index / "embedder.json").is_file():
         build_index(model / "train", str(index), "pixel", overwrite=True, progress=False)
@@ -128,8 +128,8 @@ def scores_for(spec: ModelSpec, model: Path, run: Path) -> pd.DataFrame:
         table["label_any"] = (table["rate"] > 0.5).astype(int)
         table["label"] = own_labels(run, table)
         return table
-    from imgextract.pipelines import load_pipeline
-    from imgextract.triage import TriageParams, triage
+    from imgextract.models.pipelines import load_pipeline
+    from imgextract.stages.triage import TriageParams, triage
     caps = pd.read_parquet(run / "captions.parquet")
     per = pd.DataFrame(json.loads((run / "summary.json").read_text())["per_caption"])[["caption_id", "rate"]]
     table = caps.merge(per, on="caption_id")

@@ -13,7 +13,7 @@ import json
 import time
 from pathlib import Path
 
-from imgextract.audit import DEMO_STEPS, run_demo
+from imgextract.app.demo import DEMO_STEPS, run_demo
 
 
 def main() -> None:

@@ -1,5 +1,6 @@
 """Driving a real browser: the system Chromium through Playwright (its own download does not work
-offline). Tests that need it skip when either is missing; `make test` installs both where it can."""
+offline). `make test` installs both where it can; where it cannot, the tests that need them skip
+and the run ends with a loud section naming every browser check that did not run (conftest.py)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ import os
 import shutil
 import time
 from pathlib import Path
+
+import pytest
 
 ARTIFACTS = Path(os.environ.get("IMGEXTRACT_TEST_ARTIFACTS", Path(__file__).resolve().parent.parent / "test-artifacts"))
 
@@ -24,6 +27,19 @@ def available() -> bool:
     except ImportError:
         return False
     return chromium_path() is not None
+
+
+REASON = "BROWSER CHECK NOT RUN: no Chromium/Playwright here (make test installs chromium with apt-get)"
+MISSED: list[str] = []   # pages whose browser check could not run, for the session's closing summary
+required = pytest.mark.skipif(not available(), reason=REASON)
+
+
+def check_page_if_available(path: Path, screenshot: str | None = None):
+    """The browser check of a page a longer test produced, or a recorded miss (reported loudly at the end)."""
+    if not available():
+        MISSED.append(str(path))
+        return None
+    return check_page(path, screenshot)
 
 
 class PageCheck:

@@ -5,26 +5,16 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import numpy as np
 import pytest
 from PIL import Image
+
+from imgextract.demo.photos import photo
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TQDM_DISABLE", "1")
 
 PHOTOS = ["astronaut", "coffee", "chelsea", "rocket", "camera", "coins", "moon", "immunohistochemistry",
           "hubble_deep_field", "retina", "colorwheel", "clock", "page", "text"]
-
-
-def photo(name: str) -> Image.Image:
-    import skimage.data
-    if name in ("china", "flower"):
-        from sklearn.datasets import load_sample_image
-        return Image.fromarray(load_sample_image(f"{name}.jpg")).convert("RGB")
-    arr = getattr(skimage.data, name)()
-    if arr.dtype == bool:
-        arr = arr.astype(np.uint8) * 255
-    return Image.fromarray(arr).convert("RGB")
 
 
 @pytest.fixture(scope="session")
@@ -62,24 +52,24 @@ def monkeypatch_session():
 
 @pytest.fixture(scope="session")
 def pixel_index(train_dir, index_root):
-    from imgextract.index import build_index
+    from imgextract.app.commands import build_index
     return build_index(train_dir, "train-pixel", "pixel", progress=False)
 
 
 @pytest.fixture(scope="session")
 def tiny_pipeline_dir(tmp_path_factory) -> Path:
-    from imgextract.tiny import save_tiny_pipeline
+    from imgextract.demo.tiny import save_tiny_pipeline
     return save_tiny_pipeline(tmp_path_factory.mktemp("tiny") / "pipe", seed=0)
 
 
 @pytest.fixture(scope="session")
 def tiny_model(tiny_pipeline_dir):
-    from imgextract.pipelines import load_pipeline
+    from imgextract.models.pipelines import load_pipeline
     return load_pipeline(str(tiny_pipeline_dir), device="cpu")
 
 
 def _toy(tmp_path_factory, name: str, **config):
-    from imgextract.toy import ToyConfig, train
+    from imgextract.demo.toy import ToyConfig, train
     out = tmp_path_factory.mktemp("toy") / name
     cfg = ToyConfig(seed=0, **config)
     list(train(out, cfg))
@@ -98,3 +88,14 @@ def plain_model(tmp_path_factory):
     (450 steps x 16 / 65 images ~ 110 draws; 40 steps x 16 / 6 ~ 107): a model without a duplicated
     image. (150 steps gave ~400 draws per image and verdicts at tiled L2 0.142-0.146, on the threshold.)"""
     return _toy(tmp_path_factory, "plain", duplicates="1x6", vae_steps=100, unet_steps=40)
+
+
+def pytest_terminal_summary(terminalreporter):
+    """Browser checks that could not run are said loudly, not folded into the skip count."""
+    import browser
+    skipped = [r.nodeid for r in terminalreporter.stats.get("skipped", []) if browser.REASON in str(r.longrepr)]
+    if skipped or browser.MISSED:
+        terminalreporter.section("BROWSER CHECKS DID NOT RUN", sep="!", red=True, bold=True)
+        for name in skipped + [f"page {p}" for p in browser.MISSED]:
+            terminalreporter.line(f"not checked in a browser: {name}", red=True)
+        terminalreporter.line(browser.REASON, red=True)

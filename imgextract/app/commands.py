@@ -1,0 +1,247 @@
+"""What each command does, as one call: validate, lock, run the stages with progress shown.
+
+This layer is the only one that takes locks and shows progress: stages yield events
+(:mod:`imgextract.progress`) and write inside folders the caller locked. Every function here
+validates everything it can before the first write, so a bad argument costs no work.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Callable, Optional
+
+from imgextract import rundir
+from imgextract.errors import InputError
+from imgextract.folders import check_out_folder
+from imgextract.locks import exclusive
+from imgextract.progress import Note, Step, drain, show
+
+RUN_LOCK = ".imgextract.lock"
+
+
+def _err(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
+def run_lock(out: Path, what: str = "run folder"):
+    """The exclusive lock of a folder imgextract writes (``OUT/.imgextract.lock``)."""
+    return exclusive(Path(out) / RUN_LOCK, f"{what} {out}")
+
+
+# -- indexes ---------------------------------------------------------------------------------------------------
+
+def build_index(source: Path, name: str, embedder: str = "pixel", *, progress: bool = True,
+                say: Callable[[str], None] = _err, **options):
+    """Index training images (``index.build``), holding the index's lock; ``progress``: show a bar."""
+    from imgextract.index.build import build, prepare
+    from imgextract.index.store import lock_path
+    job = prepare(source, name, embedder, **options)
+    with exclusive(lock_path(job.dest), f"index {job.dest}"):
+        return show(build(job), say) if progress else drain(build(job))
+
+
+def index_duplicates(name: str, out: Path, threshold: float, similarity: float, k: int,
+                     top: Optional[int] = None, captions_out: Optional[Path] = None) -> dict:
+    """Near-duplicate groups of an index into ``out``, the top captions into ``captions_out``, and the
+    group histogram into the index's duplicates.json (under the index's lock)."""
+    from imgextract.index.duplicates import DUPLICATES_JSON, DuplicateParams, find_duplicates, histogram, top_captions
+    from imgextract.index.store import lock_path, open_index
+    if (top is None) != (captions_out is None):
+        raise InputError("--top and --captions-out go together", "give both, e.g. --top 100 --captions-out top.parquet")
+    for path, what in ((out, "--out"), (captions_out, "--captions-out")):
+        if path is not None and (Path(path).is_dir() or Path(path).suffix.lower() != ".parquet"):
+            raise InputError(f"{what} {path}", "name a .parquet file to write")
+    if k < 1:
+        raise InputError(f"-k {k}", "look at one neighbour or more")
+    idx = open_index(name, gpu="off")
+    params = DuplicateParams(threshold=threshold, similarity=similarity, k=k)
+    table, counts = show(find_duplicates(idx, params))
+    captions = top_captions(table, idx, top) if top is not None else None
+    rundir.write_parquet_atomic(out, table)
+    hist = histogram(table)
+    with exclusive(lock_path(idx.path), f"index {idx.path}"):
+        rundir.write_json_atomic(idx.path / DUPLICATES_JSON, {
+            "threshold": threshold, "similarity": similarity, "k": k, "groups_by_copies": hist,
+            "decisions": counts, "images": len(table), "groups": int(table["representative"].sum())})
+    if captions is not None:
+        rundir.write_parquet_atomic(captions_out, captions)
+    return {"table": table, "counts": counts, "histogram": hist, "captions": captions}
+
+
+def index_search(name: str, image: Path, k: int) -> list[dict]:
+    """The k nearest training images to one image, each with its exact tiled L2 (the scan's own test)."""
+    from imgextract.index.store import open_index
+    from imgextract.sources.images import BadImage, open_rgb
+    from imgextract.stages.scan import ScanParams, TrainingImages, match_image
+    idx = open_index(name)
+    try:
+        query = open_rgb(image)
+    except BadImage as bad:
+        raise InputError(f"cannot read image {image} ({bad.reason})", "pass a PNG/JPEG/WebP image") from bad
+    params = ScanParams(index=str(idx.path), k=k, relative_n=0, exact_below=2.0)
+    sims, ids = idx.search(idx.load_embedder().embed([query]), k)
+    return match_image(query, sims[0], ids[0], idx, TrainingImages(idx), params)
+
+
+# -- sampling --------------------------------------------------------------------------------------------------
+
+def run_generation(captions: Path, model: str, out: Path, cfg, loaded=None, caption_table=None,
+                   triage_file: Optional[Path] = None, top: Optional[int] = None,
+                   say: Callable[[str], None] = print, selection: Optional[dict] = None) -> dict:
+    """Prepare (validating everything), then sample with progress, holding the run's lock."""
+    from imgextract.stages.generate import prepare_run, run_shards
+    check_out_folder(out)
+    if (triage_file is None) != (top is None):
+        raise InputError("--triage and --top go together", "give both (the triage file and how many captions to keep)")
+    if triage_file is not None:
+        from imgextract.sources.tables import read_captions
+        from imgextract.stages.triage import top_captions
+        caption_table = top_captions(caption_table if caption_table is not None else read_captions(captions),
+                                     triage_file, top)
+        selection = {"method": "triage", "file": str(Path(triage_file).resolve()), "top": top}
+    loaded, _, caption_table = prepare_run(captions, model, out, cfg, loaded=loaded, captions=caption_table,
+                                           write=False, selection=selection)  # every check before the folder is made
+    with run_lock(out):
+        loaded, record, table = prepare_run(captions, model, out, cfg, command=sys.argv, loaded=loaded,
+                                            captions=caption_table, selection=selection)
+        show(run_shards(loaded, record, table, out), say)
+    return record
+
+
+def sample(model: str, prompt: str, seed: int, out: Path, cfg) -> Path:
+    """Redraw one sample from its recorded seed into ``out`` (a PNG file)."""
+    from imgextract.models.pipelines import load_pipeline, native_size, quiet_libraries, set_scheduler
+    from imgextract.stages.generate import render, validate_sampling
+    validate_sampling(cfg)
+    if Path(out).is_dir():
+        raise InputError(f"--out {out} is a folder", "name the PNG file to write, e.g. --out sample.png")
+    quiet_libraries()
+    loaded = load_pipeline(model, cfg.device, cfg.dtype, cfg.model_config)
+    set_scheduler(loaded.pipe, cfg.scheduler)
+    size = tuple(cfg.size) if cfg.size else native_size(loaded.pipe)
+    image = render(loaded, [prompt], [seed], cfg.steps, cfg.guidance, size)[0]
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    image.save(out)
+    return Path(out)
+
+
+def train_toy(out: Path, cfg, images: Optional[Path] = None) -> None:
+    """Train (or resume) the toy model into ``out``, holding its lock."""
+    from imgextract.demo.toy import check_toy_folder, train
+    from imgextract.models.pipelines import quiet_libraries
+    quiet_libraries()
+    check_toy_folder(Path(out))
+    with run_lock(out):
+        show(train(out, cfg, images))
+
+
+# -- testing ---------------------------------------------------------------------------------------------------
+
+def run_scan(generations: Path, index: str, out: Optional[Path], k: int, threshold: float, grid: int,
+             embedder: Optional[str] = None, device: str = "auto", say: Callable[[str], None] = print,
+             **relative) -> Path:
+    """Scan with progress, holding the output folder's lock; says what it resumed, added or dropped."""
+    from imgextract.index.store import check_embedder, open_index
+    from imgextract.stages.scan import ScanParams, default_out, scan, validate_params
+    params = ScanParams(index=index, k=k, threshold=threshold, grid=grid, **relative)
+    validate_params(params)
+    out = Path(out) if out else default_out(generations)
+    check_out_folder(out)
+    idx = open_index(index)
+    if embedder:
+        check_embedder(idx, embedder)
+    with run_lock(out):
+        show(scan(generations, params, out, device=device, index=idx), say)
+    return out
+
+
+def run_cliques(run: Path, params):
+    """cliques.parquet of a run (the clique test of every caption), holding the run's lock."""
+    from imgextract.stages.cliques import run_cliques as cliques_of
+    from imgextract.stages.cliques import validate_params
+    validate_params(params)
+    if not rundir.is_run_dir(run):
+        return cliques_of(run, params)  # refuses it, naming the folder
+    with run_lock(run):
+        return cliques_of(run, params)
+
+
+def run_watermarks(images: Path, out: Optional[Path], detector):
+    """watermarks.parquet for a run, an index or a folder; a scanned run's summary gains the rates."""
+    from imgextract.stages.watermarks import list_targets, run_watermarks as marks_of, watermark_summary
+    _, default = list_targets(images)
+    out = Path(out) if out else default
+    with run_lock(out, "output folder"):
+        table = show(marks_of(images, out, detector))
+        if (out / rundir.SUMMARY).is_file():  # a scanned run: fold the rates into its summary
+            summary = rundir.read_json(out / rundir.SUMMARY)
+            marks = watermark_summary(out, Path(summary["parameters"]["index_path"]))
+            if marks:
+                summary["watermarks"] = marks
+                rundir.write_json_atomic(out / rundir.SUMMARY, summary)
+    return table, out
+
+
+def run_triage(captions: Path, model: str, out: Path, params, methods: tuple[str, ...], device: str = "auto",
+               dtype: str = "auto", model_config: Optional[str] = None):
+    """Rank captions by how likely they are memorized; the ranking is written to ``out``."""
+    from imgextract.models.pipelines import load_pipeline, quiet_libraries
+    from imgextract.sources.tables import read_captions
+    from imgextract.stages.triage import METHODS, triage, write_triage
+    if not methods or set(methods) - set(METHODS):
+        raise InputError(f"--methods '{','.join(methods)}'", f"use a comma list of {', '.join(METHODS)}")
+    table = read_captions(captions).to_pandas()
+    quiet_libraries()
+    loaded = load_pipeline(model, device, dtype, model_config)
+    result = triage(loaded, table, params, methods)
+    write_triage(result, out, params)
+    return result
+
+
+# -- the sweep -------------------------------------------------------------------------------------------------
+
+def run_sweep(captions: Path, model: str, out: Path, cfg, settings, engine=None, loaded=None, caption_table=None,
+              selection: Optional[dict] = None, say: Callable[[str], None] = print) -> dict:
+    """Draw and test every unfinished shard on the configured engine, holding the run's lock.
+
+    Returns this call's totals: samples, kept, memorized, and unet_s (seconds inside the UNet, when
+    ``IMGEXTRACT_PROFILE_UNET=1``).
+    """
+    from imgextract.engines import EngineConfig, engine_module, prepare_engine
+    from imgextract.stages.generate import prepare_run
+    from imgextract.stages.tester import storage_record
+    engine = engine or EngineConfig()
+    check_out_folder(out)
+    engine, device = prepare_engine(engine)
+    args = dict(loaded=loaded, captions=caption_table, selection=selection, storage=storage_record(settings),
+                worker_device=device)
+    loaded, _, caption_table = prepare_run(captions, model, out, cfg, write=False, **args)
+    args.update(loaded=loaded, captions=caption_table)
+    with run_lock(out):
+        loaded, record, table = prepare_run(captions, model, out, cfg, command=sys.argv, **args)
+        if device is not None:
+            loaded = None  # the engine's workers load their own
+        runner = engine_module(engine.kind)
+        return show(_sweep(runner, out, record, table, settings, engine, loaded), say)
+
+
+def _sweep(runner, out: Path, record: dict, table, settings, engine, loaded):
+    from imgextract.stages.generate import manifest_path, shard_items
+    shards = shard_items(record, table)
+    todo = [n for n in range(len(shards)) if not manifest_path(out, n).is_file()]
+    total = sum(map(len, shards))
+    done = total - sum(len(shards[n]) for n in todo)
+    if len(todo) < len(shards):
+        yield Note(f"resuming: {len(shards) - len(todo)} shard(s) already done")
+    described = runner.describe(engine)
+    if described:
+        yield Note(described)
+    yield Step("sweep", done, total, "img")
+    totals = {"samples": 0, "kept": 0, "memorized": 0, "unet_s": 0.0}
+    for counts in runner.sweep(out, todo, settings, engine, loaded):
+        done += counts["samples"]
+        for k in totals:
+            totals[k] += counts.get(k, 0)
+        yield Step("sweep", done, total, "img", f"{totals['memorized']} memorized, {totals['kept']} kept")
+    return totals

@@ -1,0 +1,104 @@
+"""Release guard: does one generated image substantially replicate an indexed training image?
+
+Built for the serving path: the index and its embedder are opened once (``Guard``), then each
+image costs one embedding, one FAISS search and a tiled-L2 test against the k candidates,
+well under a second on a CPU for a 100k-image index (see ``scripts/bench_guard.py``).
+
+Vocabulary of the legal literature this serves:
+
+* *memorized*: a near-exact copy of a substantial portion of a specific training image can be
+  produced by the model (here: tiled L2 below the threshold);
+* *regurgitated*: an ordinary prompt produced it;
+* *extracted*: a targeted search (many samples, chosen prompts) produced it.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from PIL import Image
+
+from imgextract.index.store import TrainingIndex, open_index
+from imgextract.sources.images import open_rgb
+from imgextract.sources.tables import LICENSE_COLUMNS, SOURCE_COLUMNS, role_column
+from imgextract.stages.scan import ScanParams, TrainingImages, match_image
+
+ORIGINS = {"ordinary": "regurgitated", "targeted": "extracted"}
+
+
+@dataclass
+class GuardVerdict:
+    memorized: bool
+    term: str                 # "memorized" + (regurgitated | extracted) or "no substantial replication"
+    train_id: int | None
+    train_path: str | None
+    source: str | None
+    license: str | None
+    tiled_l2: float | None
+    phash_distance: int | None
+    seconds: float
+    exact: bool = True        # False: tiled_l2 is a thumbnail lower bound (far from the threshold)
+
+    def sentence(self) -> str:
+        if self.term.startswith("not tested"):
+            return self.term
+        if not self.memorized:
+            return (f"no substantial replication: nearest training image {self.train_path} at tiled L2 "
+                    f"{'' if self.exact else '>= '}{self.tiled_l2:.3f}" if self.train_path
+                    else "no substantial replication: index empty")
+        lic = f", licence: {self.license}" if self.license else ""
+        return (f"{self.term}: substantially replicates training image #{self.train_id} "
+                f"({self.source}{lic}); tiled L2 {self.tiled_l2:.3f}, phash distance {self.phash_distance}")
+
+
+class Guard:
+    """An index held open for repeated checks."""
+
+    def __init__(self, index: str | Path | TrainingIndex, k: int = 10, threshold: float = 0.15, grid: int = 4,
+                 device: str = "cpu"):
+        self.index = index if isinstance(index, TrainingIndex) else open_index(index)
+        self.embedder = self.index.load_embedder(device)
+        self.params = ScanParams(index=str(self.index.path), k=k, threshold=threshold, grid=grid, relative_n=0)
+        self.train = TrainingImages(self.index, capacity=1024)
+        self.source_col = role_column(self.index.table.columns, SOURCE_COLUMNS)
+        self.license_col = role_column(self.index.table.columns, LICENSE_COLUMNS)
+
+    def check(self, image: Image.Image, origin: str = "ordinary") -> GuardVerdict:
+        """Verdict for one generated image; ``origin`` says how it was produced (ordinary|targeted)."""
+        t0 = time.perf_counter()
+        image = image.convert("RGB")
+        sims, ids = self.index.search(self.embedder.embed([image]), self.params.k)
+        matches = match_image(image, sims[0], ids[0], self.index, self.train, self.params)
+        if matches and all(m["pixels"] == "unavailable" for m in matches):
+            return GuardVerdict(False, "not tested: the nearest training images' pixels are unavailable (an "
+                                "embeddings index built without --images)", None, None, None, None, None, None,
+                                time.perf_counter() - t0)
+        matches = [m for m in matches if m["pixels"] == "available"]
+        if not matches:
+            return GuardVerdict(False, "no substantial replication", None, None, None, None, None, None,
+                                time.perf_counter() - t0)
+        best = min(matches, key=lambda m: m["tiled_l2"])
+        row = self.index.table.iloc[best["train_id"]]
+        source = str(row[self.source_col]) if self.source_col and row[self.source_col] is not None else best["train_path"]
+        lic = str(row[self.license_col]) if self.license_col and row[self.license_col] is not None else None
+        term = f"memorized ({ORIGINS.get(origin, origin)})" if best["memorized"] else "no substantial replication"
+        return GuardVerdict(bool(best["memorized"]), term, int(best["train_id"]), best["train_path"], source, lic,
+                            float(best["tiled_l2"]), int(best["phash_distance"]), time.perf_counter() - t0,
+                            bool(best["exact"]))
+
+
+def guard_file(image: str | Path, index: str | Path | TrainingIndex, origin: str = "ordinary", k: int = 10,
+               threshold: float = 0.15) -> GuardVerdict:
+    """One-shot check of an image file, every argument checked first; for many images keep a
+    ``Guard`` open instead."""
+    from imgextract.errors import InputError
+    from imgextract.sources.images import BadImage
+    from imgextract.stages.scan import validate_params
+    validate_params(ScanParams(index=str(index), k=k, threshold=threshold, relative_n=0))
+    try:
+        img = open_rgb(Path(image), min_side=4)
+    except BadImage as bad:
+        raise InputError(f"cannot read image {image} ({bad.reason})", "pass a readable PNG/JPEG/WebP image") from bad
+    return Guard(index, k=k, threshold=threshold).check(img, origin)

@@ -1,0 +1,56 @@
+"""Command line: each command checks its arguments and makes one call into :mod:`imgextract.app`.
+
+Every bad argument surfaces as one ``error:`` line with the remedy and exit code 2, before any
+work starts. Commands live in one module per group (index, audit, users, toy); options that
+several commands share are declared once in :mod:`imgextract.cli.options`.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from imgextract import errors
+from imgextract.cli import audit, index, toy, users
+from imgextract.errors import InputError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="Audit text-to-image diffusion models for memorized training images.")
+app.add_typer(index.app, name="index")
+app.add_typer(toy.app, name="toy")
+for name, command in {**audit.COMMANDS, **users.COMMANDS}.items():
+    app.command(name)(command)
+
+
+def _click_exception() -> type:
+    """Usage errors' base class in the click that typer runs on (typer >= 0.2x bundles its own)."""
+    try:
+        from typer._click.exceptions import ClickException
+    except ImportError:  # older typer: plain click
+        from click.exceptions import ClickException
+    return ClickException
+
+
+def main() -> None:
+    """Exit codes (README, "Exit codes"): 0 ok, 1 found (guard), 2 bad input or usage, 130 interrupted."""
+    import logging
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("warning: %(message)s"))
+    logging.getLogger("imgextract").addHandler(handler)
+    usage_error = _click_exception()
+    try:
+        code = app(standalone_mode=False)
+    except InputError as err:
+        typer.echo(f"error: {err}", err=True)
+        for line in err.details:
+            typer.echo(f"  {line}", err=True)
+        sys.exit(errors.BAD_INPUT)
+    except (KeyboardInterrupt, typer.Abort):
+        code = errors.INTERRUPTED
+    except usage_error as ex:  # usage errors: click's own message, exit 2
+        ex.show()
+        sys.exit(ex.exit_code)
+    if code == errors.INTERRUPTED:
+        typer.echo("interrupted: finished shards are kept; run the same command again to resume", err=True)
+    sys.exit(code if isinstance(code, int) else errors.OK)

@@ -1,0 +1,238 @@
+"""The auditor's commands: sample, scan, report, the one-file sweep, and the training-set-free tests."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from imgextract.cli.options import (Captions, Device, Dtype, Grid, Guidance, IndexName, K, Model, ModelConfig,
+                                    Samples, Scheduler, Seed, Size, Steps, Threshold, sampling)
+
+
+def _err(line: str) -> None:
+    typer.echo(line, err=True)
+
+
+def generate(
+    captions: Captions,
+    model: Model,
+    out: Annotated[Path, typer.Option(help="Run folder (created; an existing one with the same settings resumes).")],
+    samples: Samples = 16,
+    batch_size: Annotated[int, typer.Option(help="Images per pipeline call (batches mix captions).")] = 8,
+    steps: Steps = 50,
+    guidance: Guidance = 7.5,
+    scheduler: Scheduler = None,
+    size: Size = None,
+    seed: Seed = 0,
+    device: Device = "auto",
+    dtype: Dtype = "auto",
+    shard_size: Annotated[int, typer.Option(help="Samples per resumable shard.")] = 256,
+    model_config: ModelConfig = None,
+    triage: Annotated[Optional[Path], typer.Option(help="Output of `imgextract triage`: sample only its top captions.")] = None,
+    top: Annotated[Optional[int], typer.Option(help="With --triage: how many of the most suspicious captions to sample.")] = None,
+) -> None:
+    """Generate seeded samples for every caption, resumably.
+
+    Example: imgextract generate captions.txt --model stable-diffusion-v1-5/stable-diffusion-v1-5 --out runs/sd15 --samples 16
+    """
+    from imgextract.app.commands import run_generation
+    cfg = sampling(samples, batch_size, steps, guidance, scheduler, size, seed, device, dtype, shard_size, model_config)
+    run_generation(captions, model, out, cfg, triage_file=triage, top=top, say=_err)
+    typer.echo(f"samples in {out}")
+
+
+def sample(
+    model: Model,
+    prompt: Annotated[str, typer.Option(help="The caption.")],
+    seed: Annotated[int, typer.Option(help="The sample's own seed (as recorded in the run's manifest).")],
+    out: Annotated[Path, typer.Option(help="PNG file to write.")],
+    steps: Steps = 50, guidance: Guidance = 7.5, scheduler: Scheduler = None, size: Size = None,
+    device: Device = "auto", dtype: Dtype = "auto", model_config: ModelConfig = None,
+) -> None:
+    """Regenerate one sample from its recorded seed.
+
+    Example: imgextract sample --model ./toy --prompt "an astronaut" --seed 123 --steps 25 --out a.png
+    """
+    from imgextract.app.commands import sample as draw
+    cfg = sampling(steps=steps, guidance=guidance, scheduler=scheduler, size=size, device=device, dtype=dtype,
+                   model_config=model_config)
+    typer.echo(str(draw(model, prompt, seed, out, cfg)))
+
+
+def print_findings(out: Path, limit: int = 10) -> None:
+    from imgextract import rundir
+    summary = rundir.read_json(out / rundir.SUMMARY)
+    typer.echo(f"{summary['generations_scanned']} generations scanned, {summary['memorized_generations']} memorized, "
+               f"{len(summary['memorized_images'])} training images memorized, {len(summary['skipped'])} skipped")
+    for s in summary["skipped"]:
+        typer.echo(f"skipped unreadable image {s['path']}: {s['reason']}", err=True)
+    if summary.get("incomplete"):
+        inc = summary["incomplete"]
+        typer.echo(f"incomplete run: {inc['shards_finished']} of {inc['shards_planned']} shards generated so far")
+    if summary["memorized_images"]:
+        typer.echo(f"{'train_id':>8}  {'gens':>5}  {'best tiled_l2':>13}  training image")
+        for r in summary["memorized_images"][:limit]:
+            typer.echo(f"{r['train_id']:>8}  {r['generations']:>5}  {r['best_tiled_l2']:>13.4f}  {r['train_path']}")
+            if r.get("url") or r.get("license"):
+                typer.echo(f"{'':>30}url: {r.get('url') or '?'}  licence: {r.get('license') or '?'}")
+
+
+def scan(
+    generations: Annotated[Path, typer.Argument(help="A run folder, or any folder of generated images.")],
+    index: IndexName,
+    out: Annotated[Optional[Path], typer.Option(help="Output folder (default: the run folder, or GENERATIONS-scan).")] = None,
+    k: K = 10,
+    threshold: Threshold = 0.15,
+    grid: Grid = 4,
+    embedder: Annotated[Optional[str], typer.Option(help="Assert the index was built with this embedder.")] = None,
+    device: Annotated[str, typer.Option(help="Device for the embedder.")] = "auto",
+    relative_n: Annotated[int, typer.Option(help="Neighbours in Carlini's relative distance (0 turns it off).")] = 50,
+    alpha: Annotated[float, typer.Option(help="Relative distance = L2 / (alpha * mean L2 to the n nearest others).")] = 0.5,
+    relative_threshold: Annotated[float, typer.Option(help="Relative distance below this counts for the relative criterion.")] = 1.0,
+    criterion: Annotated[str, typer.Option(help="What 'memorized' means: tiled | relative | either | both.")] = "tiled",
+    exact_below: Annotated[Optional[float], typer.Option(
+        help="Measure tiled L2 at full resolution where the thumbnail bound is below this (default: threshold "
+             "+ 0.10); above it the row keeps the bound (exact = false). 2 measures everything.")] = None,
+) -> None:
+    """Find generations that copy indexed training images.
+
+    Example: imgextract scan runs/sd15 --index laion-subset -k 10 --threshold 0.15
+    """
+    from imgextract.app.commands import run_scan
+    out = run_scan(generations, index, out, k, threshold, grid, embedder, device, say=_err, relative_n=relative_n,
+                   alpha=alpha, relative_threshold=relative_threshold, criterion=criterion, exact_below=exact_below)
+    print_findings(out)
+    typer.echo(f"matches in {out / 'matches.parquet'}")
+
+
+def report(
+    run: Annotated[Path, typer.Argument(help="Run folder (or scan output folder) with matches.parquet.")],
+    title: Annotated[str, typer.Option(help="Page title.")] = "imgextract report",
+) -> None:
+    """Write a self-contained report.html with every finding side by side.
+
+    Example: imgextract report runs/sd15
+    """
+    from imgextract.report.report import render_report
+    typer.echo(str(render_report(run, title)))
+
+
+def run(
+    config: Annotated[Path, typer.Argument(help="TOML file with \\[index], \\[generate], \\[scan], \\[cliques], \\[engine] and \\[report] sections.")],
+    keep: Annotated[Optional[str], typer.Option(help="all: every sample's PNG; evidence: only memorized, near-miss and "
+                                                     "clique samples (every sample keeps its manifest row, hashes, "
+                                                     "candidates and embedding); auto: all below 100k samples. "
+                                                     "Overrides the file's keep.")] = None,
+) -> None:
+    """Run index → sweep (generate, then test each shard where it was drawn) → report from one config file.
+
+    Example: imgextract run audit.toml --keep evidence   (see README for the file's keys; [engine] kind = "ray" for a cluster)
+    """
+    from imgextract import rundir
+    from imgextract.app.audit import run_config, verdict
+    path = run_config(config, keep=keep)
+    typer.echo(f"report: {path.resolve()}")
+    typer.echo(verdict(rundir.read_json(path.parent / rundir.SUMMARY)))
+
+
+def cliques(
+    run: Annotated[Path, typer.Argument(help="Run folder of `imgextract generate`.")],
+    delta: Annotated[float, typer.Option(help="Edge between two generations when their tiled L2 is below this.")] = 0.15,
+    min_size: Annotated[int, typer.Option(help="Flag a caption whose largest clique has at least this many members.")] = 10,
+    grid: Grid = 4,
+    max_cliques: Annotated[int, typer.Option(help="Stop the exact search after this many maximal cliques.")] = 200_000,
+) -> None:
+    """Training-set-free test: captions whose generations form a large near-duplicate clique.
+
+    Example: imgextract cliques runs/sd15 --delta 0.15 --min-size 10
+    """
+    from imgextract.app.commands import run_cliques
+    from imgextract.stages.cliques import CLIQUES, CliqueParams
+    table = run_cliques(run, CliqueParams(delta=delta, min_size=min_size, grid=grid, max_cliques=max_cliques))
+    flagged = table[table["flagged"]]
+    typer.echo(f"{len(flagged)} of {len(table)} captions flagged (largest clique >= {min_size}, delta {delta})")
+    for _, r in flagged.sort_values("largest_clique", ascending=False).head(10).iterrows():
+        bound = "" if r["exact"] else f" (search bound hit; true size <= {r['upper_bound']})"
+        typer.echo(f"  {r['largest_clique']:>4}/{r['n_generations']}  {r['caption']}{bound}")
+    typer.echo(f"cliques in {run / CLIQUES}")
+
+
+def triage(
+    captions: Captions,
+    model: Model,
+    out: Annotated[Path, typer.Option(help="Parquet file to write (caption, scores, unet_evals, ranked_by).")],
+    steps: Annotated[int, typer.Option(help="Sampling steps measured by the noise-difference score.")] = 1,
+    samples: Annotated[int, typer.Option(help="Seeds per caption.")] = 4,
+    guidance: Annotated[float, typer.Option(help="Guidance for advancing latents and for the one-step images.")] = 7.5,
+    schedule_steps: Annotated[int, typer.Option(help="Length of the sampling schedule.")] = 50,
+    methods: Annotated[Optional[str], typer.Option(help="Comma list of wen, attn, edge (default: the evaluated default "
+                                                        "score's method; the ranking uses it when computed).")] = None,
+    seed: Seed = 0, device: Device = "auto", dtype: Dtype = "auto", model_config: ModelConfig = None,
+) -> None:
+    """Rank captions by how likely they are memorized, cheaply (Webster; Wen et al.; Ren et al.).
+
+    Example: imgextract triage captions.txt --model ./toy --out triage.parquet --samples 4
+    """
+    from imgextract.app.commands import run_triage
+    from imgextract.stages.triage import DEFAULT_EVIDENCE, DEFAULT_METHOD, SCORE_OF, TriageParams
+    chosen = tuple(m.strip() for m in (methods or DEFAULT_METHOD).split(",") if m.strip())
+    params = TriageParams(steps=steps, samples=samples, schedule_steps=schedule_steps, guidance=guidance, seed=seed)
+    result = run_triage(captions, model, out, params, chosen, device, dtype, model_config)
+    key = result["ranked_by"].iat[0]
+    why = DEFAULT_EVIDENCE if key == SCORE_OF[DEFAULT_METHOD] else \
+        f"not the default ({SCORE_OF[DEFAULT_METHOD]}: {DEFAULT_EVIDENCE})"
+    typer.echo(f"{len(result)} captions, {int(result['unet_evals'].sum())} UNet evaluations; ranked by {key}: {why}")
+    typer.echo("most suspicious:")
+    for _, r in result.head(5).iterrows():
+        cells = "  ".join(f"{SCORE_OF[m].removesuffix('_score')} {r[SCORE_OF[m]]:8.3f}" for m in chosen)
+        typer.echo(f"  {cells}  {r['caption']}")
+    typer.echo(f"triage in {out}")
+
+
+def watermarks(
+    images: Annotated[Path, typer.Argument(help="A run folder, an index folder, or any folder of images.")],
+    out: Annotated[Optional[Path], typer.Option(help="Output folder (default: the run/index itself, or IMAGES-watermarks).")] = None,
+    brands: Annotated[Optional[Path], typer.Option(help="Extra brands, one per line: 'Name' or 'Name: alias, alias'.")] = None,
+    templates: Annotated[Optional[Path], typer.Option(help="Folder of logo template images.")] = None,
+    classifier: Annotated[Optional[Path], typer.Option(help="LAION watermark classifier weights (.pt state dict or .safetensors).")] = None,
+    device: Annotated[str, typer.Option(help="Device for the classifier.")] = "cpu",
+) -> None:
+    """Flag stock-photo watermarks (OCR + brand list, logo templates, optional classifier).
+
+    Example: imgextract watermarks runs/sd15 --templates logos/ && imgextract watermarks indexes/laion-subset
+    """
+    from imgextract.app.commands import run_watermarks
+    from imgextract.stages.watermarks import Detector, WatermarkClassifier, load_brands, load_templates
+    detector = Detector(brands=load_brands(brands), templates=load_templates(templates),
+                        classifier=WatermarkClassifier(classifier, device) if classifier else None)
+    table, out = run_watermarks(images, out, detector)
+    flagged = table[table["watermark"].fillna(False).astype(bool)]
+    typer.echo(f"{len(flagged)} of {len(table)} images carry a watermark")
+    for _, r in flagged.head(10).iterrows():
+        typer.echo(f"  {r['brand'] or '?':14s} {list(r['box']) if r['box'] is not None else ''}  {r['path']}")
+    for _, r in table[table["error"].notna()].iterrows():
+        typer.echo(f"skipped unreadable image {r['path']}: {r['error']}", err=True)
+    typer.echo(f"watermarks in {out / 'watermarks.parquet'}")
+
+
+def demo(
+    out: Annotated[Path, typer.Option(help="Where the demo run and its report go.")] = Path("runs/demo"),
+    vae_steps: Annotated[int, typer.Option(help="Toy VAE training steps (a finished model is reused from the cache).")] = 580,
+    unet_steps: Annotated[int, typer.Option(help="Toy UNet training steps.")] = 900,
+    seed: Annotated[int, typer.Option(help="Seed for training and sampling.")] = 0,
+    samples: Annotated[int, typer.Option(help="Samples per training caption.")] = 16,
+) -> None:
+    """The whole audit offline: toy model → index → generate → scan → report.
+
+    Example: imgextract demo --out runs/demo
+    """
+    from imgextract.app.demo import run_demo
+    report_path, line = run_demo(out, vae_steps, unet_steps, seed, samples, say=typer.echo)
+    typer.echo(f"report: {report_path.resolve()}")
+    typer.echo(line)
+
+
+COMMANDS = {"generate": generate, "sample": sample, "scan": scan, "report": report, "run": run,
+            "cliques": cliques, "triage": triage, "watermarks": watermarks, "demo": demo}

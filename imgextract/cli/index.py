@@ -1,0 +1,140 @@
+"""``imgextract index ...``: build, inspect and search training-image indexes."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from imgextract.cli.options import Device, IndexArg
+from imgextract.errors import InputError
+
+app = typer.Typer(no_args_is_help=True, help="Build and inspect training-image indexes.")
+
+
+@app.command("build")
+def index_build(
+    source: Annotated[Path, typer.Argument(help="Folder of images (sidecar .txt = caption) or CSV/JSONL/Parquet table.")],
+    name: Annotated[str, typer.Option("--name", help="Index name (stored under ./indexes or $IMGEXTRACT_INDEX_DIR) or a path.")],
+    embedder: Annotated[str, typer.Option(help="pixel | clip:MODEL/PRETRAINED | clip:hf-hub:ORG/REPO | clip:PATH")] = "pixel",
+    image_column: Annotated[Optional[str], typer.Option(help="Table column with image paths (default: path/image/file).")] = None,
+    caption_column: Annotated[Optional[str], typer.Option(help="Table column with captions (default: caption/text/prompt).")] = None,
+    batch_size: Annotated[int, typer.Option(help="Images embedded per batch.")] = 64,
+    factory: Annotated[str, typer.Option(help="FAISS index_factory string (Flat, HNSW32, IVF1024,Flat, ...) or auto: "
+                                              "chosen from the number of vectors and --max-memory.")] = "auto",
+    max_memory: Annotated[str, typer.Option(help="Memory budget for the index when --factory auto (e.g. 4G, 512M).")] = "4G",
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing index of that name.")] = False,
+    device: Device = "auto",
+    thumb_size: Annotated[list[str], typer.Option(help="Also store thumbnails of every image fitted to this generation "
+                                                       "size (512 or HxW; repeatable) so scans at that size prune fast. "
+                                                       "Each image's own size is always stored.")] = [],
+    workers: Annotated[int, typer.Option(help="Threads decoding and hashing images (0 = one per core).")] = 0,
+    embeddings: Annotated[bool, typer.Option("--embeddings", help="SOURCE is clip-retrieval output (img_emb/, "
+                          "metadata/): index its vectors as they are; --embedder names the model that made them.")] = False,
+    images: Annotated[Optional[Path], typer.Option(help="With --embeddings: the img2dataset folder whose keys the "
+                                                        "metadata's image_path names, so candidates' pixels can be tested.")] = None,
+) -> None:
+    """Index training images.
+
+    Example: imgextract index build ./laion-subset --name laion-subset --embedder pixel --thumb-size 512
+    """
+    from imgextract.app.commands import build_index
+    from imgextract.index.build import parse_size
+    from imgextract.index.choice import parse_memory
+    from imgextract.sources.img2dataset import stats_line
+    sizes = [parse_size(t) for t in thumb_size]
+    budget = parse_memory(max_memory)
+    if workers < 0:
+        raise InputError(f"--workers {workers}", "give 0 (one per core) or a positive number of threads")
+    result = build_index(source, name, embedder, batch_size=batch_size, overwrite=overwrite,
+                         image_column=image_column, caption_column=caption_column, factory=factory, device=device,
+                         max_memory=budget, thumb_sizes=sizes, workers=workers or None, embeddings=embeddings,
+                         images=images)
+    for note in result.notes:
+        typer.echo(note, err=True)
+    for s in result.skipped:
+        typer.echo(f"skipped unreadable image {s['path']}: {s['reason']}", err=True)
+    if result.resumed_parts:
+        typer.echo(f"resumed an interrupted build: {result.resumed_parts} part(s) were already done", err=True)
+    rows = f"; rows by status: {stats_line(Counter(result.statuses))} (only success rows are indexed)" \
+        if result.statuses else ""
+    typer.echo(f"indexed {result.count} images from a {result.kind} source into {result.path} "
+               f"({len(result.skipped)} skipped{rows})")
+
+
+@app.command("duplicates")
+def index_duplicates(
+    name: IndexArg,
+    out: Annotated[Path, typer.Option(help="dups.parquet to write: id, cluster, copies, representative per index row.")],
+    threshold: Annotated[float, typer.Option(help="Two images are copies when their tiled L2 is below this.")] = 0.15,
+    similarity: Annotated[float, typer.Option(help="Embedding similarity a pair needs to be compared on pixels.")] = 0.9,
+    k: Annotated[int, typer.Option("-k", help="Neighbours looked at per image.")] = 32,
+    top: Annotated[Optional[int], typer.Option(help="With --captions-out: how many of the most duplicated groups.")] = None,
+    captions_out: Annotated[Optional[Path], typer.Option(help="Captions of the top groups, for `imgextract generate`.")] = None,
+) -> None:
+    """Find near-duplicate groups in a training set, and the most duplicated captions.
+
+    Example: imgextract index duplicates laion-subset --out dups.parquet --top 100 --captions-out top.parquet
+    """
+    from imgextract.app.commands import index_duplicates as find
+    found = find(name, out, threshold, similarity, k, top, captions_out)
+    table, hist, captions = found["table"], found["histogram"], found["captions"]
+    for what, n in sorted(found["counts"].items()):
+        typer.echo(f"{what}: {n}", err=True)
+    dup_groups = sum(n for c, n in hist.items() if c > 1)
+    typer.echo(f"{len(table)} images in {int(table['representative'].sum())} groups; {dup_groups} groups have "
+               f"copies (largest: {max(hist)}); written to {out}")
+    if captions is not None:
+        typer.echo(f"captions of the {len(captions)} most duplicated groups in {captions_out} "
+                   f"(copies {captions['copies'].max() if len(captions) else 0} down to "
+                   f"{captions['copies'].min() if len(captions) else 0})")
+
+
+@app.command("info")
+def index_info(name: IndexArg) -> None:
+    """Show what an index holds.
+
+    Example: imgextract index info laion-subset
+    """
+    from imgextract.index.duplicates import DUPLICATES_JSON
+    from imgextract.index.store import open_index
+    idx = open_index(name, gpu="off")
+    factory = idx.embedder.get("faiss_factory", "Flat")
+    params = ", ".join(f"{k}={v}" for k, v in (idx.embedder.get("faiss_params") or {}).items())
+    recall = idx.embedder.get("recall_at_10")
+    typer.echo(f"index      {idx.path}")
+    typer.echo(f"images     {len(idx.table)}")
+    typer.echo(f"embedder   {idx.embedder['spec']} (dim {idx.embedder['dimension']})")
+    typer.echo(f"faiss      {factory}" + (f" ({params})" if params else "")
+               + (f", recall@10 {recall:.3f} against exact search at build" if recall is not None else "")
+               + (", exact re-rank from vectors.f16" if idx.vectors is not None and factory != "Flat" else ""))
+    typer.echo(f"source     {idx.embedder.get('source', '?')} ({idx.embedder.get('source_kind', 'folder')})")
+    typer.echo(f"captions   {int(idx.table['caption'].notna().sum())} of {len(idx.table)}")
+    dups = idx.path / DUPLICATES_JSON
+    if dups.is_file():
+        d = json.loads(dups.read_text())
+        groups = ", ".join(f"{c}x: {n}" for c, n in sorted(d["groups_by_copies"].items(), key=lambda kv: -int(kv[0])))
+        typer.echo(f"duplicates {d['groups']} groups of {d['images']} images (tiled L2 < {d['threshold']}); "
+                   f"groups by copies: {groups}")
+    thumbs = idx.thumb_info()
+    typer.echo("thumbnails " + (", ".join(f"{k} ({v['rows']} images)" for k, v in sorted(thumbs.items())) or "none"))
+
+
+@app.command("search")
+def index_search(
+    name: IndexArg,
+    image: Annotated[Path, typer.Argument(help="Query image.")],
+    k: Annotated[int, typer.Option("-k", help="Neighbours to show.")] = 5,
+) -> None:
+    """Nearest training images to one image, with tiled L2.
+
+    Example: imgextract index search laion-subset generated.png -k 5
+    """
+    from imgextract.app.commands import index_search as search
+    typer.echo(f"{'rank':>4}  {'similarity':>10}  {'tiled_l2':>8}  path")
+    for m in search(name, image, k):
+        tl = f"{m['tiled_l2']:8.4f}" if m["pixels"] == "available" else "   n/a  "
+        typer.echo(f"{m['rank']:>4}  {m['similarity']:10.4f}  {tl}  {m['train_path']}")

@@ -1,0 +1,43 @@
+"""Every option that more than one command takes, declared once (huggingface_hub's ``hf`` style).
+
+A command names the alias as the parameter's type and gives the default it wants:
+``steps: Steps = 50``. The help text, flag spelling and type live here only.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+Model = Annotated[str, typer.Option(help="Hub id, local diffusers folder, or .safetensors/.ckpt file.")]
+Device = Annotated[str, typer.Option(help="auto | cpu | cuda | mps")]
+Dtype = Annotated[str, typer.Option(help="auto (fp16 on CUDA, fp32 otherwise) | float32 | float16 | bfloat16")]
+Steps = Annotated[int, typer.Option(help="Sampling steps.")]
+Guidance = Annotated[float, typer.Option(help="Classifier-free guidance scale.")]
+Scheduler = Annotated[Optional[str], typer.Option(
+    help="ddim, ddpm, pndm, euler, euler-a, dpm++, unipc, lms, heun (default: the model's).")]
+Size = Annotated[Optional[tuple[int, int]], typer.Option(help="Height and width (default: the model's native size).")]
+Seed = Annotated[int, typer.Option(help="Base seed; each sample's seed derives from (base, caption id, sample index).")]
+ModelConfig = Annotated[Optional[str], typer.Option(
+    help="For single-file checkpoints offline: a diffusers folder of the same architecture.")]
+Samples = Annotated[int, typer.Option(help="Samples per caption.")]
+IndexName = Annotated[str, typer.Option("--index", help="Index name (under ./indexes or $IMGEXTRACT_INDEX_DIR) or path.")]
+IndexArg = Annotated[str, typer.Argument(help="Index name or path.")]
+K = Annotated[int, typer.Option("-k", "--k", help="Nearest training images tested per generation.")]
+Threshold = Annotated[float, typer.Option(help="Memorized when tiled L2 is below this (pixels in [0,1]).")]
+Grid = Annotated[int, typer.Option(help="Tiles per side for tiled L2.")]
+OutFolder = Annotated[Path, typer.Option(help="Output folder.")]
+Captions = Annotated[Path, typer.Argument(
+    help=".txt (one caption per line) or CSV/JSONL/Parquet with a caption column.")]
+
+
+def sampling(samples: int = 1, batch_size: int = 1, steps: int = 50, guidance: float = 7.5,
+             scheduler: Optional[str] = None, size: Optional[tuple[int, int]] = None, seed: int = 0,
+             device: str = "auto", dtype: str = "auto", shard_size: int = 256, model_config: Optional[str] = None):
+    """The sampling options as the stages take them."""
+    from imgextract.stages.generate import SamplingConfig
+    return SamplingConfig(samples=samples, batch_size=batch_size, steps=steps, guidance=guidance,
+                          scheduler=scheduler, size=tuple(size) if size else None, seed=seed, device=device,
+                          dtype=dtype, shard_size=shard_size, model_config=model_config)

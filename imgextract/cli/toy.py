@@ -1,0 +1,34 @@
+"""``imgextract toy train``: the toy memorizing model, trained offline with a known duplication."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+app = typer.Typer(no_args_is_help=True, help="The toy memorizing model (trained offline, known duplication).")
+
+
+@app.command("train")
+def toy_train(
+    out: Annotated[Path, typer.Option(help="Folder for the pipeline (StableDiffusionPipeline) and its train/ set.")],
+    images: Annotated[Optional[Path], typer.Option(help="Folder/table of captioned images (default: built-in photographs).")] = None,
+    duplicates: Annotated[str, typer.Option(help="COPIESxIMAGES parts: copies per image, in order.")] = "100x1,10x4,1x25",
+    size: Annotated[int, typer.Option(help="Image side in pixels (multiple of 8, 16..256).")] = 32,
+    minutes: Annotated[float, typer.Option(help="Wall-time budget for training.")] = 4.0,
+    seed: Annotated[int, typer.Option(help="Seed for initialisation and batches.")] = 0,
+    vae_steps: Annotated[Optional[int], typer.Option(help="Fixed VAE steps instead of the time budget.")] = None,
+    unet_steps: Annotated[Optional[int], typer.Option(help="Fixed UNet steps instead of the time budget.")] = None,
+) -> None:
+    """Train a small text-to-image model that memorizes its duplicated images.
+
+    Example: imgextract toy train --out runs/toy --duplicates 100x1,10x4,1x25 --minutes 4
+    """
+    from imgextract.app.commands import train_toy
+    from imgextract.demo.toy import ToyConfig, training_set
+    cfg = ToyConfig(duplicates=duplicates, size=size, minutes=minutes, seed=seed, vae_steps=vae_steps,
+                    unet_steps=unet_steps)
+    training_set(cfg, images)  # validate SPEC, size and images before anything is written
+    train_toy(out, cfg, images)
+    typer.echo(f"toy model in {out} (training set in {out / 'train'})")

@@ -1,0 +1,31 @@
+"""The real photographs that ship offline with scikit-image, scikit-learn and PyWavelets.
+
+The one loader of them: the toy model's training set, the watermark data, the tests and the
+benchmarks all open photographs here, so a photograph is the same pixels everywhere.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from PIL import Image
+
+SKLEARN = ("china", "flower")          # sklearn.datasets.load_sample_image("NAME.jpg")
+PYWT = ("ascent", "aero")              # pywt.data.NAME()
+
+
+def photo(name: str) -> Image.Image:
+    """The photograph ``name`` at its own size, as 8-bit RGB (masks as black and white, floats scaled)."""
+    if name in SKLEARN:
+        from sklearn.datasets import load_sample_image
+        return Image.fromarray(load_sample_image(f"{name}.jpg")).convert("RGB")
+    if name in PYWT:
+        import pywt.data
+        arr = getattr(pywt.data, name)()
+        return Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8)).convert("RGB")
+    import skimage.data
+    arr = getattr(skimage.data, name)()
+    if arr.dtype == bool:
+        arr = arr.astype(np.uint8) * 255
+    elif arr.dtype != np.uint8:
+        arr = (np.clip(arr, 0, 1) * 255).astype(np.uint8)
+    return Image.fromarray(arr).convert("RGB")

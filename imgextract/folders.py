@@ -1,0 +1,61 @@
+"""Which folders imgextract may write into or delete: only those it provably made.
+
+A folder imgextract creates to work in carries the marker file ``.imgextract-temp``; deletion
+goes through :func:`remove_own`, which checks the marker on the folder (or the folder holding
+it) and refuses links and anything resolving outside it. A finished folder replaces an old one
+through :func:`replace_dir`: the old one is moved aside, marked, and deleted last.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from imgextract.errors import InputError
+
+TEMP_MARKER = ".imgextract-temp"
+
+
+def check_out_folder(out: Path, what: str = "--out") -> None:
+    if Path(out).exists() and not Path(out).is_dir():
+        raise InputError(f"{what} {out} is a file", "name a folder (it is created if missing)")
+
+
+def remove_own(path: Path, root: Path) -> None:
+    """Delete ``path`` only when it is provably imgextract's: ``root`` (``path`` itself or a folder
+    holding it) carries the temp marker, and neither is a link or resolves outside ``root``."""
+    path, root = Path(path), Path(root)
+    if path.is_symlink() or root.is_symlink() or not (root / TEMP_MARKER).is_file():
+        raise InputError(f"{path} is not a folder imgextract made (no {TEMP_MARKER} in {root}); refusing to delete it",
+                         "move it away, then run again")
+    real, base = path.resolve(), root.resolve()
+    if real != base and base not in real.parents:
+        raise InputError(f"{path} resolves outside {root}; refusing to delete it", "move it away, then run again")
+    shutil.rmtree(real)
+
+
+def own_temp_dir(dest: Path) -> Path:
+    """A fresh ``.NAME.tmp`` beside ``dest``; a leftover is removed only if it carries our marker."""
+    tmp = dest.with_name(f".{dest.name}.tmp")
+    if tmp.exists() or tmp.is_symlink():
+        if tmp.is_symlink() or not (tmp / TEMP_MARKER).is_file():
+            raise InputError(f"{tmp} exists and was not made by imgextract", "move it away, then run again")
+        remove_own(tmp, tmp)
+    tmp.mkdir(parents=True)
+    (tmp / TEMP_MARKER).write_text("temporary folder of imgextract; safe to delete\n")
+    return tmp
+
+
+def replace_dir(tmp: Path, dest: Path) -> None:
+    """Move a finished temp folder into place; the old one (checked to be ours) goes last."""
+    (tmp / TEMP_MARKER).unlink()
+    old = None
+    if dest.exists():
+        old = dest.with_name(f".{dest.name}.old")
+        if old.exists() or old.is_symlink():
+            remove_own(old, old)
+        dest.rename(old)
+        (old / TEMP_MARKER).write_text("previous version, being removed\n")
+    tmp.rename(dest)
+    if old is not None:
+        remove_own(old, old)

@@ -1,0 +1,115 @@
+"""Opening images: the one place every image is decoded, so every stage treats odd files alike.
+
+Unreadable images are never fatal here: callers get a :class:`BadImage` with the reason, and
+list the file as skipped.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import re
+import warnings
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from imgextract.sources import locators
+
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
+
+MAX_PIXELS = Image.MAX_IMAGE_PIXELS or 89_478_485  # Pillow's decompression-bomb limit
+
+
+def open_rgb(path: Path, data: bytes | None = None, min_side: int = 1) -> Image.Image:
+    """Open an image fully as 8-bit RGB, upright, or raise ``BadImage`` saying why.
+
+    The one place every image is opened, so every stage treats odd files alike: EXIF
+    orientation applied, 16-bit grey scaled (not clipped), alpha flattened on white, the
+    first frame of an animation, bomb-sized images refused before a byte is decoded, and
+    images smaller than ``min_side`` (a tile grid that cannot fit) refused.
+    ``data``: the file's bytes when the caller already read them (to hash them).
+    ``path`` may be a locator (``SHARD.tar::OFFSET+SIZE``, see :mod:`imgextract.sources.locators`).
+    """
+    if data is None and locators.is_locator(path):
+        try:
+            data = locators.read_bytes(path)
+        except OSError as exc:
+            raise BadImage(path, _reason(exc)) from exc
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data) if data is not None else path) as im:
+                if im.width * im.height > MAX_PIXELS:
+                    raise BadImage(path, f"{im.width * im.height:,} pixels ({im.width}x{im.height}) is over the {MAX_PIXELS:,}-pixel safety "
+                                         "limit (decompression bomb); downscale it first")
+                if min(im.size) < min_side:
+                    raise BadImage(path, f"{im.width}x{im.height} pixels is too small for a "
+                                         f"{min_side}x{min_side} tile grid")
+                im.load()
+                im = ImageOps.exif_transpose(im)
+                return _to_rgb(im)
+    except BadImage:
+        raise
+    except Image.DecompressionBombError as exc:  # Pillow refuses > 2x the limit at open, before we can look
+        pixels = re.search(r"\((\d+) pixels\)", str(exc))
+        size = f"{int(pixels.group(1)):,} pixels" if pixels else "its size"
+        raise BadImage(path, f"{size} is over the {MAX_PIXELS:,}-pixel safety limit (decompression bomb); "
+                             "downscale it first") from exc
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, EOFError,
+            Image.DecompressionBombError) as exc:
+        raise BadImage(path, _reason(exc)) from exc
+
+
+def _reason(exc: Exception) -> str:
+    if isinstance(exc, UnidentifiedImageError):
+        return "not an image Pillow can read (unknown format, empty or corrupt file)"
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+
+
+def _to_rgb(im: Image.Image) -> Image.Image:
+    if im.mode.startswith("I") or im.mode == "F":  # 16/32-bit grey: scale to 8 bits instead of clipping
+        arr = np.asarray(im, dtype=np.float64)
+        top = 1.0 if im.mode == "F" and arr.max(initial=0) <= 1.0 else (255.0 if arr.max(initial=0) <= 255 else 65535.0)
+        grey = np.clip(np.rint(arr * (255.0 / top)), 0, 255).astype(np.uint8)
+        return Image.fromarray(grey, "L").convert("RGB")
+    if im.mode in ("RGBA", "LA", "P", "PA") or "transparency" in im.info:
+        im = im.convert("RGBA")
+        background = Image.new("RGBA", im.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, im).convert("RGB")
+    return im.convert("RGB")
+
+
+def list_image_files(folder: Path) -> tuple[list[Path], list[dict]]:
+    """Image files under ``folder`` (recursive, sorted, resolved) and the entries that cannot be
+    images: broken links and symlink loops are listed with a reason, never silently dropped."""
+    files, skipped = [], []
+    for p in sorted(Path(folder).rglob("*")):
+        if p.suffix.lower() not in IMAGE_SUFFIXES:
+            continue
+        if p.is_file():
+            files.append(p.resolve())
+        elif p.is_symlink():
+            skipped.append({"path": str(p.absolute()), "reason": "symlink loop or broken link"})
+    return files, skipped
+
+
+class BadImage(Exception):
+    """An image inside a batch that cannot be read: listed and skipped, never fatal."""
+
+    def __init__(self, path: Path, reason: str):
+        self.path = Path(path)
+        self.reason = reason
+        super().__init__(f"{path}: {reason}")
+
+
+def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()

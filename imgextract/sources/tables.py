@@ -1,0 +1,246 @@
+"""Tables and folders of images, and caption files.
+
+A folder of images (recursive; ``photo.png`` may have a sidecar ``photo.txt`` caption) or a
+CSV/JSONL/Parquet table with an image-path column and a caption column. Columns play roles
+(path, caption, id, url, licence) found by :func:`role_column`, by name or by the usual names.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import pyarrow.json as pajson
+import pyarrow.parquet as pq
+
+from imgextract.errors import InputError
+from imgextract.sources.images import IMAGE_SUFFIXES, list_image_files
+from imgextract.sources.records import PART_SIZE, ImageRecord, SourcePart, SourcePlan
+
+
+log = logging.getLogger("imgextract")
+
+TABLE_SUFFIXES = {".csv", ".jsonl", ".json", ".parquet"}
+
+PATH_COLUMNS = ("path", "image_path", "image", "file", "filepath", "file_name", "train_path")
+
+CAPTION_COLUMNS = ("caption", "text", "prompt")
+
+ID_COLUMNS = ("caption_id", "id")
+
+SOURCE_COLUMNS = ("url", "source", "source_url")        # where a training image came from
+
+LICENSE_COLUMNS = ("license", "licence", "license_url", "rights")  # img2dataset writes LICENSE
+
+
+def role_column(columns, candidates: tuple[str, ...], given: str | None = None, *, what: str = "",
+                source: Path | None = None, required: bool = False) -> str | None:
+    """The column playing a role: the one named by ``given`` (which must exist), else the first of the
+    usual names ``candidates`` matched case-insensitively (LICENSE, License, license)."""
+    columns = [str(c) for c in columns]
+    if given:
+        if given not in columns:
+            raise InputError(f"{source} has no column '{given}' (columns: {', '.join(columns)})",
+                             f"name the {what} column that exists")
+        return given
+    names = {c.lower(): c for c in columns}
+    found = next((names[c] for c in candidates if c in names), None)
+    if found is None and required:
+        raise InputError(
+            f"{source} has no {what} column (looked for {', '.join(candidates)}; has {', '.join(columns)})",
+            f"rename the column or pass its name with --{what.replace(' ', '-')}-column")
+    return found
+
+
+def read_table(path: Path) -> pa.Table:
+    """Read a CSV, JSONL or Parquet table; the suffix decides the format."""
+    suffix = path.suffix.lower()
+    try:
+        if suffix == ".csv":
+            return pacsv.read_csv(path)
+        if suffix in (".jsonl", ".json"):
+            return pajson.read_json(path)
+        if suffix == ".parquet":
+            return pq.read_table(path)
+    except (pa.ArrowInvalid, OSError) as exc:
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise InputError(f"cannot parse table {path} ({first})",
+                         "check that it is valid CSV, JSON Lines or Parquet") from exc
+    raise InputError(f"{path} is not a table", f"use one of {sorted(TABLE_SUFFIXES)}")
+
+
+def list_images(source: Path, image_column: str | None = None,
+                caption_column: str | None = None) -> list[ImageRecord]:
+    """All images a source names, in a stable order. Does not open them."""
+    source = Path(source)
+    if not source.exists():
+        raise InputError(f"image source {source} does not exist",
+                         "pass a folder of images or a CSV/JSONL/Parquet table of image paths")
+    if source.is_dir():
+        files, bad = list_image_files(source)
+        records = [ImageRecord(p, _sidecar(p), {}) for p in files]
+        records += [ImageRecord(Path(b["path"]), None, {}) for b in bad]  # opened later, listed as skipped
+        if not records:
+            raise InputError(f"folder {source} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))})",
+                             "point at the folder that contains the training images")
+        return records
+    if source.suffix.lower() not in TABLE_SUFFIXES:
+        raise InputError(f"image source {source} is neither a folder nor a table",
+                         f"pass a folder or a table ({', '.join(sorted(TABLE_SUFFIXES))})")
+    table = read_table(source)
+    if table.num_rows == 0:
+        raise InputError(f"table {source} has no rows", "give a table with one row per image")
+    if image_column is None and not any(c.lower() in PATH_COLUMNS for c in table.column_names) \
+            and role_column(table.column_names, ("url",)):
+        raise InputError(f"table {source} names its images by URL only (no path column)",
+                         "download them with img2dataset and index its output folder, or index the set's "
+                         "precomputed embeddings with --embeddings (candidates' URLs are then fetched on demand)")
+    pcol = role_column(table.column_names, PATH_COLUMNS, image_column, what="image", source=source, required=True)
+    ccol = role_column(table.column_names, CAPTION_COLUMNS, caption_column, what="caption", source=source)
+    rows = table.to_pylist()
+    records = []
+    for row in rows:
+        raw = Path(str(row.pop(pcol)))
+        path = raw if raw.is_absolute() else (source.parent / raw)
+        caption = row.pop(ccol) if ccol else None
+        extra = {k: v for k, v in row.items() if k not in RESERVED_INDEX_COLUMNS}
+        records.append(ImageRecord(path.resolve(), None if caption is None else str(caption), extra))
+    return records
+
+
+def _sidecar(image: Path) -> str | None:
+    side = image.with_suffix(".txt")
+    if not side.is_file():
+        return None
+    return side.read_bytes().decode("utf-8", errors="replace").strip() or None
+
+
+RESERVED_INDEX_COLUMNS = {"id", "path", "caption", "sha256", "width", "height", "phash", "dhash", "whash"}
+
+
+def _utf8_text(path: Path) -> str:
+    data = path.read_bytes()
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data[:exc.start].count(b"\n") + 1
+        raise InputError(f"caption file {path} is not UTF-8 (byte 0x{data[exc.start]:02x} on line {line})",
+                         f"re-save it as UTF-8, e.g. iconv -f latin1 -t utf-8 {path} > captions.txt") from exc
+
+
+def _column(table: pa.Table, col: str, path: Path, what: str) -> list:
+    """A column as Python values, refusing types that would become nonsense prompts or ids."""
+    typ = table.schema.field(col).type
+    values = table[col].to_pylist()
+    if pa.types.is_binary(typ) or pa.types.is_large_binary(typ):
+        row = next((i for i, v in enumerate(values) if v is not None and not _is_utf8(v)), 0)
+        raise InputError(f"{path}: column '{col}' is not UTF-8 text (row {row + 1})",
+                         f"re-save the table as UTF-8, e.g. iconv -f latin1 -t utf-8 {path.name}")
+    if pa.types.is_nested(typ):
+        row = next((i for i, v in enumerate(values) if v is not None), 0)
+        raise InputError(f"{path}: {what} column '{col}' holds lists (row {row + 1}: {str(values[row])[:60]})",
+                         f"give one {what} per row (join or explode the lists first)")
+    return values
+
+
+def _is_utf8(b: bytes) -> bool:
+    try:
+        b.decode("utf-8")
+        return True
+    except UnicodeDecodeError:
+        return False
+
+
+def read_captions(path: Path, caption_column: str | None = None) -> pa.Table:
+    """Captions to sample: ``.txt`` (one per line) or a table with a caption column.
+
+    Returns a table with ``caption_id`` (string), ``caption``, ``train_path`` (nullable:
+    the training image the caption belongs to) and ``copies`` (nullable: how often that
+    image was in the training set, when known). A value that would become a nonsense prompt
+    (lists, non-UTF-8 bytes, a caption spanning lines from an unclosed quote) or a bad id or
+    copy count is an error naming the row; empty captions are skipped with a counted warning.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"caption file {path} does not exist",
+                         "pass a .txt file (one caption per line) or a CSV/JSONL/Parquet table")
+    if path.suffix.lower() == ".txt":
+        lines = [ln.strip() for ln in _utf8_text(path).splitlines()]
+        rows = [i for i, ln in enumerate(lines) if ln]
+        captions = [lines[i] for i in rows]
+        ids = [str(i) for i in range(len(captions))]
+        train = [None] * len(captions)
+        copies = [None] * len(captions)
+    else:
+        table = read_table(path)
+        ccol = role_column(table.column_names, CAPTION_COLUMNS, caption_column, what="caption", source=path,
+                           required=True)
+        icol = role_column(table.column_names, ID_COLUMNS)
+        pcol = role_column(table.column_names, PATH_COLUMNS)
+        kcol = "copies" if "copies" in table.column_names else None
+        raw = _column(table, ccol, path, "caption")
+        for i, c in enumerate(raw):
+            if isinstance(c, str) and ("\n" in c or "\r" in c):
+                raise InputError(f"{path}: the caption in row {i + 1} spans several lines (an unclosed quote?)",
+                                 "close the quote, or remove line breaks inside captions")
+        stripped = ["" if c is None else str(c).strip() for c in raw]
+        rows = [i for i, c in enumerate(stripped) if c]
+        captions = [stripped[i] for i in rows]
+        if icol:
+            id_values = _column(table, icol, path, "id")
+            null = next((i for i in rows if id_values[i] is None or
+                         (isinstance(id_values[i], float) and np.isnan(id_values[i]))), None)
+            if null is not None:
+                raise InputError(f"{path}: column '{icol}' is empty in row {null + 1}",
+                                 "give every caption an id, or drop the column to number captions by row")
+            ids = [str(id_values[i]) for i in rows]
+        else:
+            ids = [str(n) for n in range(len(rows))]
+        train = [str((path.parent / str(table[pcol][i].as_py())).resolve())
+                 if table[pcol][i].as_py() is not None else None for i in rows] if pcol else [None] * len(rows)
+        copies = [_copies(v, i, path) for i, v in zip(rows, (_column(table, kcol, path, "copies")[i] for i in rows))] \
+            if kcol else [None] * len(rows)
+        empty = len(stripped) - len(rows)
+        if empty:
+            first = [i + 1 for i, c in enumerate(stripped) if not c][:5]
+            log.warning("%s: skipped %d empty caption(s) (rows %s%s)", path, empty,
+                        ", ".join(map(str, first)), ", ..." if empty > 5 else "")
+    if not captions:
+        raise InputError(f"caption file {path} holds no captions",
+                         "put one caption per line (.txt) or give a table with a non-empty 'caption' column")
+    if len(set(ids)) != len(ids):
+        raise InputError(f"caption file {path} repeats caption ids",
+                         "make the id column unique, or drop it to number captions by row")
+    return pa.table({
+        "caption_id": pa.array(ids, pa.string()),
+        "caption": pa.array(captions, pa.string()),
+        "train_path": pa.array(train, pa.string()),
+        "copies": pa.array(copies, pa.int64()),
+    })
+
+
+def _copies(value, row: int, path: Path) -> int | None:
+    """A copy count must be a whole number >= 1 (or empty): '3' is fine, 'many' or 2.5 are not."""
+    if value is None or (isinstance(value, float) and np.isnan(value)):
+        return None
+    try:
+        n = float(str(value).strip())
+    except ValueError:
+        n = float("nan")
+    if not np.isfinite(n) or n != int(n) or n < 1:
+        raise InputError(f"{path}: 'copies' in row {row + 1} is {value!r}, not a whole number >= 1",
+                         "write each copy count as a number like 3, or leave it empty")
+    return int(n)
+
+
+def plan(source: Path, image_column: str | None = None, caption_column: str | None = None) -> SourcePlan:
+    """A folder or table in parts of ``PART_SIZE`` images."""
+    records = list_images(source, image_column, caption_column)
+    kind = "folder" if Path(source).is_dir() else "table"
+    parts = [SourcePart(f"{i // PART_SIZE:05d}", (lambda chunk=records[i:i + PART_SIZE]: (chunk, Counter())),
+                        len(records[i:i + PART_SIZE])) for i in range(0, len(records), PART_SIZE)]
+    return SourcePlan(kind, parts, [])

@@ -1,0 +1,345 @@
+"""Generation: many seeded samples per caption, in resumable shards.
+
+Seed policy: sample ``i`` of caption ``c`` under base seed ``b`` uses
+``seed = int(sha256(f"{b}:{c}:{i}").hexdigest()[:16], 16) & (2**63 - 1)`` in its own CPU
+``torch.Generator``. So any sample can be regenerated alone, batches may mix captions, and
+the same seed gives the same starting noise on CPU and GPU.
+
+Work is laid out caption-major (all samples of caption 0, then caption 1, ...) and cut into
+shards of ``shard_size`` samples; batches are cut from a shard. A shard is done when its
+manifest exists; on resume, finished shards are skipped and an unfinished one is redone
+from the start, so a resumed run writes byte-identical files.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+from PIL import Image, PngImagePlugin
+
+from imgextract import rundir
+from imgextract.errors import InputError
+from imgextract.models.pipelines import LoadedModel, load_pipeline, native_size, pick_dtype, set_scheduler
+from imgextract.progress import Note, Step
+from imgextract.sources.tables import read_captions
+
+
+def sample_seed(base_seed: int, caption_id: str, sample_index: int) -> int:
+    digest = hashlib.sha256(f"{base_seed}:{caption_id}:{sample_index}".encode()).hexdigest()
+    return int(digest[:16], 16) & (2 ** 63 - 1)
+
+
+SEED_POLICY = ("seed = int(sha256(f'{base_seed}:{caption_id}:{sample_index}').hexdigest()[:16], 16) & (2**63-1); "
+               "one torch.Generator('cpu') per sample")
+
+
+@dataclass
+class SamplingConfig:
+    samples: int = 16
+    batch_size: int = 8
+    steps: int = 50
+    guidance: float = 7.5
+    scheduler: str | None = None
+    size: tuple[int, int] | None = None
+    seed: int = 0
+    device: str = "auto"
+    dtype: str = "auto"
+    shard_size: int = 256
+    model_config: str | None = None
+
+
+def render(loaded: LoadedModel, prompts: list[str], seeds: list[int], steps: int, guidance: float,
+           size: tuple[int, int]) -> list[Image.Image]:
+    """One pipeline call; every image has its own seeded generator."""
+    import torch
+    generators = [torch.Generator("cpu").manual_seed(int(s)) for s in seeds]
+    out = loaded.pipe(prompt=list(prompts), num_inference_steps=steps, guidance_scale=guidance,
+                      height=size[0], width=size[1], generator=generators, output_type="pil")
+    return out.images
+
+
+def png_bytes(image: Image.Image, meta: dict) -> bytes:
+    """PNG with the sample's provenance (caption, seed, settings) in a text chunk."""
+    info = PngImagePlugin.PngInfo()
+    info.add_text("imgextract", json.dumps(meta, sort_keys=True))
+    buf = io.BytesIO()
+    image.save(buf, format="PNG", pnginfo=info)
+    return buf.getvalue()
+
+
+def _captions_digest(table: pa.Table) -> str:
+    h = hashlib.sha256()
+    for cid, cap in zip(table["caption_id"].to_pylist(), table["caption"].to_pylist()):
+        h.update(f"{cid}\t{cap}\n".encode())
+    return h.hexdigest()
+
+
+def plan(captions: pa.Table, samples: int) -> list[tuple[int, str, str, int]]:
+    """(caption row, caption id, caption, sample index), caption-major."""
+    ids, caps = captions["caption_id"].to_pylist(), captions["caption"].to_pylist()
+    return [(row, cid, cap, i) for row, (cid, cap) in enumerate(zip(ids, caps)) for i in range(samples)]
+
+
+def validate_sampling(cfg: SamplingConfig) -> None:
+    for name in ("samples", "batch_size", "steps", "shard_size"):
+        if getattr(cfg, name) < 1:
+            raise InputError(f"--{name.replace('_', '-')} is {getattr(cfg, name)}", "give a positive number")
+    if cfg.size is not None and (cfg.size[0] % 8 or cfg.size[1] % 8 or min(cfg.size) < 8):
+        raise InputError(f"--size {cfg.size[0]} {cfg.size[1]} is not a multiple of 8", "use sizes like 512 512")
+    if cfg.guidance < 0:
+        raise InputError(f"--guidance {cfg.guidance}", "use a guidance scale >= 0 (7.5 is the usual)")
+
+
+def prepare_run(captions_path: Path, model: str, out: Path, cfg: SamplingConfig,
+                command: list[str] | None = None, loaded: LoadedModel | None = None,
+                captions: pa.Table | None = None, write: bool = True,
+                selection: dict | None = None, storage: dict | None = None,
+                worker_device: str | None = None) -> tuple[LoadedModel, dict, pa.Table]:
+    """Check arguments, load the model, and write or verify ``run.json`` before any sampling.
+
+    ``write=False`` validates everything (an existing run's settings included) and writes nothing.
+    ``storage``: what a sweep keeps (``sweep.storage_record``). ``worker_device``: the device other
+    processes will draw on (the Ray engine's workers); the model is then loaded here on the CPU only
+    to validate it, and the record states the workers' device and dtype.
+    """
+    validate_sampling(cfg)
+    captions = captions if captions is not None else read_captions(Path(captions_path))
+    loaded = loaded or load_pipeline(model, "cpu" if worker_device else cfg.device, cfg.dtype, cfg.model_config)
+    scheduler = set_scheduler(loaded.pipe, cfg.scheduler)
+    size = tuple(cfg.size) if cfg.size else native_size(loaded.pipe)
+    sampling = {"samples": cfg.samples, "batch_size": cfg.batch_size, "steps": cfg.steps,
+                "guidance": cfg.guidance, "scheduler": scheduler, "height": size[0], "width": size[1],
+                "shard_size": cfg.shard_size, "device": loaded.device, "dtype": loaded.dtype}
+    if worker_device:
+        sampling.update(device=worker_device, dtype=str(pick_dtype(cfg.dtype, worker_device)).replace("torch.", ""))
+    identity = {
+        "model": {"id": model, "kind": loaded.kind, "local_path": str(loaded.local_path),
+                  "fingerprint": loaded.fingerprint, **({"config": cfg.model_config} if cfg.model_config else {})},
+        "sampling": sampling,
+        "seed_policy": {"base_seed": cfg.seed, "rule": SEED_POLICY},
+        "captions": {"source": str(captions_path), "count": captions.num_rows,
+                     "sha256": _captions_digest(captions)},
+        "safety_checker": "disabled",
+    }
+    if selection:  # a targeted search chose the captions (triage top-K): findings are "extracted"
+        identity["selection"] = selection
+    if storage:  # a sweep that keeps only the evidence: resuming with another mode would mix them
+        identity["storage"] = storage
+    out = Path(out)
+    run_json = out / rundir.RUN_JSON
+    if run_json.is_file():
+        old = rundir.read_json(run_json)
+        diffs = [k for k in dict.fromkeys([*identity, "storage"]) if old.get(k) != identity.get(k)]
+        if diffs:
+            raise InputError(f"run folder {out} holds a run with other {', '.join(diffs)} settings",
+                             "use a new --out folder, or the same settings to resume")
+        return loaded, old, captions
+    if not write:
+        return loaded, identity, captions
+    out.mkdir(parents=True, exist_ok=True)
+    import torch
+    record = {**identity, "imgextract_run": 1, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+              "cpu_threads": torch.get_num_threads(),  # CPU float sums depend on the thread count: pinned
+              "command": command or [], "versions": rundir.package_versions()}
+    rundir.write_parquet_atomic(out / rundir.CAPTIONS, captions)
+    rundir.write_json_atomic(run_json, record)
+    return loaded, record, captions
+
+
+def run_shards(loaded: LoadedModel, record: dict, captions: pa.Table, out: Path) -> Iterator[Step | Note]:
+    """Generate every unfinished shard; yields progress after each batch."""
+    shards = shard_items(record, captions)
+    total = sum(map(len, shards))
+    finished = [n for n in range(len(shards)) if manifest_path(out, n).is_file()]
+    done = sum(len(shards[n]) for n in finished)
+    if finished:
+        yield Note(f"resuming: {len(finished)} shard(s) already done")
+    yield Step("generate", done, total, "img")
+    for number, items in enumerate(shards):
+        if number in finished:
+            continue
+        for batch in generate_shard(loaded, record, items, out, number):
+            done += batch
+            yield Step("generate", done, total, "img")
+
+
+@dataclass
+class Drawn:
+    """One sample as drawn: its manifest row (without ``file``) and its PNG bytes."""
+
+    meta: dict
+    rel: str            # where it lives in the run when kept: samples/shard-N/cRRRRRR_sIIIII.png
+    data: bytes
+
+    @property
+    def sha256(self) -> str:
+        return hashlib.sha256(self.data).hexdigest()
+
+
+PROFILE_ENV = "IMGEXTRACT_PROFILE_UNET"
+
+
+class UnetClock:
+    """Seconds spent inside the UNet, for the share of wall time the benchmark reports.
+
+    Installed only when ``IMGEXTRACT_PROFILE_UNET=1`` (each call is synchronised on a GPU, which
+    costs a little overlap); engines read ``seconds`` around each shard.
+    """
+
+    def __init__(self, pipe):
+        import torch
+        self.seconds = 0.0
+        unet, forward = pipe.unet, pipe.unet.forward
+        sync = torch.cuda.synchronize if unet.device.type == "cuda" else (lambda: None)
+
+        def timed(*args, **kwargs):
+            sync()
+            t0 = time.perf_counter()
+            out = forward(*args, **kwargs)
+            sync()
+            self.seconds += time.perf_counter() - t0
+            return out
+        unet.forward = timed
+
+    @staticmethod
+    def install(loaded: LoadedModel) -> "UnetClock | None":
+        import os
+        if os.environ.get(PROFILE_ENV) != "1":
+            return None
+        clock = getattr(loaded, "_unet_clock", None)
+        if clock is None:
+            clock = UnetClock(loaded.pipe)
+            loaded._unet_clock = clock
+        return clock
+
+
+def pin_cpu_threads(record: dict) -> None:
+    """Draw a CPU run with the thread count it was started with: torch's CPU kernels split sums by
+    thread, so 1 and 2 threads differ in the last bit of a few pixels. With the count pinned, a Ray
+    worker (OMP_NUM_THREADS=1 by default) and a resumed run on another machine draw the same bytes."""
+    if str(record["sampling"].get("device", "")).startswith("cpu") and record.get("cpu_threads"):
+        import torch
+        if torch.get_num_threads() != record["cpu_threads"]:
+            torch.set_num_threads(int(record["cpu_threads"]))
+
+
+def shard_items(record: dict, captions: pa.Table) -> list[list[tuple[int, str, str, int]]]:
+    """The run's work cut into shards: shard k holds items [k*S, (k+1)*S) of the caption-major plan."""
+    s = record["sampling"]
+    work = plan(captions, s["samples"])
+    return [work[i:i + s["shard_size"]] for i in range(0, len(work), s["shard_size"])]
+
+
+def draw_batches(loaded: LoadedModel, record: dict, items: list[tuple[int, str, str, int]],
+                 number: int) -> Iterator[list[Drawn]]:
+    """Draw one shard's samples, a batch at a time, without writing anything.
+
+    Self-contained (model, run record, work items), so any engine can map it over shards: the
+    local engine and the Ray engine draw byte-identical samples because the batches are the same.
+    PNG encoding (tens of ms per 512 px image) runs on threads while the next batch is drawn, so
+    on a GPU it does not wait for the UNet nor the UNet for it.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+    s = record["sampling"]
+    size = (s["height"], s["width"])
+    base = record["seed_policy"]["base_seed"]
+    name = rundir.shard_name(number)
+    pin_cpu_threads(record)
+    with ThreadPoolExecutor(max_workers=2) as encoders:  # Pillow encodes without the GIL
+        pending = None
+        for start in range(0, len(items), s["batch_size"]):
+            batch = items[start:start + s["batch_size"]]
+            seeds = [sample_seed(base, cid, i) for _, cid, _, i in batch]
+            images = render(loaded, [cap for _, _, cap, _ in batch], seeds, s["steps"], s["guidance"], size)
+            encoded = []
+            for (row, cid, cap, i), seed, image in zip(batch, seeds, images):
+                meta = {"caption_id": cid, "caption": cap, "sample_index": i, "seed": seed, "steps": s["steps"],
+                        "guidance": s["guidance"], "scheduler": s["scheduler"], "height": size[0], "width": size[1]}
+                encoded.append((meta, f"{rundir.SAMPLES}/{name}/c{row:06d}_s{i:05d}.png",
+                                encoders.submit(png_bytes, image, meta)))
+            if pending is not None:
+                yield [Drawn(meta, rel, f.result()) for meta, rel, f in pending]
+            pending = encoded
+        if pending is not None:
+            yield [Drawn(meta, rel, f.result()) for meta, rel, f in pending]
+
+
+def generate_shard(loaded: LoadedModel, record: dict, items: list[tuple[int, str, str, int]], out: Path,
+                   number: int) -> Iterator[int]:
+    """Draw one shard's samples, write every PNG and then its manifest; yields the size of each batch."""
+    rows = []
+    for batch in draw_batches(loaded, record, items, number):
+        for d in batch:
+            rundir.write_bytes_atomic(out / d.rel, d.data)
+            rows.append({**d.meta, "file": d.rel, "sha256": d.sha256})
+        yield len(batch)
+    rundir.write_parquet_atomic(manifest_path(out, number), pa.Table.from_pylist(rows))
+
+
+def manifest_path(out: Path, number: int) -> Path:
+    """A shard is done when this file exists."""
+    return Path(out) / rundir.SAMPLES / f"{rundir.shard_name(number)}.parquet"
+
+
+def model_of(record: dict) -> str:
+    """The model a run was drawn from, as a path or hub id that loads it again."""
+    return record["model"]["id"] if record["model"].get("kind") == "hub" else record["model"]["local_path"]
+
+
+def load_recorded(record: dict) -> LoadedModel:
+    """The run's model, loaded on the run's device with its scheduler, refused if its files changed."""
+    m, s = record["model"], record["sampling"]
+    loaded = load_pipeline(model_of(record), s["device"], s["dtype"], m.get("config"))
+    if loaded.fingerprint != m["fingerprint"]:
+        raise InputError(f"model {model_of(record)} differs from the run's (fingerprint {loaded.fingerprint[:12]} "
+                         f"!= {m['fingerprint'][:12]})", "make the same model files reachable here, or start a new run")
+    set_scheduler(loaded.pipe, s["scheduler"])
+    return loaded
+
+
+@dataclass
+class DrawnShard:
+    number: int
+    drawn: list[Drawn]
+    unet_s: float       # seconds inside the UNet while drawing it (0 unless IMGEXTRACT_PROFILE_UNET=1)
+
+
+class ShardDrawer:
+    """The draw half of a sweep's per-shard work, handed unchanged to every engine.
+
+    Built from the run folder alone (``run.json``, ``captions.parquet``), so a Ray worker builds the
+    same object as the local engine; ``loaded``: a model already loaded in this process. Calling it
+    with a shard number draws that shard in memory (:func:`draw_batches`) and times the UNet.
+    """
+
+    def __init__(self, out: Path, loaded: LoadedModel | None = None):
+        out = Path(out)
+        self.record = rundir.read_json(out / rundir.RUN_JSON)
+        self.shards = shard_items(self.record, pq.read_table(out / rundir.CAPTIONS))
+        self.loaded = loaded or load_recorded(self.record)
+        self.clock = UnetClock.install(self.loaded)
+
+    def __call__(self, number: int) -> DrawnShard:
+        before = self.clock.seconds if self.clock else 0.0
+        drawn = [d for batch in draw_batches(self.loaded, self.record, self.shards[number], number) for d in batch]
+        return DrawnShard(number, drawn, (self.clock.seconds - before) if self.clock else 0.0)
+
+
+def regenerate_command(record: dict, caption: str, seed: int) -> list[str]:
+    """argv of ``imgextract sample`` that redraws one sample from its recorded seed."""
+    s = record["sampling"]
+    model = model_of(record)
+    cmd = ["imgextract", "sample", "--model", model, "--prompt", caption, "--seed", str(seed),
+           "--steps", str(s["steps"]), "--guidance", str(s["guidance"]),
+           "--size", str(s["height"]), str(s["width"]), "--dtype", s["dtype"], "--out", f"sample-{seed}.png"]
+    if s.get("scheduler"):
+        cmd[cmd.index("--out"):cmd.index("--out")] = ["--scheduler", s["scheduler"]]
+    return cmd

@@ -1,0 +1,540 @@
+"""Scan: test every generation against its nearest training images.
+
+For each generation: the index's embedder finds the k nearest training images, then each
+candidate gets the near-duplicate test of :mod:`imgextract.distance` (tiled L2, plain L2)
+and the perceptual-hash distances of :mod:`imgextract.hashes`. ``memorized`` is
+``tiled_l2 < threshold``.
+
+Why it is fast: distances are exact integer sums (``distance.exact_distances``), and a candidate is first tested on its box thumbnail from the index (a lower
+bound on its tiled L2, no decode); only candidates whose bound is under ``exact_below``
+(default: threshold + 0.10) are decoded and measured at full resolution. Rows say which:
+``exact`` True means ``tiled_l2`` and ``l2`` are full-resolution values, False means they are
+lower bounds at or above ``exact_below`` (so no verdict can change). Carlini's relative
+distance divides a candidate's L2 by the mean L2 to the ``relative_n`` nearest retrieved
+training images. Under the default ``tiled`` criterion it is given for memorized candidates
+only (NaN elsewhere), and the neighbours' L2 come from their thumbnails (lower bounds), so the
+value is an *upper bound* on Carlini's (below 1 still proves "much closer to this image than to
+its neighbours") and costs no decode. Under the ``relative``, ``either`` and ``both`` criteria
+it is exact for every candidate and pruning is off. Generations are decoded, hashed and
+tested by a thread pool; rows keep the input order.
+
+Work runs over shards of generations (a run's sample shards, or chunks of a plain folder);
+each shard's matches land in ``scan/<params>/shard-NNNNN.parquet`` so a scan resumes, and
+the same parameters never mix with others.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import threading
+from collections import OrderedDict
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+
+from imgextract import distance, hashes, rundir
+from imgextract.errors import InputError
+from imgextract.index.store import TrainingIndex, open_index
+from imgextract.models.embedders import Embedder
+from imgextract.progress import Note, Step
+from imgextract.sources.images import BadImage, list_image_files, open_rgb
+from imgextract.sources.tables import LICENSE_COLUMNS, SOURCE_COLUMNS, role_column
+
+FOLDER_SHARD = 512
+MATCH_COLUMNS = ["generation_path", "caption_id", "caption", "sample_index", "seed", "train_id", "train_path",
+                 "train_caption", "rank", "similarity", "tiled_l2", "l2", "phash_distance", "dhash_distance",
+                 "whash_distance", "relative_l2", "exact", "pixels", "memorized"]
+CRITERIA = ("tiled", "relative", "either", "both")
+
+
+@dataclass(frozen=True)
+class ScanParams:
+    index: str
+    k: int = 10
+    threshold: float = distance.DEFAULT_THRESHOLD
+    grid: int = distance.DEFAULT_GRID
+    relative_n: int = 50            # Carlini et al. §5.1: neighbours in the relative distance (0 = off)
+    alpha: float = 0.5
+    relative_threshold: float = 1.0
+    criterion: str = "tiled"        # tiled | relative | either | both
+    exact_below: float | None = None  # tiled L2 measured exactly below this (None: threshold + 0.10)
+
+    @property
+    def exact_limit(self) -> float:
+        """Candidates whose thumbnail bound is at or above this keep the bound instead of an exact value."""
+        return max(self.threshold, self.threshold + EXACT_MARGIN if self.exact_below is None else self.exact_below)
+
+    def key(self, index: TrainingIndex) -> str:
+        """Same parameters on the same index (however it was named) → the same scan folder."""
+        params = {**asdict(self), "index": str(Path(index.path).resolve())}
+        blob = json.dumps({**params, "layout": SCAN_LAYOUT, "embedder": index.embedder.get("spec"),
+                           "weights": index.embedder.get("weights_fingerprint")}, sort_keys=True)
+        return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
+EXACT_MARGIN = 0.10
+
+
+class TrainingImages:
+    """Training images as uint8 arrays at a requested size, with a bounded, thread-safe cache."""
+
+    def __init__(self, index: TrainingIndex, capacity: int = 256):
+        self.paths = index.table["path"].tolist()
+        self.capacity = capacity
+        self._cache: OrderedDict = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, train_id: int, size: tuple[int, int]) -> np.ndarray | None:
+        key = (train_id, size)
+        with self._lock:
+            if key in self._cache:
+                self._cache.move_to_end(key)
+                return self._cache[key]
+        try:  # decoded outside the lock; two threads may decode the same image once each
+            path = self.paths[train_id]
+            arr = distance.to_uint8(open_rgb(Path(path)), size) if path else None  # "": pixels unavailable
+        except BadImage:
+            arr = None
+        with self._lock:
+            self._cache[key] = arr
+            if len(self._cache) > self.capacity:
+                self._cache.popitem(last=False)
+        return arr
+
+
+MAX_GRID = 64
+SCAN_LAYOUT = 3  # 2: folder shards keyed by file; 3: exact and pixels columns. Older scan folders are not mixed in
+
+
+def validate_params(params: ScanParams) -> None:
+    """Every scan parameter checked before any work (and before the index is opened)."""
+    if params.k < 1:
+        raise InputError(f"-k {params.k}", "test at least one candidate (-k 1 or more; 10 is the default)")
+    if not 1 <= params.grid <= MAX_GRID:
+        raise InputError(f"--grid {params.grid}", f"use a tile grid from 1 to {MAX_GRID} per side (4 is Carlini et al.'s)")
+    if not 0 < params.threshold <= 1:
+        raise InputError(f"--threshold {params.threshold}", "use a tiled-L2 threshold in (0, 1]; 0.15 is the default")
+    if params.relative_n < 0:
+        raise InputError(f"--relative-n {params.relative_n}", "use 0 (off) or a positive number of neighbours")
+    if params.alpha <= 0:
+        raise InputError(f"--alpha {params.alpha}", "use a positive alpha (0.5 is Carlini et al.'s)")
+    if params.criterion not in CRITERIA:
+        raise InputError(f"unknown criterion '{params.criterion}'", f"use one of {', '.join(CRITERIA)}")
+    if params.exact_below is not None and not 0 < params.exact_below <= 2:
+        raise InputError(f"--exact-below {params.exact_below}",
+                         "use a tiled-L2 value in (0, 2] (values below the threshold count as the threshold)")
+    if params.criterion != "tiled" and params.relative_n < 1:
+        raise InputError(f"criterion '{params.criterion}' needs the relative distance",
+                         "give --relative-n >= 1 (default 50)")
+
+
+@dataclass
+class ScanPlan:
+    """What a scan will do: shards still to scan, every shard whose rows count, and what it noticed."""
+
+    todo: list[tuple[str, pd.DataFrame]]
+    shards: list[str]
+    generations: int
+    notes: list[str]
+    current: dict[str, tuple[int, int]] | None = None    # plain folder: path → (size, mtime_ns)
+    incomplete: dict | None = None                       # run still being generated
+    listed_bad: list[dict] | None = None
+
+
+def plan_scan(generations: Path, work: Path) -> ScanPlan:
+    generations = Path(generations)
+    if not generations.exists():
+        raise InputError(f"generations {generations} do not exist", "pass a run folder or a folder of images")
+    if rundir.is_run_dir(generations):
+        return _plan_run(generations, work)
+    if not generations.is_dir():
+        raise InputError(f"generations {generations} is not a folder", "pass a run folder or a folder of images")
+    return _plan_folder(generations, work)
+
+
+def _plan_run(run: Path, work: Path) -> ScanPlan:
+    samples = rundir.read_samples(run)
+    if samples.empty:
+        raise InputError(f"run {run} has no finished sample shard",
+                         "run `imgextract generate` into it first (it resumes)")
+    shards = [(name, df.reset_index(drop=True)) for name, df in samples.groupby(
+        samples["file"].str.split("/").str[1], sort=True)]
+    planned = rundir.planned_shards(run)
+    notes, incomplete = [], None
+    if planned and len(shards) < planned:
+        incomplete = {"shards_finished": len(shards), "shards_planned": planned}
+        notes.append(f"run {run} is incomplete: {len(shards)} of {planned} shards generated; scanning those "
+                     "(scan again when `imgextract generate` has finished)")
+    todo = [(n, rows) for n, rows in shards if not (work / f"{n}.parquet").is_file()]
+    if "kept" in samples and todo:  # a sweep kept only the evidence: the other samples' pixels are gone
+        dropped = sum(int((~rows["kept"].fillna(True).astype(bool)).sum()) for _, rows in todo)
+        if dropped:
+            todo = [(n, rows[rows["kept"].fillna(True).astype(bool)].reset_index(drop=True)) for n, rows in todo]
+            notes.append(f"{dropped} sample(s) of this run were not kept (--keep evidence): scanning with these "
+                         "parameters tests the kept samples only; the others keep their recorded matches under "
+                         "the sweep's parameters and can be redrawn from their seeds")
+    return ScanPlan(todo, [n for n, _ in shards], len(samples), notes, incomplete=incomplete)
+
+
+def _plan_folder(folder: Path, work: Path) -> ScanPlan:
+    """Resume by file: what was scanned before (same path, size, mtime) is kept, new files are
+    scanned, vanished or changed files are dropped from the results, and the user is told."""
+    files, bad = list_image_files(folder)
+    if not files and not bad:
+        raise InputError(f"folder {folder} holds no images", "point at the folder of generated images")
+    current = {}
+    for f in files:
+        st = f.stat()
+        current[str(f)] = (st.st_size, st.st_mtime_ns)
+    done_names, done = [], {}
+    for listing in sorted(work.glob("shard-*.files.parquet")):
+        name = listing.name[: -len(".files.parquet")]
+        if (work / f"{name}.parquet").is_file():
+            done_names.append(name)
+            t = pq.read_table(listing).to_pandas()
+            done.update({p: (int(sz), int(mt)) for p, sz, mt in zip(t["path"], t["size"], t["mtime_ns"])})
+    new = [p for p in current if done.get(p) != current[p]]
+    gone = [p for p in done if p not in current]
+    changed = [p for p in new if p in done]
+    notes = []
+    if done:
+        notes.append(f"resuming: {len(current) - len(new)} file(s) already scanned, {len(new) - len(changed)} new, "
+                     f"{len(changed)} changed (rescanned), {len(gone)} gone (dropped from the results)")
+    first = max((int(n.split("-")[1]) for n in done_names), default=-1) + 1
+    todo = []
+    for j, i in enumerate(range(0, len(new), FOLDER_SHARD)):
+        chunk = new[i:i + FOLDER_SHARD]
+        todo.append((rundir.shard_name(first + j), pd.DataFrame({
+            "generation_path": chunk, "size": [current[p][0] for p in chunk],
+            "mtime_ns": [current[p][1] for p in chunk]})))
+    return ScanPlan(todo, done_names + [n for n, _ in todo], len(current) + len(bad), notes, current=current,
+                    listed_bad=bad)
+
+
+CHUNK = 32  # generations decoded at once per shard: bounds memory (32 × 512² × 3 bytes)
+
+
+@dataclass
+class Generation:
+    """One decoded generation and what every candidate test needs from it."""
+
+    image: object           # PIL image (for the embedder)
+    pixels: np.ndarray      # uint8 (H, W, 3)
+    hashes: dict
+    blocks: np.ndarray      # distance.block_means(pixels)
+
+
+def as_generation(image) -> Generation:
+    pixels = distance.to_uint8(image)
+    return Generation(image, pixels, hashes.image_hashes(image), distance.block_means(pixels))
+
+
+def load_generation(path: str, min_side: int) -> Generation:
+    return as_generation(open_rgb(Path(path), min_side=min_side))
+
+
+def scan_shard(rows: pd.DataFrame, index: TrainingIndex, embedder: Embedder, train: TrainingImages,
+               params: ScanParams, workers: int | None = None, data: list[bytes] | None = None,
+               collect: dict | None = None) -> tuple[pd.DataFrame, list[dict]]:
+    """Matches for one shard of generations, plus the generations that could not be read.
+
+    Decoding, hashing and candidate tests run on a thread pool, CHUNK generations at a time;
+    the output keeps the order of ``rows``. ``data``: the generations' bytes when they are in
+    memory (a sweep tests samples where they were drawn, before any is written). ``collect``:
+    a dict that receives, per row, the decoded ``generations`` and the embedder's ``vectors``
+    (None for an unreadable one), for what the caller keeps of each sample.
+    """
+    out, skipped = [], []
+    paths = rows["generation_path"].tolist()
+    gens, vecs = [None] * len(paths), [None] * len(paths)
+
+    def load(i):
+        try:
+            if data is not None:
+                return as_generation(open_rgb(Path(paths[i]), data=data[i], min_side=params.grid))
+            return load_generation(paths[i], params.grid)
+        except BadImage as bad:
+            return {"path": str(bad.path), "reason": bad.reason}
+
+    with ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 1) as pool:
+        for start in range(0, len(paths), CHUNK):
+            got = list(pool.map(load, range(start, min(start + CHUNK, len(paths)))))
+            kept = [(start + j, g) for j, g in enumerate(got) if isinstance(g, Generation)]
+            skipped += [g for g in got if not isinstance(g, Generation)]
+            if not kept:
+                continue
+            vectors = embedder.embed([g.image for _, g in kept])
+            sims, ids = index.search(vectors, max(params.k, params.relative_n + 1))
+            matched = pool.map(lambda a: match_generation(a[0], a[1], a[2], index, train, params),
+                               zip([g for _, g in kept], sims, ids))
+            for (row_i, g), vector, matches in zip(kept, vectors, matched):
+                if collect is not None:
+                    gens[row_i], vecs[row_i] = g, vector
+                meta = rows.iloc[row_i]
+                for m in matches:
+                    out.append({"generation_path": meta["generation_path"], "caption_id": meta.get("caption_id"),
+                                "caption": meta.get("caption"), "sample_index": _int_or_none(meta.get("sample_index")),
+                                "seed": _int_or_none(meta.get("seed")), **m})
+    if collect is not None:
+        collect.update(generations=gens, vectors=vecs)
+    return pd.DataFrame(out, columns=MATCH_COLUMNS), skipped
+
+
+def match_image(image, sim_row: np.ndarray, id_row: np.ndarray, index: TrainingIndex, train: TrainingImages,
+                params: ScanParams) -> list[dict]:
+    """The near-duplicate test of one PIL image against its candidate training images (by rank)."""
+    return match_generation(as_generation(image), sim_row, id_row, index, train, params)
+
+
+def match_generation(gen: Generation, sim_row: np.ndarray, id_row: np.ndarray, index: TrainingIndex,
+                     train: TrainingImages, params: ScanParams) -> list[dict]:
+    """Candidates first on thumbnails (a lower bound), then at full resolution where it matters."""
+    tab = index.table
+    size = gen.pixels.shape[:2]
+    cand = [(rank, int(t), float(s)) for rank, (t, s) in enumerate(zip(id_row, sim_row)) if t >= 0]
+    k = min(params.k, len(cand))  # the first k are reported; the rest only feed the relative distance
+    tiled, plain = np.full(len(cand), np.nan), np.full(len(cand), np.nan)
+    exact = np.zeros(len(cand), bool)
+    prune = params.criterion == "tiled"
+    store = index.thumbs(size) if prune else None
+    if store is not None:
+        data, pos = store
+        have = [j for j, (_, t, _) in enumerate(cand) if pos[t] >= 0]
+        bound = distance.tiled_l2_bound(gen.blocks, data[pos[[cand[j][1] for j in have]]], size, params.grid) \
+            if have else None
+        if bound is not None:
+            tiled[have], plain[have] = bound
+    _measure(gen, cand, [j for j in range(k) if not tiled[j] >= params.exact_limit], tiled, plain, exact, train,
+             params)  # NaN (no thumbnail) is measured too
+    # every one of the k is reported; one whose pixels cannot be read as "unavailable", with NaN distances
+    rel = np.full(len(cand), np.nan)
+    if params.relative_n >= 1:
+        wanted = list(range(k)) if not prune else [j for j in range(k) if exact[j] and tiled[j] < params.threshold]
+        if wanted:
+            # neighbours without any value yet are measured; under pruning the others keep their bounds
+            _measure(gen, cand, [j for j in range(len(cand)) if np.isnan(plain[j]) or not (prune or exact[j])],
+                     tiled, plain, exact, train, params)
+            readable = ~np.isnan(plain)
+            rel_all = np.full(len(cand), np.nan)
+            rel_all[readable] = relative_distance(plain[readable], params.relative_n, params.alpha)
+            rel[wanted] = rel_all[wanted]
+    tids = [cand[j][1] for j in range(k)]
+    hd = {name: _hash_distances(gen.hashes[name], tab[name].iloc[tids].tolist()) for name in hashes.HASHES}
+    return [{"train_id": t, "train_path": tab["path"].iat[t], "train_caption": tab["caption"].iat[t],
+             "rank": rank, "similarity": s, "tiled_l2": float(tiled[j]), "l2": float(plain[j]),
+             "phash_distance": int(hd["phash"][j]), "dhash_distance": int(hd["dhash"][j]),
+             "whash_distance": int(hd["whash"][j]), "relative_l2": float(rel[j]), "exact": bool(exact[j]),
+             "pixels": "unavailable" if np.isnan(tiled[j]) else "available",
+             "memorized": bool(not np.isnan(tiled[j]) and is_memorized(float(tiled[j]), float(rel[j]), params))}
+            for j, (rank, t, s) in enumerate(cand[:k])]
+
+
+def _hash_distances(query: str, others: list) -> np.ndarray:
+    """Hamming distances; -1 where the training image has no hash (its pixels were never available)."""
+    out = np.full(len(others), -1, np.int64)
+    have = [i for i, h in enumerate(others) if isinstance(h, str) and h]
+    if have:
+        out[have] = hashes.hamming_many(query, [others[i] for i in have])
+    return out
+
+
+def _measure(gen: Generation, cand: list, which: list[int], tiled: np.ndarray, plain: np.ndarray,
+             exact: np.ndarray, train: TrainingImages, params: ScanParams) -> None:
+    """Full-resolution distances for the candidates ``which`` (decoded through the cache), in place;
+    an unreadable training image leaves NaN."""
+    size = gen.pixels.shape[:2]
+    arrays = {j: train.get(cand[j][1], size) for j in which if not exact[j]}
+    ok = [j for j, a in arrays.items() if a is not None]
+    if ok:
+        tiled[ok], plain[ok] = distance.exact_distances(gen.pixels, [arrays[j] for j in ok], params.grid)
+        exact[ok] = True
+    for j, a in arrays.items():
+        if a is None:
+            tiled[j] = plain[j] = np.nan
+
+
+def relative_distance(l2s: np.ndarray, n: int, alpha: float) -> np.ndarray:
+    """Carlini et al.'s adaptive distance for every candidate: its L2 divided by alpha times the
+    mean L2 to the n nearest *other* candidates. NaN when off (n = 0) or no other candidate exists.
+    Below 1 means "much closer to this image than to the training images around it"."""
+    out = np.full(len(l2s), np.nan)
+    if n < 1 or len(l2s) < 2:
+        return out
+    for j in range(len(l2s)):
+        others = np.sort(np.delete(l2s, j))[:n]
+        out[j] = l2s[j] / (alpha * others.mean()) if others.mean() > 0 else np.inf
+    return out
+
+
+def is_memorized(tiled: float, relative: float, params: ScanParams) -> bool:
+    by_tiled = tiled < params.threshold
+    by_relative = bool(relative < params.relative_threshold) if not np.isnan(relative) else False
+    return {"tiled": by_tiled, "relative": by_relative, "either": by_tiled or by_relative,
+            "both": by_tiled and by_relative}[params.criterion]
+
+
+def _text(v) -> str | None:
+    return None if v is None or (isinstance(v, float) and np.isnan(v)) else str(v)
+
+
+def _int_or_none(v):
+    return None if v is None or (isinstance(v, float) and np.isnan(v)) else int(v)
+
+
+def default_out(generations: Path) -> Path:
+    generations = Path(generations)
+    return generations if rundir.is_run_dir(generations) else generations.with_name(generations.name + "-scan")
+
+
+def scan(generations: Path, params: ScanParams, out: Path | None = None, device: str = "auto",
+         index: TrainingIndex | None = None) -> Iterator[Step | Note]:
+    """Scan every shard not yet scanned, then write matches.parquet and summary.json.
+
+    Yields a :class:`Note` for what the user should know (resume, incomplete run) and a
+    :class:`Step` per shard as it goes.
+    """
+    validate_params(params)
+    index = index or open_index(params.index)
+    out = Path(out) if out else default_out(generations)
+    work = out / rundir.SCAN / params.key(index)
+    plan = plan_scan(generations, work)
+    yield from map(Note, plan.notes)
+    work.mkdir(parents=True, exist_ok=True)
+    rundir.write_json_atomic(work / "params.json", {**asdict(params), "embedder": index.embedder})
+    embedder = None
+    train = TrainingImages(index)
+    finished = len(plan.shards) - len(plan.todo)
+    yield Step("scan", finished, len(plan.shards), "shard")
+    for name, rows in plan.todo:
+        embedder = embedder or index.load_embedder(device)
+        matches, skipped = scan_shard(rows, index, embedder, train, params)
+        rundir.write_json_atomic(work / f"{name}.skipped.json", skipped)
+        if plan.current is not None:
+            rundir.write_parquet_atomic(work / f"{name}.files.parquet", rows.rename(columns={"generation_path": "path"}))
+        rundir.write_parquet_atomic(work / f"{name}.parquet", matches)
+        finished += 1
+        yield Step("scan", finished, len(plan.shards), "shard")
+    missing = index.sizes_without_thumbs()
+    if missing and params.criterion == "tiled":
+        yield Note(f"index {index.path} holds no thumbnails for {', '.join(missing)} generations, so every candidate "
+               f"was decoded (slower); rebuild it with `--thumb-size {missing[0]}` to prune on thumbnails")
+    matches, skipped = _assemble(work, plan)
+    marks_file = out / "watermarks.parquet"
+    if marks_file.is_file():  # `imgextract watermarks` ran first: carry each generation's flag and box
+        marks = pq.read_table(marks_file).to_pandas()[["path", "watermark", "brand", "box"]]
+        marks = marks.rename(columns={"path": "generation_path", "watermark": "watermark",
+                                      "brand": "watermark_brand", "box": "watermark_box"})
+        matches = matches.merge(marks, on="generation_path", how="left")
+    rundir.write_parquet_atomic(out / rundir.MATCHES, matches)
+    summary = summarize(matches, plan.generations, skipped, params, index)
+    summary["complete"] = plan.incomplete is None
+    if plan.incomplete:
+        summary["incomplete"] = plan.incomplete
+    captions = out / rundir.CAPTIONS
+    view = duplication_view(matches, index.table, pq.read_table(captions).to_pandas() if captions.is_file() else None)
+    if view:
+        summary["duplication"] = view
+    from imgextract.stages.watermarks import watermark_summary
+    marks = watermark_summary(out, index.path)
+    if marks:
+        summary["watermarks"] = marks
+    rundir.write_json_atomic(out / rundir.SUMMARY, summary)
+
+
+def _assemble(work: Path, plan: ScanPlan) -> tuple[pd.DataFrame, list[dict]]:
+    """All shards' matches and skipped lists; for a folder, each file's rows from the shard that
+    scanned it as it is now (a changed file's older rows and a vanished file's rows are dropped)."""
+    parts, skipped = [], []
+    for name in plan.shards:
+        m = pq.read_table(work / f"{name}.parquet").to_pandas()
+        sk = rundir.read_json(work / f"{name}.skipped.json")
+        if plan.current is not None:
+            f = pq.read_table(work / f"{name}.files.parquet").to_pandas()
+            valid = {p for p, sz, mt in zip(f["path"], f["size"], f["mtime_ns"]) if plan.current.get(p) == (sz, mt)}
+            m = m[m["generation_path"].isin(valid)]
+            sk = [x for x in sk if x["path"] in valid]
+        parts.append(m)
+        skipped += sk
+    matches = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=MATCH_COLUMNS)
+    return matches, skipped + (plan.listed_bad or [])
+
+
+def summarize(matches: pd.DataFrame, generations_total: int, skipped: list[dict], params: ScanParams,
+              index: TrainingIndex) -> dict:
+    """Counts per caption and per memorized training image; the numbers the report leads with."""
+    mem = matches[matches["memorized"]]
+    best = matches.sort_values("tiled_l2").drop_duplicates("generation_path")
+    per_image = []
+    table = getattr(index, "table", None)  # url and licence of each memorized image, when the index has them
+    columns = table.columns if table is not None else []
+    url_col, lic_col = role_column(columns, SOURCE_COLUMNS), role_column(columns, LICENSE_COLUMNS)
+    for tid, grp in mem.groupby("train_id"):
+        row = table.iloc[int(tid)] if table is not None else None
+        per_image.append({"train_id": int(tid), "train_path": grp["train_path"].iat[0],
+                          "train_caption": grp["train_caption"].iat[0],
+                          "generations": int(grp["generation_path"].nunique()),
+                          "best_tiled_l2": float(grp["tiled_l2"].min()),
+                          **({"url": _text(row[url_col])} if url_col else {}),
+                          **({"license": _text(row[lic_col])} if lic_col else {})})
+    per_caption = []
+    if matches["caption_id"].notna().any():
+        for cid, grp in best.groupby("caption_id", sort=True):
+            gens = grp["generation_path"].nunique()
+            m = mem[mem["caption_id"] == cid]["generation_path"].nunique()
+            top = grp.sort_values("tiled_l2").iloc[0]
+            per_caption.append({"caption_id": str(cid), "caption": grp["caption"].iat[0], "samples": int(gens),
+                                "memorized_samples": int(m), "rate": m / gens if gens else 0.0,
+                                "best_tiled_l2": float(top["tiled_l2"]),
+                                "best_exact": bool(top["exact"]) if "exact" in grp else True})
+    return {
+        "parameters": {**asdict(params), "index_path": str(index.path), "embedder": index.embedder.get("spec")},
+        "generations": int(generations_total),
+        "generations_scanned": int(matches["generation_path"].nunique()),
+        "skipped": skipped,
+        "memorized_generations": int(mem["generation_path"].nunique()),
+        "memorized_images": sorted(per_image, key=lambda r: r["best_tiled_l2"]),
+        "per_caption": per_caption,
+    }
+
+
+def duplication_view(matches: pd.DataFrame, train: pd.DataFrame, captions: pd.DataFrame | None) -> list[dict]:
+    """Extraction rate per duplication level, when each training image's copy count is known.
+
+    Copy counts come from the index (a ``copies`` column of its source table) or else from the
+    run's captions (``copies`` + ``train_path``, e.g. a toy model's ``copies.csv``). Per level:
+    how many training images at least one generation memorized, and (for a run) the share of
+    those captions' samples that were memorized. Carlini et al.'s duplication view.
+    """
+    copies = train["copies"] if "copies" in train.columns else pd.Series(np.nan, index=train.index)
+    if captions is not None and "copies" in captions and captions["copies"].notna().any():
+        by_path = captions.dropna(subset=["train_path", "copies"]).set_index("train_path")["copies"]
+        by_path = by_path[~by_path.index.duplicated()]
+        copies = copies.fillna(train["path"].map(by_path))
+    if copies.isna().all():
+        return []
+    train = train.assign(copies=copies)
+    memorized_ids = set(matches.loc[matches["memorized"], "train_id"].astype(int))
+    sample_rate: dict[int, tuple[int, int]] = {}
+    if captions is not None and captions["copies"].notna().any() and len(matches):
+        per_gen = matches.groupby("generation_path").agg(caption_id=("caption_id", "first"),
+                                                         memorized=("memorized", "any"))
+        per_gen = per_gen.merge(captions[["caption_id", "copies"]], on="caption_id", how="inner")
+        for level, grp in per_gen.groupby("copies"):
+            sample_rate[int(level)] = (int(grp["memorized"].sum()), len(grp))
+    rows = []
+    for level, grp in train.dropna(subset=["copies"]).groupby("copies"):
+        level = int(level)
+        hit = sum(int(i) in memorized_ids for i in grp["id"])
+        row = {"copies": level, "images": len(grp), "memorized_images": hit, "image_rate": hit / len(grp)}
+        if level in sample_rate:
+            m, n = sample_rate[level]
+            row.update(samples=n, memorized_samples=m, sample_rate=m / n if n else 0.0)
+        rows.append(row)
+    return sorted(rows, key=lambda r: -r["copies"])

@@ -1,0 +1,256 @@
+"""Triage: rank captions by how likely they are memorized, at a sliver of a full sweep's cost.
+
+Scores per caption, each recorded with the UNet evaluations it spent. The default ranking is
+``edge_score``: chosen on a dev toy model and measured on held-out ones by
+``scripts/eval_triage.py`` (held-out pooled AUC 0.968; Wen's first-step score 0.977 there, the
+attention-entropy score near chance on these toy models):
+
+* ``wen_score`` (Wen et al., ICLR 2024): the norm of the text-conditional minus unconditional
+  noise prediction, ‖ε(x_t, c) − ε(x_t, ∅)‖₂ over the latent, averaged over the first
+  ``steps`` sampling steps and ``samples`` seeds. Memorized prompts pull hard on the noise
+  from the first step. The UNet is called directly (diffusers skips the unconditional pass at
+  guidance ≤ 1); x0- and v-predicting models are converted to ε first.
+* ``attn_score`` (Ren et al. 2024, cross attention): memorized prompts concentrate the UNet's
+  cross-attention on few tokens. Recorded in the *same* UNet calls as Wen's score (no extra
+  evaluation): per cross-attention layer, the attention each text position receives, averaged
+  over pixels and heads, then over layers, steps and seeds; the score is the negative entropy
+  of that distribution over the prompt's positions after the start token (higher = more
+  concentrated). ``attn_end`` is the share on the end-of-text and padding positions (Chen et
+  al. 2025 look at the end token's attention), kept as a column for evaluation.
+* ``edge_score`` (Webster 2023, black-box): ``samples`` seeds drawn with a single sampling
+  step; Sobel edge magnitude of each image, binarised at its mean + one std, averaged across
+  seeds into an agreement map; the score is the mean agreement over the pixels that are an
+  edge in at least one seed (1.0 = every seed drew the same edges, about 1/samples = none).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from imgextract import rundir
+from imgextract.errors import InputError
+from imgextract.models.pipelines import LoadedModel, native_size
+from imgextract.stages.generate import render, sample_seed
+
+
+@dataclass(frozen=True)
+class TriageParams:
+    steps: int = 1              # sampling steps measured by Wen's score
+    samples: int = 4            # seeds per caption, for both scores
+    schedule_steps: int = 50    # length of the sampling schedule the first steps come from
+    guidance: float = 7.5       # guidance used to advance the latent between measured steps
+    seed: int = 0
+
+
+def _to_epsilon(pred, x_t, t, scheduler):
+    """The UNet's output as a noise prediction, whatever the model was trained to predict."""
+    kind = scheduler.config.prediction_type
+    if kind == "epsilon":
+        return pred
+    a = scheduler.alphas_cumprod.to(x_t.device, x_t.dtype)[t]
+    if kind == "sample":
+        return (x_t - a.sqrt() * pred) / (1 - a).sqrt()
+    if kind == "v_prediction":
+        return a.sqrt() * pred + (1 - a).sqrt() * x_t
+    raise InputError(f"model predicts '{kind}'", "triage supports epsilon, sample and v_prediction models")
+
+
+class CrossAttentionRecorder:
+    """An attention processor that records, for cross-attention calls, the attention each text
+    position receives (mean over pixels and heads), then lets the original processor compute the
+    output, so the UNet's result is unchanged."""
+
+    def __init__(self, original, store: list):
+        self.original = original
+        self.store = store
+
+    def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, temb=None, **kwargs):
+        if encoder_hidden_states is not None:
+            import torch
+            h = hidden_states
+            if h.ndim == 4:
+                b, c, hh, ww = h.shape
+                h = h.view(b, c, hh * ww).transpose(1, 2)
+            if attn.group_norm is not None:
+                h = attn.group_norm(h.transpose(1, 2)).transpose(1, 2)
+            ctx = attn.norm_encoder_hidden_states(encoder_hidden_states) if attn.norm_cross else encoder_hidden_states
+            with torch.no_grad():
+                q = attn.head_to_batch_dim(attn.to_q(h))
+                k = attn.head_to_batch_dim(attn.to_k(ctx))
+                probs = attn.get_attention_scores(q, k, None)          # (batch·heads, pixels, tokens)
+                per = probs.mean(dim=1).view(ctx.shape[0], attn.heads, -1).mean(dim=1)
+            self.store.append(per.float().cpu())
+        return self.original(attn, hidden_states, encoder_hidden_states, attention_mask, temb, **kwargs)
+
+
+def _end_position(pipe, caption: str) -> int:
+    """Index of the end-of-text token of ``caption`` in the padded prompt (positions after it are padding)."""
+    ids = pipe.tokenizer(caption, truncation=True, max_length=pipe.tokenizer.model_max_length).input_ids
+    return len(ids) - 1
+
+
+def attention_features(token_attention, end: int) -> tuple[float, float]:
+    """(negative entropy over positions 1.., share on the end token and padding) of one caption's
+    mean attention distribution over text positions."""
+    p = np.asarray(token_attention, dtype=np.float64)[1:]
+    p = p / p.sum()
+    entropy = -float(np.sum(p[p > 0] * np.log(p[p > 0])))
+    return -entropy, float(p[end - 1:].sum())
+
+
+def wen_score(loaded: LoadedModel, caption: str, caption_id: str, params: TriageParams,
+              size: tuple[int, int], attention: list | None = None) -> tuple[float, int]:
+    """(mean ‖ε_c − ε_∅‖ over steps and seeds, UNet evaluations spent).
+
+    With ``attention`` (a list), the conditional half's cross-attention per text position is
+    appended to it, one tensor per layer and step (see :class:`CrossAttentionRecorder`)."""
+    import torch
+    pipe = loaded.pipe
+    if not hasattr(pipe, "unet") or getattr(pipe.unet.config, "addition_embed_type", None):
+        raise InputError(f"{loaded.model}: the text-conditional noise score needs a Stable Diffusion 1.x/2.x "
+                         "pipeline", "use --methods edge for this model")
+    device = pipe.unet.device
+    n = params.samples
+    original = pipe.unet.attn_processors if attention is not None else None
+    if attention is not None:
+        recorded: list = []
+        pipe.unet.set_attn_processor({name: CrossAttentionRecorder(proc, recorded) if "attn2" in name else proc
+                                      for name, proc in original.items()})
+    try:
+        with torch.no_grad():
+            cond, uncond = pipe.encode_prompt([caption] * n, device, 1, True, negative_prompt=[""] * n)
+            scale = getattr(pipe, "vae_scale_factor", 8)
+            shape = (n, pipe.unet.config.in_channels, size[0] // scale, size[1] // scale)
+            noise = [torch.randn(shape[1:], generator=torch.Generator("cpu").manual_seed(
+                sample_seed(params.seed, caption_id, i))) for i in range(n)]
+            sched = pipe.scheduler
+            sched.set_timesteps(params.schedule_steps, device=device)
+            latents = torch.stack(noise).to(device, cond.dtype) * sched.init_noise_sigma
+            norms = []
+            for t in sched.timesteps[:params.steps]:
+                x = sched.scale_model_input(latents, t)
+                both = pipe.unet(torch.cat([x, x]), t, encoder_hidden_states=torch.cat([cond, uncond])).sample
+                eps_c, eps_u = (_to_epsilon(o, x, t, sched) for o in both.chunk(2))
+                norms.append((eps_c - eps_u).flatten(1).norm(dim=1).float().cpu().numpy())
+                guided = both.chunk(2)[1] + params.guidance * (both.chunk(2)[0] - both.chunk(2)[1])
+                latents = sched.step(guided, t, latents).prev_sample
+    finally:
+        if original is not None:
+            pipe.unet.set_attn_processor(original)
+    if attention is not None:
+        attention.extend(r[:n] for r in recorded)  # the conditional half of each batch
+    return float(np.mean(norms)), 2 * n * params.steps
+
+
+def edge_consistency(images: list) -> float:
+    """Mean agreement of binarised Sobel edge maps over pixels that are an edge in any image."""
+    from scipy import ndimage
+    maps = []
+    for im in images:
+        grey = np.asarray(im.convert("L"), dtype=np.float32) / 255.0
+        mag = np.hypot(ndimage.sobel(grey, axis=0), ndimage.sobel(grey, axis=1))
+        maps.append(mag > mag.mean() + mag.std())
+    agree = np.mean(maps, axis=0)
+    any_edge = agree > 0
+    return float(agree[any_edge].mean()) if any_edge.any() else 0.0
+
+
+def edge_score(loaded: LoadedModel, caption: str, caption_id: str, params: TriageParams,
+               size: tuple[int, int]) -> tuple[float, int]:
+    seeds = [sample_seed(params.seed, caption_id, i) for i in range(params.samples)]
+    images = render(loaded, [caption] * params.samples, seeds, 1, params.guidance, size)
+    evals = params.samples * (2 if params.guidance > 1 else 1)
+    return edge_consistency(images), evals
+
+
+METHODS = ("wen", "attn", "edge")
+SCORE_OF = {"wen": "wen_score", "attn": "attn_score", "edge": "edge_score"}
+# The default ranking, chosen on a dev toy model by scripts/eval_triage.py and then measured on
+# toy models it never saw (README, "Triage"); `imgextract triage` prints both with every ranking.
+DEFAULT_METHOD = "edge"
+DEFAULT_EVIDENCE = ("held-out pooled ROC AUC 0.968 [95% CI 0.916, 0.999] on 3 toy models not used to choose it, "
+                    "0.986 with a 4th model's 232 negatives added (scripts/eval_triage.py; README, Triage)")
+
+
+def triage(loaded: LoadedModel, captions: pd.DataFrame, params: TriageParams,
+           methods: tuple[str, ...] = ("wen", "edge"), sort_by: str | None = None) -> pd.DataFrame:
+    """One row per caption: caption, the scores asked for, unet_evals, seconds (sorted by ``sort_by``,
+    default the first method's score). ``attn`` shares Wen's UNet calls: asking for both costs Wen's."""
+    if params.steps < 1 or params.samples < 1 or params.steps > params.schedule_steps:
+        raise InputError(f"triage steps={params.steps} samples={params.samples}",
+                         "use --steps between 1 and --schedule-steps, and --samples >= 1")
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown or not methods:
+        raise InputError(f"triage methods {','.join(methods) or '(none)'}", f"use some of {', '.join(METHODS)}")
+    size = native_size(loaded.pipe)
+    rows = []
+    for cid, cap in zip(captions["caption_id"], captions["caption"]):
+        row = {"caption_id": str(cid), "caption": cap, "wen_score": None, "attn_score": None, "attn_end": None,
+               "edge_score": None, "unet_evals": 0}
+        t0 = time.perf_counter()
+        if "wen" in methods or "attn" in methods:
+            attention = [] if "attn" in methods else None
+            wen, evals = wen_score(loaded, cap, str(cid), params, size, attention)
+            if "wen" in methods:
+                row["wen_score"] = wen
+            if attention is not None:
+                row["attn_score"], row["attn_end"] = attention_features(
+                    mean_attention(attention), _end_position(loaded.pipe, cap))
+            row["unet_evals"] += evals
+            row["wen_unet_evals"] = evals
+        if "edge" in methods:
+            row["edge_score"], evals = edge_score(loaded, cap, str(cid), params, size)
+            row["unet_evals"] += evals
+            row["edge_unet_evals"] = evals
+        row["seconds"] = time.perf_counter() - t0
+        rows.append(row)
+    table = pd.DataFrame(rows)
+    key = sort_by or (SCORE_OF[DEFAULT_METHOD] if DEFAULT_METHOD in methods else SCORE_OF[methods[0]])
+    table["ranked_by"] = key
+    return table.sort_values(key, ascending=False, kind="stable").reset_index(drop=True)
+
+
+def mean_attention(recorded: list) -> np.ndarray:
+    """One caption's attention per text position: the mean over layers, steps and seeds of the
+    recorded (seeds, tokens) rows."""
+    return np.mean([r.numpy().mean(axis=0) for r in recorded], axis=0)
+
+
+def top_captions(captions, triage_file: Path, top: int, by: str | None = None):
+    """The ``top`` captions of a triage file, as a caption table for ``generate``, by the score the
+    file was ranked by (its ``ranked_by`` column; Wen's score for files written before it existed)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    triage_file = Path(triage_file)
+    if not triage_file.is_file():
+        raise InputError(f"triage file {triage_file} does not exist", "run `imgextract triage` first")
+    scores = pq.read_table(triage_file).to_pandas()
+    by = by or (str(scores["ranked_by"].iat[0]) if "ranked_by" in scores.columns and len(scores) else "wen_score")
+    if by not in scores.columns or scores[by].isna().all():
+        raise InputError(f"triage file {triage_file} has no '{by}' scores", "rank by a score it holds")
+    if top < 1:
+        raise InputError(f"--top {top}", "give a positive number of captions")
+    chosen = scores.sort_values(by, ascending=False, kind="stable")["caption_id"].astype(str).head(top)
+    table = captions.to_pandas()
+    known = set(table["caption_id"])
+    missing = [c for c in chosen if c not in known]
+    if missing:
+        raise InputError(f"triage file {triage_file} names caption ids not in the caption file ({missing[:3]})",
+                         "triage the same caption file you generate from")
+    order = {c: i for i, c in enumerate(chosen)}
+    picked = table[table["caption_id"].isin(order)].copy()
+    picked["_o"] = picked["caption_id"].map(order)
+    picked = picked.sort_values("_o").drop(columns="_o")
+    return pa.Table.from_pandas(picked, schema=captions.schema, preserve_index=False)
+
+
+def write_triage(table: pd.DataFrame, path: Path, params: TriageParams) -> None:
+    table = table.copy()
+    for k, v in params.__dict__.items():
+        table[f"param_{k}"] = v
+    rundir.write_parquet_atomic(path, table)

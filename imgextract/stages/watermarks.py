@@ -1,0 +1,345 @@
+"""Watermark artifacts: reproduced stock-photo marks in generations (and training images).
+
+Three independent detectors, any of which sets the ``watermark`` flag:
+
+* **OCR + brand list**: PP-OCRv4 text detection and recognition (``rapidocr-onnxruntime``,
+  models shipped in the wheel), then each text line is compared with stock-photo brand names
+  tolerating the garbling generations produce: case, spacing and punctuation are dropped,
+  look-alike characters (i/l/1/|, o/0, s/5) are merged, and a brand matches a window of the
+  text within a small Levenshtein distance (1 substitution up to 6 letters, 2 edits up to 10,
+  3 beyond).
+* **Logo templates**: multi-scale normalised cross-correlation (OpenCV ``matchTemplate``,
+  ``TM_CCOEFF_NORMED``) of user-supplied template images.
+* **LAION watermark classifier** (optional): timm ``efficientnet_b3a`` with LAION's small head,
+  weights from a local file, loaded with safetensors or ``torch.load(weights_only=True)``.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Generator
+
+import numpy as np
+import pandas as pd
+from PIL import Image
+
+from imgextract import rundir
+from imgextract.errors import InputError
+from imgextract.progress import Step
+from imgextract.sources.images import IMAGE_SUFFIXES, BadImage, list_image_files, open_rgb
+
+WATERMARKS = "watermarks.parquet"
+DEFAULT_BRANDS: dict[str, list[str]] = {
+    "Getty Images": ["Getty Images", "gettyimages"],
+    "iStock": ["iStock", "iStockphoto"],
+    "Shutterstock": ["Shutterstock"],
+    "Alamy": ["Alamy", "Alamy Stock Photo"],
+    "Adobe Stock": ["Adobe Stock"],
+    "Dreamstime": ["Dreamstime"],
+    "Depositphotos": ["Depositphotos"],
+    "123RF": ["123RF"],
+}
+LOOKALIKES = str.maketrans({"i": "l", "1": "l", "|": "l", "!": "l", "0": "o", "5": "s"})
+
+
+def compact(text: str) -> str:
+    """Lower case, letters and digits only, look-alikes merged: how brand and OCR text are compared."""
+    return "".join(ch for ch in text.lower() if ch.isalnum() or ch in "|!").translate(LOOKALIKES)
+
+
+def allowed_edits(length: int) -> int:
+    return 1 if length <= 6 else 2 if length <= 10 else 3
+
+
+def brand_distance(alias: str, text: str) -> int:
+    """Fewest edits turning the alias into some window of the text (both compacted)."""
+    from rapidfuzz.distance import Levenshtein
+    a, t = compact(alias), compact(text)
+    if not a or not t:
+        return 10 ** 6
+    short = len(a) <= 6  # short names: substitutions only, or "Stockholm" would read as "iStock"
+    if len(t) < len(a) or (len(t) <= len(a) + 1 and not short):
+        return Levenshtein.distance(a, t) if not short or len(t) == len(a) else len(a)
+    best = len(a)
+    for width in ((len(a),) if short else (len(a) - 1, len(a), len(a) + 1)):
+        for start in range(0, len(t) - width + 1):
+            best = min(best, Levenshtein.distance(a, t[start:start + width], score_cutoff=best))
+    return best
+
+
+def match_brand(text: str, brands: dict[str, list[str]]) -> tuple[str, float] | None:
+    """(brand, similarity in [0,1]) of the closest brand within the allowed edits, else None."""
+    found = None
+    for brand, aliases in brands.items():
+        for alias in aliases:
+            n = len(compact(alias))
+            d = brand_distance(alias, text)
+            if d <= allowed_edits(n):
+                sim = 1 - d / n
+                if found is None or sim > found[1]:
+                    found = (brand, sim)
+    return found
+
+
+def load_brands(path: Path | None) -> dict[str, list[str]]:
+    """Default brands plus a user file: one brand per line, ``Name`` or ``Name: alias, alias``."""
+    brands = {k: list(v) for k, v in DEFAULT_BRANDS.items()}
+    if path is None:
+        return brands
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"brands file {path} does not exist", "give a text file with one brand per line")
+    for line in path.read_text(encoding="utf-8").splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        name, _, aliases = line.partition(":")
+        brands.setdefault(name.strip(), [name.strip()])
+        brands[name.strip()] += [a.strip() for a in aliases.split(",") if a.strip()]
+    return brands
+
+
+@dataclass
+class Template:
+    name: str
+    grey: np.ndarray
+
+
+def load_templates(folder: Path | None) -> list[Template]:
+    if folder is None:
+        return []
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise InputError(f"templates folder {folder} does not exist", "give a folder of logo images")
+    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise InputError(f"templates folder {folder} holds no images",
+                         f"put logo images ({', '.join(sorted(IMAGE_SUFFIXES))}) in it, or drop --templates")
+    out = []
+    for p in files:
+        try:
+            out.append(Template(p.stem, np.asarray(open_rgb(p).convert("L"), dtype=np.uint8)))
+        except BadImage as bad:
+            raise InputError(f"template {p} cannot be read ({bad.reason})", "replace or remove that file") from bad
+    return out
+
+
+def match_templates(grey: np.ndarray, templates: list[Template],
+                    scales: tuple[float, ...] = (0.25, 0.35, 0.5, 0.7, 1.0, 1.4)) -> tuple[str, float, list[int]] | None:
+    """Best (template, NCC score, box) over templates and scales; template width relative to the image."""
+    import cv2
+    best = None
+    h, w = grey.shape
+    for t in templates:
+        for s in scales:
+            tw = int(w * s)
+            th = int(round(t.grey.shape[0] * tw / t.grey.shape[1]))
+            if tw < 8 or th < 8 or tw > w or th > h:
+                continue
+            resized = cv2.resize(t.grey, (tw, th), interpolation=cv2.INTER_AREA)
+            if resized.std() < 1e-3:
+                continue
+            res = cv2.matchTemplate(grey, resized, cv2.TM_CCOEFF_NORMED)
+            _, score, _, loc = cv2.minMaxLoc(res)
+            if best is None or score > best[1]:
+                best = (t.name, float(score), [int(loc[0]), int(loc[1]), int(loc[0] + tw), int(loc[1] + th)])
+    return best
+
+
+class WatermarkClassifier:
+    """LAION's watermark detector: efficientnet_b3a + a 1536→625→256→2 head; P(watermark) = softmax[0]."""
+
+    def __init__(self, path: Path, device: str = "cpu"):
+        import torch
+        path = Path(path)
+        if not path.is_file():
+            raise InputError(f"watermark classifier {path} does not exist",
+                             "download LAION's watermark_model_v1.pt (or a .safetensors copy) and point --classifier at it")
+        self.model = build_classifier()
+        try:
+            if path.suffix == ".safetensors":
+                from safetensors.torch import load_file
+                state = load_file(str(path))
+            else:
+                state = torch.load(path, map_location="cpu", weights_only=True)
+            if isinstance(state, dict) and "state_dict" in state:
+                state = state["state_dict"]
+            self.model.load_state_dict(state)
+        except Exception as exc:  # any failure to parse or fit means the file is not this classifier
+            raise InputError(f"watermark classifier {path} cannot be loaded ({type(exc).__name__}: "
+                             f"{str(exc).splitlines()[0][:120] if str(exc) else ''})",
+                             "give the efficientnet_b3a watermark weights as .pt (state dict) or .safetensors") from exc
+        self.device = device
+        self.model.eval().to(device)
+
+    def __call__(self, images: list[Image.Image]) -> np.ndarray:
+        import torch
+        mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
+        std = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+        x = torch.stack([torch.from_numpy(np.asarray(im.convert("RGB").resize((256, 256), Image.BILINEAR),
+                                                     dtype=np.float32) / 255).permute(2, 0, 1) for im in images])
+        with torch.no_grad():
+            logits = self.model(((x - mean) / std).to(self.device))
+        return torch.softmax(logits, dim=1)[:, 0].cpu().numpy()
+
+
+def build_classifier():
+    import timm
+    from torch import nn
+    model = timm.create_model("efficientnet_b3", pretrained=False, num_classes=2)  # timm's name for b3a
+    model.classifier = nn.Sequential(nn.Linear(in_features=1536, out_features=625), nn.ReLU(), nn.Dropout(p=0.3),
+                                     nn.Linear(in_features=625, out_features=256), nn.ReLU(),
+                                     nn.Linear(in_features=256, out_features=2))
+    return model
+
+
+@dataclass
+class Detector:
+    brands: dict[str, list[str]] = field(default_factory=lambda: load_brands(None))
+    templates: list[Template] = field(default_factory=list)
+    classifier: WatermarkClassifier | None = None
+    ocr_min_confidence: float = 0.5
+    template_threshold: float = 0.7
+    classifier_threshold: float = 0.5
+    max_side: int = 1024
+    box_threshold: float = 0.3      # PP-OCR's default 0.5 misses faint, semi-transparent marks
+    _ocr: object = None
+
+    def ocr(self, image: Image.Image, **kwargs) -> list[tuple[list[int], str, float]]:
+        """(axis-aligned box, text, confidence) of every text line PP-OCRv4 reads."""
+        if self._ocr is None:
+            from rapidocr_onnxruntime import RapidOCR
+            self._ocr = RapidOCR()
+        scale = min(1.0, self.max_side / max(image.size))
+        if scale < 1:
+            image = image.resize((round(image.width * scale), round(image.height * scale)), Image.BILINEAR)
+        bgr = np.ascontiguousarray(np.asarray(image.convert("RGB"))[:, :, ::-1])
+        result, _ = self._ocr(bgr, box_thresh=self.box_threshold, **kwargs)
+        lines = []
+        for quad, text, conf in result or []:
+            q = np.asarray(quad, dtype=np.float32) / scale
+            box = [int(q[:, 0].min()), int(q[:, 1].min()), int(q[:, 0].max()), int(q[:, 1].max())]
+            lines.append((box, str(text), float(conf)))
+        return lines
+
+    def read_brand(self, lines: list[tuple[list[int], str, float]]) -> tuple[str, list[int], float] | None:
+        """Best brand over text lines and over pairs of lines (OCR often splits "Getty | Images")."""
+        good = [ln for ln in lines if ln[2] >= self.ocr_min_confidence]
+        candidates = [(box, text, conf) for box, text, conf in good]
+        for i, (b1, t1, c1) in enumerate(good):
+            for b2, t2, c2 in good[i + 1:]:
+                box = [min(b1[0], b2[0]), min(b1[1], b2[1]), max(b1[2], b2[2]), max(b1[3], b2[3])]
+                candidates += [(box, f"{t1} {t2}", min(c1, c2)), (box, f"{t2} {t1}", min(c1, c2))]
+        best = None
+        for box, text, conf in candidates:
+            hit = match_brand(text, self.brands)
+            if hit and (best is None or hit[1] * conf > best[2]):
+                best = (hit[0], box, hit[1] * conf)
+        return best
+
+    def row(self, path: str, image: Image.Image | None, error: str | None = None) -> dict:
+        """watermarks.parquet's row for one image; ``image`` None: unreadable, for ``error``."""
+        if image is None:
+            return {"path": path, "watermark": None, "error": error}
+        score = float(self.classifier([image])[0]) if self.classifier else None
+        return {"path": path, **self.detect(image, score), "error": None}
+
+    def detect(self, image: Image.Image, classifier_score: float | None = None) -> dict:
+        lines = self.ocr(image)
+        best = self.read_brand(lines)
+        if best is None:  # second look: local contrast brings out faint, semi-transparent marks
+            lines += self.ocr(enhance_contrast(image))
+            best = self.read_brand(lines)
+        row = {"watermark": False, "brand": None, "text": " | ".join(t for _, t, _ in lines), "box": None,
+               "score": 0.0, "detector": None, "template": None, "template_score": None,
+               "classifier_score": classifier_score, "ocr": json.dumps([[b, t, round(c, 4)] for b, t, c in lines])}
+        if best:
+            row.update(watermark=True, brand=best[0], box=best[1], score=best[2], detector="ocr")
+        if self.templates:
+            t = match_templates(np.asarray(image.convert("L"), dtype=np.uint8), self.templates)
+            if t:
+                row["template"], row["template_score"] = t[0], t[1]
+                if t[1] >= self.template_threshold and t[1] > row["score"]:
+                    row.update(watermark=True, brand=row["brand"] or t[0], box=t[2], score=t[1],
+                               detector="template")
+        if classifier_score is not None and classifier_score >= self.classifier_threshold and not row["watermark"]:
+            row.update(watermark=True, score=classifier_score, detector="classifier")
+        return row
+
+
+def enhance_contrast(image: Image.Image) -> Image.Image:
+    """CLAHE on the lightness channel (OpenCV): faint text over a busy photo becomes legible."""
+    import cv2
+    lab = cv2.cvtColor(np.asarray(image.convert("RGB")), cv2.COLOR_RGB2LAB)
+    lightness = cv2.createCLAHE(clipLimit=3.0, tileGridSize=(8, 8)).apply(lab[:, :, 0])
+    return Image.fromarray(lightness).convert("RGB")
+
+
+def list_targets(images: Path) -> tuple[list[str], Path]:
+    """Image paths to check and the default output folder: a run, an index, or a plain folder."""
+    images = Path(images)
+    if rundir.is_run_dir(images):
+        samples = rundir.read_samples(images)
+        if samples.empty:
+            raise InputError(f"run {images} has no finished sample shard", "run `imgextract generate` first")
+        return samples["generation_path"].tolist(), images
+    if (images / "images.parquet").is_file() and (images / "embedder.json").is_file():
+        return pd.read_parquet(images / "images.parquet")["path"].tolist(), images
+    if images.is_dir():
+        good, bad = list_image_files(images)  # broken links and loops stay in: listed as unreadable
+        files = [str(p) for p in good] + [b["path"] for b in bad]
+        if not files:
+            raise InputError(f"folder {images} holds no images", "point at a folder of images, a run or an index")
+        return files, images.with_name(images.name + "-watermarks")
+    raise InputError(f"{images} is not a folder", "pass a run folder, an index folder or a folder of images")
+
+
+def run_watermarks(images: Path, out: Path | None, detector: Detector) -> Generator[Step, None, pd.DataFrame]:
+    """watermarks.parquet for every image; unreadable images are listed with watermark = None.
+    Yields progress; returns the table."""
+    paths, default = list_targets(images)
+    out = Path(out) if out else default
+    rows = []
+    for p in paths:
+        yield Step("watermarks", len(rows), len(paths), "img")
+        try:
+            image, error = open_rgb(Path(p)), None
+        except BadImage as bad:
+            image, error = None, bad.reason
+        rows.append(detector.row(p, image, error))
+    yield Step("watermarks", len(rows), len(paths), "img")
+    table = pd.DataFrame(rows)
+    rundir.write_parquet_atomic(out / WATERMARKS, table)
+    return table
+
+
+def watermark_summary(run: Path, index_path: Path | None = None) -> dict | None:
+    """Per-caption watermark rates of a run; "reproduced" when the caption's training image
+    (from the captions' train_path) is flagged in the index's own watermarks.parquet."""
+    run = Path(run)
+    wm_file = run / WATERMARKS
+    if not wm_file.is_file() or not rundir.is_run_dir(run):
+        return None
+    wm = pd.read_parquet(wm_file)
+    samples = rundir.read_samples(run)
+    merged = samples.merge(wm[["path", "watermark", "brand"]], left_on="generation_path", right_on="path", how="inner")
+    train_flags: dict[str, bool] = {}
+    if index_path is not None and (Path(index_path) / WATERMARKS).is_file():
+        tw = pd.read_parquet(Path(index_path) / WATERMARKS)
+        train_flags = {p: bool(f) for p, f in zip(tw["path"], tw["watermark"]) if f is not None and not pd.isna(f)}
+    captions = pd.read_parquet(run / rundir.CAPTIONS).set_index("caption_id")
+    per_caption = []
+    for cid, grp in merged.groupby("caption_id", sort=True):
+        flags = grp["watermark"].fillna(False).astype(bool)
+        train_path = captions["train_path"].get(cid) if cid in captions.index else None
+        train_marked = train_flags.get(train_path) if train_path else None
+        rate = float(flags.mean())
+        brands = sorted({b for b in grp.loc[flags, "brand"] if b})
+        per_caption.append({"caption_id": str(cid), "caption": grp["caption"].iat[0], "samples": len(grp),
+                            "watermarked": int(flags.sum()), "rate": rate, "brands": brands,
+                            "train_watermarked": train_marked,
+                            "reproduced": bool(rate > 0 and train_marked) if train_marked is not None else None})
+    return {"generations_checked": len(merged), "watermarked": int(merged["watermark"].fillna(False).sum()),
+            "training_images_checked": len(train_flags), "per_caption": per_caption}

@@ -1,0 +1,41 @@
+"""`imgextract check` and `toy train`: unreadable works listed, foreign folders never touched."""
+
+from __future__ import annotations
+
+
+
+from helpers import expect_error, run
+
+
+def test_check_lists_unreadable_works(tmp_path, tiny_pipeline_dir, photos):
+    works = tmp_path / "works"
+    works.mkdir()
+    photos["chelsea"].resize((32, 32)).save(works / "cat.png")
+    (works / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\nnot really")
+    code, out, err = run("check", works, "--model", tiny_pipeline_dir, "--samples", "1", "--steps", "1",
+                         "--out", tmp_path / "c")
+    assert code == 0, err
+    assert "broken.png: unreadable:" in out and "not reproduced" not in out.split("broken.png:")[1].splitlines()[0]
+    assert "cat.png: " in out
+
+
+def test_check_out_with_a_foreign_index_folder(tmp_path, tiny_pipeline_dir, photos):
+    works = tmp_path / "works"
+    works.mkdir()
+    photos["chelsea"].resize((32, 32)).save(works / "cat.png")
+    foreign = tmp_path / "c" / "index"
+    foreign.mkdir(parents=True)
+    (foreign / "my-notes.txt").write_text("mine")
+    code, _, err = run("check", works, "--model", tiny_pipeline_dir, "--samples", "1", "--steps", "1",
+                       "--out", tmp_path / "c")
+    expect_error(code, err, "not an imgextract index")
+    assert (foreign / "my-notes.txt").read_text() == "mine" and len(list(foreign.iterdir())) == 1
+
+
+def test_toy_train_refuses_a_foreign_folder(tmp_path):
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "essay.txt").write_text("do not touch")
+    code, _, err = run("toy", "train", "--out", mine, "--vae-steps", "1", "--unet-steps", "1")
+    expect_error(code, err, "not a toy model's")
+    assert [p.name for p in mine.iterdir()] == ["essay.txt"]

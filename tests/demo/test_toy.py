@@ -1,0 +1,78 @@
+"""The toy memorizing model: spec validation, resumable training, and real memorization."""
+
+import csv
+
+import numpy as np
+import pytest
+
+from imgextract import distance
+from imgextract.errors import InputError
+from imgextract.demo.toy import DEFAULT_IMAGES, ToyConfig, parse_spec, train, training_set
+
+
+def test_parse_spec():
+    assert parse_spec("100x1,10x2,1x3") == [100, 10, 10, 1, 1, 1]
+    with pytest.raises(InputError, match="bad part"):
+        parse_spec("100x1,ten")
+
+
+def test_spec_naming_too_many_images_is_refused():
+    with pytest.raises(InputError, match=f"names 41 images but the {len(DEFAULT_IMAGES)} built-in"):
+        training_set(ToyConfig(duplicates="1x41"))
+
+
+@pytest.mark.parametrize("size", [30, 8, 512])
+def test_size_the_model_cannot_take_is_refused(size):
+    with pytest.raises(InputError, match=f"--size {size}"):
+        training_set(ToyConfig(size=size))
+
+
+def test_default_images_are_distinct_and_not_flat():
+    """Each built-in image is far (tiled L2 > 0.2) from every other one at 32x32."""
+    items, rest = training_set(ToyConfig(duplicates=f"1x{len(DEFAULT_IMAGES)}"))
+    arrays = np.stack([distance.to_array(it.image) for it in items + rest])
+    for i in range(len(arrays)):
+        others = np.delete(arrays, i, axis=0)
+        assert distance.tiled_l2(arrays[i][None], others).min() > 0.2, items[i].name
+
+
+def _final_weights(folder):
+    from safetensors.numpy import load_file
+    return load_file(str(folder / "unet" / "diffusion_pytorch_model.safetensors"))
+
+
+def test_interrupted_training_resumes_to_the_same_weights(tmp_path):
+    cfg = ToyConfig(duplicates="3x1,1x2", vae_steps=3, unet_steps=4, checkpoint_every=0, batch_size=4)
+    list(train(tmp_path / "straight", cfg))
+    gen = train(tmp_path / "resumed", cfg)
+    for _ in range(5):  # 3 VAE steps and 2 UNet steps, then the process "dies"
+        next(gen)
+    gen.close()
+    assert (tmp_path / "resumed" / ".checkpoint.pt").is_file()
+    list(train(tmp_path / "resumed", cfg))
+    a, b = _final_weights(tmp_path / "straight"), _final_weights(tmp_path / "resumed")
+    assert a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
+    rows = list(csv.DictReader(open(tmp_path / "resumed" / "train" / "copies.csv")))
+    assert [(r["file"], r["copies"]) for r in rows] == [("astronaut.png", "3"), ("rocket.png", "1"),
+                                                        ("chelsea.png", "1")]
+
+
+def test_duplicated_image_is_regenerated_and_held_out_captions_are_not(memorizing_model):
+    from imgextract.stages.generate import render
+    from imgextract.models.pipelines import load_pipeline
+    out, cfg = memorizing_model
+    items, held = training_set(cfg)
+    loaded = load_pipeline(str(out), device="cpu")
+    n = 8
+
+    def tiled_to(item, caption):
+        images = render(loaded, [caption] * n, list(range(n)), 25, 3.0, (32, 32))
+        target = distance.to_array(item.image)
+        return np.array([distance.tiled_l2(distance.to_array(im), target) for im in images])
+
+    dup = tiled_to(items[0], items[0].caption)
+    assert items[0].copies == 60
+    assert (dup < 0.15).mean() >= 0.75, dup
+    for item in held[:3]:  # captions and images the model never saw
+        d = tiled_to(item, item.caption)
+        assert (d >= 0.15).all(), (item.name, d)

@@ -1,0 +1,36 @@
+"""The sweep as users run it: the toy audit that the engine tests share
+
+The toy audit: the memorizing toy model (one image 60 times among 5 singletons), its 6 training
+captions and 6 it never saw, 6 samples each, shards of 2 captions, the clique test on every caption.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from helpers import CAPTIONS, run, write_config
+
+
+@pytest.fixture(scope="session")
+def evidence_run(tmp_path_factory, memorizing_model):
+    """The toy audit on the local engine with --keep evidence: the model's 6 training captions and
+    6 captions it never saw (most captions of a real sweep are not memorized)."""
+    from imgextract.demo.toy import training_set
+    folder = tmp_path_factory.mktemp("sweep")
+    model, cfg = memorizing_model
+    _, held = training_set(cfg)
+    rows = (model / "train" / "copies.csv").read_text().strip().splitlines()
+    rows += [f',"{h.caption}",' for h in held[:CAPTIONS - len(rows) + 1]]
+    (folder / "captions.csv").write_text("\n".join(rows) + "\n")
+    code, out, err = run("run", write_config(folder, model, "evidence"), "--keep", "evidence", cwd=folder, timeout=600)
+    assert code == 0, err
+    return folder, model, folder / "evidence"
+
+
+@pytest.fixture(scope="session")
+def all_run(evidence_run):
+    """The same audit on the local engine with --keep all: every PNG on disk."""
+    folder, model, _ = evidence_run
+    code, out, err = run("run", write_config(folder, model, "all"), "--keep", "all", cwd=folder, timeout=600)
+    assert code == 0, err
+    return folder / "all"

@@ -1,0 +1,140 @@
+"""Helpers the tests share: the installed command in a subprocess, odd files, a quiet local server."""
+
+from __future__ import annotations
+
+import hashlib
+import http.server
+import io
+import os
+import struct
+import subprocess
+import sys
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from PIL import Image
+
+I2D = Path(sys.executable).parent / "img2dataset"
+EXE = Path(sys.executable).parent / "imgextract"
+
+
+def run(*args, cwd=None, env_extra=None, timeout=300):
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TQDM_DISABLE": "1", **(env_extra or {})}
+    p = subprocess.run([str(EXE), *map(str, args)], capture_output=True, text=True, cwd=cwd, env=env,
+                       timeout=timeout)
+    return p.returncode, p.stdout, p.stderr
+
+
+def first(err: str) -> str:
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    return lines[0] if lines else ""
+
+
+def expect_error(code, err, *words, at_start=True):
+    assert code == 2, err
+    line = first(err) if at_start else next((ln for ln in err.splitlines() if ln.startswith("error: ")), "")
+    assert line.startswith("error: "), err
+    assert "Traceback" not in err, err
+    for w in words:
+        assert w in line, (w, line)
+    return line
+
+
+def tree_digest(folder: Path) -> str:
+    h = hashlib.sha256()
+    for p in sorted(folder.rglob("*")):
+        h.update(str(p.relative_to(folder)).encode())
+        if p.is_file():
+            h.update(p.read_bytes())
+    return h.hexdigest()
+
+
+def bomb_png(path: Path, side: int = 30000) -> None:
+    """A PNG whose header says side×side grey pixels; only the first rows are present (enough to open)."""
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+    rows = zlib.compress(b"\x00" * ((side + 1) * 64))
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", side, side, 8, 0, 0, 0, 0))
+                     + chunk(b"IDAT", rows) + chunk(b"IEND", b""))
+
+
+class Quiet(http.server.SimpleHTTPRequestHandler):
+    requests: list = []  # paths asked for, to check what was fetched
+
+    def log_message(self, *args):
+        pass
+
+    def do_GET(self):
+        Quiet.requests.append(self.path)
+        super().do_GET()
+
+
+def img2dataset(served, fmt: str) -> Path:
+    out = served["root"] / f"out-{fmt}"
+    if not out.is_dir():
+        p = subprocess.run([str(I2D), "--url_list", str(served["root"] / "urls.parquet"), "--input_format", "parquet",
+                            "--url_col", "url", "--caption_col", "caption",
+                            "--save_additional_columns", "['LICENSE','similarity']", "--output_format", fmt,
+                            "--output_folder", str(out), "--processes_count", "1", "--thread_count", "4",
+                            "--image_size", "64", "--resize_mode", "center_crop", "--number_sample_per_shard", "4",
+                            "--timeout", "5", "--retries", "0", "--enable_wandb", "False"],
+                           capture_output=True, text=True, timeout=300)
+        assert p.returncode == 0, p.stderr[-2000:]
+    return out
+
+
+def near_copy(photo: Image.Image, seed: int) -> Image.Image:
+    """What a model that memorized the 64 px training image might draw: re-encoded and noisy."""
+    buf = io.BytesIO()
+    photo.resize((96, 96)).resize((64, 64), Image.BICUBIC).save(buf, "JPEG", quality=80)
+    arr = np.asarray(Image.open(buf).convert("RGB"), np.float32)
+    arr += np.random.default_rng(seed).normal(0, 3, arr.shape)
+    return Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8))
+
+
+# -- the toy sweep the engine tests share ------------------------------------------------------------------
+
+SAMPLES = 6
+CAPTIONS = 12
+
+
+def write_config(folder: Path, model: Path, out: str, engine: str = "local", keep: str = "all",
+                 shard_size: int = 2 * SAMPLES) -> Path:
+    cfg = folder / f"{out}.toml"
+    engine_keys = 'kind = "ray"\ncpus = 2\n' if engine == "ray" else 'kind = "local"\n'
+    cfg.write_text(f"""
+out = "{out}"
+keep = "{keep}"
+[index]
+source = "{model / 'train'}"
+name = "{folder / 'index'}"
+[generate]
+captions = "captions.csv"
+model = "{model}"
+samples = {SAMPLES}
+steps = 25
+guidance = 3.0
+batch_size = 6
+device = "cpu"
+shard_size = {shard_size}
+[scan]
+k = 3
+relative_n = 0
+[cliques]
+delta = 0.15
+min_size = 4
+[engine]
+{engine_keys}
+""")
+    return cfg
+
+
+def manifests(run_dir: Path) -> pd.DataFrame:
+    files = sorted((run_dir / "samples").glob("shard-*.parquet"))
+    return pd.concat([pd.read_parquet(f) for f in files], ignore_index=True)
+
+
+def png_bytes(run_dir: Path) -> int:
+    return sum(p.stat().st_size for p in (run_dir / "samples").rglob("*.png"))

@@ -1,0 +1,125 @@
+import io
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from imgextract.stages.scan import MATCH_COLUMNS, ScanParams, scan
+
+
+def jpeg(im, q=70):
+    buf = io.BytesIO()
+    im.save(buf, "JPEG", quality=q)
+    return Image.open(io.BytesIO(buf.getvalue())).convert("RGB")
+
+
+def noisy(im, sigma=6, seed=0):
+    a = np.asarray(im, dtype=np.float32) + np.random.default_rng(seed).normal(0, sigma, (im.height, im.width, 3))
+    return Image.fromarray(np.clip(a, 0, 255).astype(np.uint8))
+
+
+@pytest.fixture(scope="module")
+def generations(tmp_path_factory, train_dir, photos):
+    """Three near-copies of training images among distinct photographs never indexed."""
+    d = tmp_path_factory.mktemp("gens")
+    jpeg(Image.open(train_dir / "astronaut.png")).save(d / "copy_jpeg.png")
+    noisy(Image.open(train_dir / "rocket.png").convert("RGB")).save(d / "copy_noise.png")
+    Image.open(train_dir / "coffee.png").resize((96, 96), Image.BICUBIC).save(d / "copy_resized.png")
+    for name in ["clock", "page", "text", "china", "flower"]:
+        photos[name].resize((128, 128)).save(d / f"distinct_{name}.png")
+    (d / "broken.jpg").write_bytes(b"\xff\xd8\xff garbage")
+    return d
+
+
+def test_scan_flags_planted_copies_only(generations, pixel_index, tmp_path):
+    out = tmp_path / "scan"
+    list(scan(generations, ScanParams(index="train-pixel", k=3), out))
+    m = pd.read_parquet(out / "matches.parquet")
+    assert list(m.columns) == MATCH_COLUMNS
+    best = m.sort_values("tiled_l2").drop_duplicates("generation_path").set_index(
+        m.sort_values("tiled_l2").drop_duplicates("generation_path")["generation_path"].str.rsplit("/", n=1).str[1])
+    for gen, train in [("copy_jpeg.png", "astronaut"), ("copy_noise.png", "rocket"), ("copy_resized.png", "coffee")]:
+        assert best.loc[gen, "memorized"], best.loc[gen]
+        assert best.loc[gen, "train_path"].endswith(f"{train}.png")
+        assert best.loc[gen, "rank"] == 0
+        assert best.loc[gen, "phash_distance"] <= 8
+        assert best.loc[gen, "relative_l2"] < 0.5  # far closer to it than to the other training images
+    distinct = best[best.index.str.startswith("distinct_")]
+    assert len(distinct) == 5 and not distinct["memorized"].any()
+    assert (distinct["tiled_l2"] > 0.2).all()
+    # under the tiled criterion the relative distance is measured for memorized candidates only
+    assert distinct["relative_l2"].isna().all()
+    assert m.loc[~m["exact"], "tiled_l2"].min() >= 0.25  # bounds are only kept at or above exact_below
+    import json
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["memorized_generations"] == 3
+    assert {r["train_path"].rsplit("/", 1)[1] for r in summary["memorized_images"]} == {
+        "astronaut.png", "rocket.png", "coffee.png"}
+    assert [s["path"].rsplit("/", 1)[1] for s in summary["skipped"]] == ["broken.jpg"]
+
+
+def test_scan_resumes_finished_shards(generations, pixel_index, tmp_path):
+    out = tmp_path / "scan"
+    params = ScanParams(index="train-pixel", k=2)
+    list(scan(generations, params, out))
+    shard = next((out / "scan").glob("*/shard-00000.parquet"))
+    stamp = shard.stat().st_mtime_ns
+    list(scan(generations, params, out))
+    assert shard.stat().st_mtime_ns == stamp  # not recomputed
+    list(scan(generations, ScanParams(index="train-pixel", k=2, threshold=0.05), out))
+    assert len(list((out / "scan").glob("*/shard-00000.parquet"))) == 2  # other params, other folder
+
+
+def test_relative_distance_by_hand():
+    from imgextract.stages.scan import relative_distance
+    rel = relative_distance(np.array([0.1, 0.4, 0.4, 0.4]), n=3, alpha=0.5)
+    assert rel[0] == pytest.approx(0.1 / (0.5 * 0.4))
+    assert rel[1] == pytest.approx(0.4 / (0.5 * 0.3))
+    assert np.isnan(relative_distance(np.array([0.1, 0.2]), n=0, alpha=0.5)).all()
+
+
+def test_relative_criterion(generations, pixel_index, tmp_path):
+    out = tmp_path / "rel"
+    list(scan(generations, ScanParams(index="train-pixel", k=3, criterion="relative"), out))
+    m = pd.read_parquet(out / "matches.parquet")
+    assert (m["memorized"] == (m["relative_l2"] < 1.0)).all()
+    hits = set(m.loc[m["memorized"], "generation_path"].str.rsplit("/", n=1).str[1])
+    assert hits == {"copy_jpeg.png", "copy_noise.png", "copy_resized.png"}
+    assert m["exact"].all() and m["relative_l2"].notna().all()  # every candidate measured: no pruning
+    distinct = m[m["generation_path"].str.contains("distinct_")]
+    assert (distinct["relative_l2"] > 1.0).all()
+
+
+def test_thumbnail_pruning_changes_no_verdict(generations, pixel_index, tmp_path):
+    """The pruned scan against an all-exact scan (exact_below 2: nothing pruned) of the same data."""
+    pruned, full = tmp_path / "pruned", tmp_path / "full"
+    list(scan(generations, ScanParams(index="train-pixel", k=5), pruned))
+    list(scan(generations, ScanParams(index="train-pixel", k=5, exact_below=2.0), full))
+    a = pd.read_parquet(pruned / "matches.parquet").set_index(["generation_path", "rank"]).sort_index()
+    b = pd.read_parquet(full / "matches.parquet").set_index(["generation_path", "rank"]).sort_index()
+    assert a.index.equals(b.index) and b["exact"].all()
+    assert (~a["exact"]).sum() >= 10  # the thumbnails did prune (128 px generations of 128 px images)
+    assert a["memorized"].equals(b["memorized"])
+    for col in ["phash_distance", "dhash_distance", "whash_distance", "train_id"]:
+        assert a[col].equals(b[col])
+    ex = a["exact"]
+    assert np.array_equal(a.loc[ex, "tiled_l2"], b.loc[ex, "tiled_l2"])  # exact values are the same numbers
+    assert (a.loc[~ex, "tiled_l2"] <= b.loc[~ex, "tiled_l2"]).all()  # the rest are lower bounds
+    assert (a.loc[~ex, "l2"] <= b.loc[~ex, "l2"]).all()
+
+
+def test_duplication_view_from_run_captions():
+    from imgextract.stages.scan import duplication_view
+    train = pd.DataFrame({"id": [0, 1, 2, 3], "path": ["/t/a.png", "/t/b.png", "/t/c.png", "/t/d.png"]})
+    captions = pd.DataFrame({"caption_id": ["0", "1", "2", "3"], "train_path": train["path"],
+                             "copies": [100, 10, 1, 1]})
+    matches = pd.DataFrame({"generation_path": ["g0", "g1", "g2", "g3", "g4"],
+                            "caption_id": ["0", "0", "1", "2", "3"], "train_id": [0, 0, 1, 2, 0],
+                            "memorized": [True, True, False, False, True]})
+    view = {r["copies"]: r for r in duplication_view(matches, train, captions)}
+    assert view[100]["memorized_images"] == 1 and view[100]["sample_rate"] == 1.0
+    assert view[10]["memorized_images"] == 0 and view[10]["samples"] == 1
+    # caption "3" drew training image 0: a memorized sample at level 1, but no level-1 image memorized
+    assert view[1]["images"] == 2 and view[1]["memorized_images"] == 0 and view[1]["sample_rate"] == 0.5
+    assert duplication_view(matches, train, None) == []
