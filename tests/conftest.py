@@ -99,3 +99,10 @@ def pytest_terminal_summary(terminalreporter):
         for name in skipped + [f"page {p}" for p in browser.MISSED]:
             terminalreporter.line(f"not checked in a browser: {name}", red=True)
         terminalreporter.line(browser.REASON, red=True)
+
+
+@pytest.fixture(scope="session")
+def template_model(tmp_path_factory):
+    """16 images once each and 2 template families of 5 members (a shared background, each member its own
+    photograph in the window), for fixed steps (about 2 min): the workshop family's layout is learned."""
+    return _toy(tmp_path_factory, "templates", duplicates="1x16,2t5", vae_steps=300, unet_steps=450)

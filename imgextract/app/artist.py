@@ -4,7 +4,8 @@ Builds a private index of the artist's works, samples the model with a prompt pe
 scans the samples against the works, checks them for stock watermarks, and answers per work
 in plain words that do not overclaim:
 
-* **reproduced** — a sample is a near-exact copy (tiled L2 below the threshold);
+* **reproduced** — a sample is a copy by the copy verdict (``copies.py``): whole, a portion or a
+  template, said with its share ("reproduced (a portion, 48%)");
 * **close** — a sample matches by perceptual hash (phash distance ≤ 10) or by Carlini's relative
   distance, but is not a near-exact copy;
 * **not reproduced in N samples** — nothing close turned up; that is not proof the model has not
@@ -25,6 +26,7 @@ from imgextract import rundir
 from imgextract.errors import InputError
 from imgextract.sources.images import IMAGE_SUFFIXES, BadImage, list_image_files, open_rgb
 from imgextract.sources.tables import read_captions
+from imgextract.stages.scan import strongest_first
 
 PHASH_CLOSE = 10
 
@@ -42,6 +44,8 @@ class WorkVerdict:
     best_seed: int | None = None
     other_prompt: dict | None = None   # another work's prompt whose sample copies this work
     best_exact: bool = True            # False: best_tiled_l2 is a thumbnail lower bound (the scan's `exact`)
+    kind: str = "none"                 # the copy's kind when reproduced: whole | portion | template
+    share: float = 0.0                 # its copied share of the work's detailed area
 
     def record(self) -> dict:
         """check.json's row: what scripts read instead of parsing the page."""
@@ -50,13 +54,17 @@ class WorkVerdict:
                 "prompt_source": self.prompt_source, "best_tiled_l2": self.best_tiled_l2,
                 "best_tiled_l2_exact": self.best_exact,
                 "best_phash_distance": self.best_phash, "best_seed": self.best_seed,
-                "samples_drawn": self.samples, "reason": self.reason, "other_prompt_close": self.other_prompt}
+                "samples_drawn": self.samples, "reason": self.reason, "other_prompt_close": self.other_prompt,
+                "copy_kind": self.kind, "copied_share": self.share}
 
     def sentence(self) -> str:
         if self.verdict == "unreadable":
             return f"unreadable: {Path(self.work).name} could not be read ({self.reason}); it was not checked"
         if self.verdict == "reproduced":
-            return (f"reproduced: the model drew a near-exact copy of {Path(self.work).name} "
+            how = "whole" if self.kind == "whole" else f"a {self.kind}, {self.share:.0%}"
+            what = "a near-exact copy" if self.kind == "whole" else \
+                f"a near-exact copy of {self.share:.0%} of the detail"
+            return (f"reproduced ({how}): the model drew {what} of {Path(self.work).name} "
                     f"(tiled L2 {self.best_tiled_l2:.3f}) from the prompt \"{self.prompt}\"")
         if self.verdict == "close":
             return (f"close: samples resemble {Path(self.work).name} (phash distance {self.best_phash}, tiled L2 "
@@ -148,26 +156,28 @@ def verdicts(run: Path, works: list[Path], prompts: list[tuple[str, str]], sampl
     for i, (w, (prompt, source)) in enumerate(zip(works, prompts)):
         on_work = matches[matches["train_path"] == str(w)]
         m = on_work[on_work["caption_id"] == work_id(i)]
-        others = on_work[(on_work["caption_id"] != work_id(i)) & (on_work["tiled_l2"] < threshold)]
+        others = on_work[(on_work["caption_id"] != work_id(i)) & on_work["memorized"]]
         other = None
         if len(others):
-            o = others.sort_values("tiled_l2").iloc[0]
+            o = strongest_first(others).iloc[0]
             other = {"prompt": o["caption"], "seed": int(o["seed"]), "tiled_l2": float(o["tiled_l2"])}
         if m.empty:
             out.append(WorkVerdict(str(w), prompt, source, f"not reproduced in {samples} samples", None, None, samples,
                                    other_prompt=other))
             continue
-        best = m.sort_values("tiled_l2").iloc[0]
+        hits = m[m["memorized"]]
+        best = strongest_first(hits).iloc[0] if len(hits) else m.sort_values("tiled_l2").iloc[0]
         best_t, best_p = float(best["tiled_l2"]), int(m["phash_distance"].min())
         rel = m["relative_l2"].dropna()
-        if best_t < threshold:
+        if len(hits):
             v = "reproduced"
         elif best_p <= PHASH_CLOSE or (len(rel) and float(rel.min()) < 1.0):
             v = "close"
         else:
             v = f"not reproduced in {samples} samples"
         out.append(WorkVerdict(str(w), prompt, source, v, best_t, best_p, samples, best_seed=int(best["seed"]),
-                               other_prompt=other, best_exact=bool(best.get("exact", True))))
+                               other_prompt=other, best_exact=bool(best.get("exact", True)),
+                               kind=str(best["copy_kind"]), share=float(best["copied_share"])))
     return out
 
 

@@ -20,7 +20,8 @@ from pathlib import Path
 
 from imgextract.errors import InputError
 
-SCAN_KEYS = {"k", "threshold", "grid", "relative_n", "alpha", "relative_threshold", "criterion", "exact_below"}
+SCAN_KEYS = {"k", "threshold", "grid", "relative_n", "alpha", "relative_threshold", "criterion", "exact_below",
+             "min_share"}
 CLIQUE_KEYS = {"delta", "min_size", "max_cliques"}
 WATERMARK_KEYS = {"brands", "templates"}
 TOP_KEYS = {"out", "keep", "index", "generate", "scan", "cliques", "watermarks", "report", "engine"}
@@ -116,7 +117,8 @@ def run_config(path: Path, keep: str | None = None, say=print) -> Path:
         from imgextract.stages.triage import top_captions
         table = top_captions(table, triage_file, top if top is not None else 0)
     s = cfg.get("scan", {})
-    relative = {k: s[k] for k in ("relative_n", "alpha", "relative_threshold", "criterion", "exact_below") if k in s}
+    relative = {k: s[k] for k in ("relative_n", "alpha", "relative_threshold", "criterion", "exact_below", "min_share")
+                if k in s}
     params = ScanParams(index=str(Path(index_path).resolve()), k=s.get("k", 10), threshold=s.get("threshold", 0.15),
                         grid=s.get("grid", 4), **relative)
     validate_params(params)
@@ -163,5 +165,10 @@ def verdict(summary: dict) -> str:
     if dup:
         total = sum(r["images"] for r in dup)
         levels = ", ".join(f"{r['copies']}x: {r['memorized_images']}/{r['images']}" for r in dup)
+        fam = summary.get("template_families")
+        if fam:
+            total += fam["members"]
+            levels += (f"; template families: {fam['members_copied']} of {fam['members']} members copied as a "
+                       "template")
         return f"verdict: {n} of {total} training images memorized ({levels})"
     return f"verdict: {n} training images memorized in {summary['generations_scanned']} generations"

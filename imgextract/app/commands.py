@@ -42,7 +42,7 @@ def build_index(source: Path, name: str, embedder: str = "pixel", *, progress: b
 
 
 def index_duplicates(name: str, out: Path, threshold: float, similarity: float, k: int,
-                     top: Optional[int] = None, captions_out: Optional[Path] = None) -> dict:
+                     top: Optional[int] = None, captions_out: Optional[Path] = None, rank: str = "copies") -> dict:
     """Near-duplicate groups of an index into ``out``, the top captions into ``captions_out``, and the
     group histogram into the index's duplicates.json (under the index's lock)."""
     from imgextract.index.duplicates import DUPLICATES_JSON, DuplicateParams, find_duplicates, histogram, top_captions
@@ -57,16 +57,18 @@ def index_duplicates(name: str, out: Path, threshold: float, similarity: float, 
     idx = open_index(name, gpu="off")
     params = DuplicateParams(threshold=threshold, similarity=similarity, k=k)
     table, counts = show(find_duplicates(idx, params))
-    captions = top_captions(table, idx, top) if top is not None else None
+    captions = top_captions(table, idx, top, rank) if top is not None else None
     rundir.write_parquet_atomic(out, table)
     hist = histogram(table)
     with exclusive(lock_path(idx.path), f"index {idx.path}"):
         rundir.write_json_atomic(idx.path / DUPLICATES_JSON, {
             "threshold": threshold, "similarity": similarity, "k": k, "groups_by_copies": hist,
+            "families_by_size": histogram(table, "family", "family_size"),
             "decisions": counts, "images": len(table), "groups": int(table["representative"].sum())})
     if captions is not None:
         rundir.write_parquet_atomic(captions_out, captions)
-    return {"table": table, "counts": counts, "histogram": hist, "captions": captions}
+    return {"table": table, "counts": counts, "histogram": hist, "captions": captions,
+            "families": histogram(table, "family", "family_size")}
 
 
 def index_search(name: str, image: Path, k: int) -> list[dict]:

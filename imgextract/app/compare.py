@@ -11,12 +11,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from imgextract import rundir
 from imgextract.errors import InputError
 from imgextract.sources.images import sha256_file
 from imgextract.stats import bootstrap_ci
+
+KINDS = ("whole", "portion", "template")   # a caption extracts a kind when one of its samples is that copy
 
 
 def _load(run: Path) -> dict:
@@ -33,14 +36,16 @@ def caption_outcomes(run: dict, captions: list[str], threshold: float | None) ->
     """Per caption text: extracted (bool), copies, and the memorized training images' hashes."""
     m = run["matches"]
     memorized = m["tiled_l2"] < threshold if threshold is not None else m["memorized"]
-    m = m.assign(memorized=memorized)
+    kinds = m["copy_kind"] if "copy_kind" in m and threshold is None else pd.Series(
+        np.where(memorized, "whole", "none"), index=m.index)
+    m = m.assign(memorized=memorized, copy_kind=kinds)
     caps = run["captions"].set_index("caption")
     rows = []
     for cap in captions:
         grp = m[m["caption"] == cap]
         hits = grp.loc[grp["memorized"], "train_path"].unique().tolist()
         rows.append({"caption": cap, "extracted": bool(len(hits)), "copies": caps["copies"].get(cap),
-                     "images": hits})
+                     "images": hits, **{k: bool((grp["memorized"] & (grp["copy_kind"] == k)).any()) for k in KINDS}})
     return pd.DataFrame(rows)
 
 
@@ -73,9 +78,13 @@ def compare_runs(runs: list[Path], out: Path, intersection: bool = False, thresh
     for name, run in zip(names, loaded):
         oc = caption_outcomes(run, common, threshold)
         lo, hi = bootstrap_ci(oc["extracted"].to_numpy(), n_boot, seed)
+        by_kind = {}
+        for k in KINDS:
+            klo, khi = bootstrap_ci(oc[k].to_numpy(), n_boot, seed)
+            by_kind[k] = {"extracted": int(oc[k].sum()), "rate": float(oc[k].mean()), "ci_low": klo, "ci_high": khi}
         models.append({"run": name, "path": str(run["path"]), "model": run["record"]["model"]["id"],
                        "captions": len(oc), "extracted": int(oc["extracted"].sum()),
-                       "rate": float(oc["extracted"].mean()), "ci_low": lo, "ci_high": hi})
+                       "rate": float(oc["extracted"].mean()), "ci_low": lo, "ci_high": hi, "by_kind": by_kind})
         if oc["copies"].notna().any():
             for level, grp in oc.dropna(subset=["copies"]).groupby("copies"):
                 lo, hi = bootstrap_ci(grp["extracted"].to_numpy(), n_boot, seed)
@@ -96,7 +105,9 @@ def compare_runs(runs: list[Path], out: Path, intersection: bool = False, thresh
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     rundir.write_json_atomic(out / "compare.json", result)
-    rundir.write_parquet_atomic(out / "compare.parquet", pd.DataFrame(models))
+    rundir.write_parquet_atomic(out / "compare.parquet", pd.DataFrame(
+        [{**{k: v for k, v in r.items() if k != "by_kind"},
+          **{f"{k}_rate": r["by_kind"][k]["rate"] for k in KINDS}} for r in models]))
     from imgextract.report.pages import compare_page
     rundir.write_bytes_atomic(out / "compare.html", compare_page(result).encode())
     return result

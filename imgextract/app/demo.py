@@ -14,6 +14,7 @@ def cache_root() -> Path:
 
 
 DEMO_STEPS = (580, 900)  # VAE, UNet: about 4 minutes on 2 cores; steps (not minutes) make the demo repeatable
+DEMO_SPEC = "100x1,10x4,1x25,2t5"  # Carlini's duplication schedule, and two of Webster's template families
 
 
 def run_demo(out: Path, vae_steps: int = DEMO_STEPS[0], unet_steps: int = DEMO_STEPS[1], seed: int = 0,
@@ -26,7 +27,7 @@ def run_demo(out: Path, vae_steps: int = DEMO_STEPS[0], unet_steps: int = DEMO_S
     from imgextract.stages.generate import SamplingConfig
 
     out = Path(out)
-    cfg = ToyConfig(seed=seed, vae_steps=vae_steps, unet_steps=unet_steps)
+    cfg = ToyConfig(duplicates=DEMO_SPEC, seed=seed, vae_steps=vae_steps, unet_steps=unet_steps)
     model = cache_root() / f"toy-{cfg.duplicates.replace(',', '_')}-{cfg.size}px-{vae_steps}+{unet_steps}steps-seed{seed}"
     state = "reusing" if (model / "toy.json").is_file() else f"training {vae_steps} VAE + {unet_steps} UNet steps, ~4 min"
     say(f"[1/5] toy model: {model} ({state})")

@@ -23,7 +23,8 @@ from PIL import Image
 from imgextract.index.store import TrainingIndex, open_index
 from imgextract.sources.images import open_rgb
 from imgextract.sources.tables import LICENSE_COLUMNS, SOURCE_COLUMNS, role_column
-from imgextract.stages.scan import ScanParams, TrainingImages, match_image
+from imgextract.copies import copy_words
+from imgextract.stages.scan import KIND_ORDER, ScanParams, TrainingImages, match_image
 
 ORIGINS = {"ordinary": "regurgitated", "targeted": "extracted"}
 
@@ -40,6 +41,13 @@ class GuardVerdict:
     phash_distance: int | None
     seconds: float
     exact: bool = True        # False: tiled_l2 is a thumbnail lower bound (far from the threshold)
+    kind: str = "none"        # whole | portion | template | none (copies.py)
+    share: float = 0.0        # copied share of the training image's detailed area
+    template_members: int = 0
+
+    def what(self) -> str:
+        """The copy in words: what the report, check and guard all say."""
+        return copy_words(self.kind, self.share, self.template_members)
 
     def sentence(self) -> str:
         if self.term.startswith("not tested"):
@@ -50,17 +58,20 @@ class GuardVerdict:
                     else "no substantial replication: index empty")
         lic = f", licence: {self.license}" if self.license else ""
         return (f"{self.term}: substantially replicates training image #{self.train_id} "
-                f"({self.source}{lic}); tiled L2 {self.tiled_l2:.3f}, phash distance {self.phash_distance}")
+                f"({self.source}{lic}): {self.what()}; tiled L2 {self.tiled_l2:.3f}, "
+                f"phash distance {self.phash_distance}")
+
 
 
 class Guard:
     """An index held open for repeated checks."""
 
     def __init__(self, index: str | Path | TrainingIndex, k: int = 10, threshold: float = 0.15, grid: int = 4,
-                 device: str = "cpu"):
+                 device: str = "cpu", min_share: float = 0.25):
         self.index = index if isinstance(index, TrainingIndex) else open_index(index)
         self.embedder = self.index.load_embedder(device)
-        self.params = ScanParams(index=str(self.index.path), k=k, threshold=threshold, grid=grid, relative_n=0)
+        self.params = ScanParams(index=str(self.index.path), k=k, threshold=threshold, grid=grid, relative_n=0,
+                                 min_share=min_share)
         self.train = TrainingImages(self.index, capacity=1024)
         self.source_col = role_column(self.index.table.columns, SOURCE_COLUMNS)
         self.license_col = role_column(self.index.table.columns, LICENSE_COLUMNS)
@@ -79,26 +90,29 @@ class Guard:
         if not matches:
             return GuardVerdict(False, "no substantial replication", None, None, None, None, None, None,
                                 time.perf_counter() - t0)
-        best = min(matches, key=lambda m: m["tiled_l2"])
+        copies = [m for m in matches if m["memorized"]]
+        best = max(copies, key=lambda m: (KIND_ORDER[m["copy_kind"]], m["copied_share"], -m["tiled_l2"])) \
+            if copies else min(matches, key=lambda m: m["tiled_l2"])
         row = self.index.table.iloc[best["train_id"]]
         source = str(row[self.source_col]) if self.source_col and row[self.source_col] is not None else best["train_path"]
         lic = str(row[self.license_col]) if self.license_col and row[self.license_col] is not None else None
         term = f"memorized ({ORIGINS.get(origin, origin)})" if best["memorized"] else "no substantial replication"
         return GuardVerdict(bool(best["memorized"]), term, int(best["train_id"]), best["train_path"], source, lic,
                             float(best["tiled_l2"]), int(best["phash_distance"]), time.perf_counter() - t0,
-                            bool(best["exact"]))
+                            bool(best["exact"]), best["copy_kind"], float(best["copied_share"]),
+                            len(best["template_members"]))
 
 
 def guard_file(image: str | Path, index: str | Path | TrainingIndex, origin: str = "ordinary", k: int = 10,
-               threshold: float = 0.15) -> GuardVerdict:
+               threshold: float = 0.15, min_share: float = 0.25) -> GuardVerdict:
     """One-shot check of an image file, every argument checked first; for many images keep a
     ``Guard`` open instead."""
     from imgextract.errors import InputError
     from imgextract.sources.images import BadImage
     from imgextract.stages.scan import validate_params
-    validate_params(ScanParams(index=str(index), k=k, threshold=threshold, relative_n=0))
+    validate_params(ScanParams(index=str(index), k=k, threshold=threshold, relative_n=0, min_share=min_share))
     try:
         img = open_rgb(Path(image), min_side=4)
     except BadImage as bad:
         raise InputError(f"cannot read image {image} ({bad.reason})", "pass a readable PNG/JPEG/WebP image") from bad
-    return Guard(index, k=k, threshold=threshold).check(img, origin)
+    return Guard(index, k=k, threshold=threshold, min_share=min_share).check(img, origin)

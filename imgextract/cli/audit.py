@@ -7,8 +7,8 @@ from typing import Annotated, Optional
 
 import typer
 
-from imgextract.cli.options import (Captions, Device, Dtype, Grid, Guidance, IndexName, K, Model, ModelConfig,
-                                    Samples, Scheduler, Seed, Size, Steps, Threshold, sampling)
+from imgextract.cli.options import (Captions, Device, Dtype, Grid, Guidance, IndexName, K, MinShare, Model,
+                                    ModelConfig, Samples, Scheduler, Seed, Size, Steps, Threshold, sampling)
 
 
 def _err(line: str) -> None:
@@ -91,7 +91,10 @@ def scan(
     relative_n: Annotated[int, typer.Option(help="Neighbours in Carlini's relative distance (0 turns it off).")] = 50,
     alpha: Annotated[float, typer.Option(help="Relative distance = L2 / (alpha * mean L2 to the n nearest others).")] = 0.5,
     relative_threshold: Annotated[float, typer.Option(help="Relative distance below this counts for the relative criterion.")] = 1.0,
-    criterion: Annotated[str, typer.Option(help="What 'memorized' means: tiled | relative | either | both.")] = "tiled",
+    criterion: Annotated[str, typer.Option(help="What 'memorized' means: copy (whole, portion or template copies; "
+                                                "README, Reading a finding) | tiled (Carlini's plain tiled L2) | "
+                                                "relative | either | both.")] = "copy",
+    min_share: MinShare = 0.25,
     exact_below: Annotated[Optional[float], typer.Option(
         help="Measure tiled L2 at full resolution where the thumbnail bound is below this (default: threshold "
              "+ 0.10); above it the row keeps the bound (exact = false). 2 measures everything.")] = None,
@@ -102,7 +105,8 @@ def scan(
     """
     from imgextract.app.commands import run_scan
     out = run_scan(generations, index, out, k, threshold, grid, embedder, device, say=_err, relative_n=relative_n,
-                   alpha=alpha, relative_threshold=relative_threshold, criterion=criterion, exact_below=exact_below)
+                   alpha=alpha, relative_threshold=relative_threshold, criterion=criterion, exact_below=exact_below,
+                   min_share=min_share)
     print_findings(out)
     typer.echo(f"matches in {out / 'matches.parquet'}")
 

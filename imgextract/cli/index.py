@@ -74,19 +74,23 @@ def index_duplicates(
     k: Annotated[int, typer.Option("-k", help="Neighbours looked at per image.")] = 32,
     top: Annotated[Optional[int], typer.Option(help="With --captions-out: how many of the most duplicated groups.")] = None,
     captions_out: Annotated[Optional[Path], typer.Option(help="Captions of the top groups, for `imgextract generate`.")] = None,
+    rank: Annotated[str, typer.Option(help="Rank the top groups by copies (the most duplicated pictures) or by "
+                                           "families (template families: a region shared by many images).")] = "copies",
 ) -> None:
     """Find near-duplicate groups in a training set, and the most duplicated captions.
 
     Example: imgextract index duplicates laion-subset --out dups.parquet --top 100 --captions-out top.parquet
     """
     from imgextract.app.commands import index_duplicates as find
-    found = find(name, out, threshold, similarity, k, top, captions_out)
+    found = find(name, out, threshold, similarity, k, top, captions_out, rank)
     table, hist, captions = found["table"], found["histogram"], found["captions"]
     for what, n in sorted(found["counts"].items()):
         typer.echo(f"{what}: {n}", err=True)
     dup_groups = sum(n for c, n in hist.items() if c > 1)
+    families = sum(n for c, n in found["families"].items() if c > 1)
     typer.echo(f"{len(table)} images in {int(table['representative'].sum())} groups; {dup_groups} groups have "
-               f"copies (largest: {max(hist)}); written to {out}")
+               f"copies (largest: {max(hist)}); {families} template families (largest: {max(found['families'])}); "
+               f"written to {out}")
     if captions is not None:
         typer.echo(f"captions of the {len(captions)} most duplicated groups in {captions_out} "
                    f"(copies {captions['copies'].max() if len(captions) else 0} down to "
@@ -119,6 +123,11 @@ def index_info(name: IndexArg) -> None:
         groups = ", ".join(f"{c}x: {n}" for c, n in sorted(d["groups_by_copies"].items(), key=lambda kv: -int(kv[0])))
         typer.echo(f"duplicates {d['groups']} groups of {d['images']} images (tiled L2 < {d['threshold']}); "
                    f"groups by copies: {groups}")
+        families = {int(c): n for c, n in (d.get("families_by_size") or {}).items() if int(c) > 1}
+        if families:
+            typer.echo("families   template families by size: " + ", ".join(
+                f"{c} images: {n}" for c, n in sorted(families.items(), reverse=True))
+                + " (each shares a substantial detailed region)")
     thumbs = idx.thumb_info()
     typer.echo("thumbnails " + (", ".join(f"{k} ({v['rows']} images)" for k, v in sorted(thumbs.items())) or "none"))
 

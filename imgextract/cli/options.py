@@ -28,6 +28,8 @@ IndexArg = Annotated[str, typer.Argument(help="Index name or path.")]
 K = Annotated[int, typer.Option("-k", "--k", help="Nearest training images tested per generation.")]
 Threshold = Annotated[float, typer.Option(help="Memorized when tiled L2 is below this (pixels in [0,1]).")]
 Grid = Annotated[int, typer.Option(help="Tiles per side for tiled L2.")]
+MinShare = Annotated[float, typer.Option(help="A copy covers at least this share of the training image's detailed area "
+                                              "(and 10% of the generation's): a substantial portion.")]
 OutFolder = Annotated[Path, typer.Option(help="Output folder.")]
 Captions = Annotated[Path, typer.Argument(
     help=".txt (one caption per line) or CSV/JSONL/Parquet with a caption column.")]

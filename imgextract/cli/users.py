@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 import typer
 
 from imgextract import errors
-from imgextract.cli.options import Device, Dtype, Guidance, IndexName, Model, Scheduler, Seed, Size, Steps
+from imgextract.cli.options import Device, Dtype, Guidance, IndexName, MinShare, Model, Scheduler, Seed, Size, Steps
 from imgextract.errors import InputError
 
 
@@ -59,6 +59,9 @@ def compare(
     for r in result["runs"]:
         typer.echo(f"{r['run']:24s} {r['extracted']:>4}/{r['captions']:<5} {r['rate']:6.3f}  "
                    f"[{r['ci_low']:.3f}, {r['ci_high']:.3f}]")
+    for r in result["runs"]:
+        kinds = ", ".join(f"{k} {v['extracted']}/{r['captions']}" for k, v in r["by_kind"].items())
+        typer.echo(f"  {r['run']:22s} by copy kind: {kinds}")
     for r in result["per_duplication_level"]:
         typer.echo(f"  {r['run']:22s} {r['copies']:>5}x {r['extracted']:>4}/{r['captions']:<5} {r['rate']:6.3f}")
     shared = sum(f["shared"] for f in result["findings"])
@@ -72,16 +75,17 @@ def guard(
     origin: Annotated[str, typer.Option(help="How it was made: ordinary (prompt) or targeted (search).")] = "ordinary",
     threshold: Annotated[float, typer.Option(help="Memorized when tiled L2 is below this.")] = 0.15,
     k: Annotated[int, typer.Option("-k", help="Candidates tested.")] = 10,
+    min_share: MinShare = 0.25,
 ) -> None:
     """Release guard: does this image substantially replicate an indexed training image?
 
-    Exit code 1 when it does, so a serving pipeline can block it.
+    Exit code 1 when it does (a whole copy, a portion or a template), so a serving pipeline can block it.
     Example: imgextract guard out.png --index laion-subset
     """
     from imgextract.app.guard import ORIGINS, guard_file
     if origin not in ORIGINS:
         raise InputError(f"--origin {origin}", "use ordinary or targeted")
-    verdict = guard_file(image, index, origin, k=k, threshold=threshold)
+    verdict = guard_file(image, index, origin, k=k, threshold=threshold, min_share=min_share)
     typer.echo(verdict.sentence())
     typer.echo(f"({verdict.seconds * 1000:.0f} ms)")
     if verdict.memorized:

@@ -23,6 +23,9 @@ def photo(name: str) -> Image.Image:
         arr = getattr(pywt.data, name)()
         return Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8)).convert("RGB")
     import skimage.data
+    if name.startswith("stereo_motorcycle_"):  # two viewpoints of one scene: distinct photographs of it
+        pair = skimage.data.stereo_motorcycle()
+        return Image.fromarray(pair[0 if name.endswith("left") else 1]).convert("RGB")
     arr = getattr(skimage.data, name)()
     if arr.dtype == bool:
         arr = arr.astype(np.uint8) * 255

@@ -14,6 +14,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -85,21 +86,40 @@ DEFAULT_IMAGES: list[tuple[str, str, Callable[[], Image.Image]]] = [
 ]
 
 
+def _parts(spec: str) -> list[tuple[int, str, int]]:
+    """``100x1,3t5`` → [(100, "x", 1), (3, "t", 5)], every part checked."""
+    out = []
+    for part in spec.replace(" ", "").split(","):
+        m = re.fullmatch(r"(\d+)([xt])(\d+)", part)
+        if not m:
+            raise InputError(f"duplication spec '{spec}' has a bad part '{part}'",
+                             "write COPIESxIMAGES parts (and FAMILIEStMEMBERS for template families) separated by "
+                             "commas, e.g. 100x1,10x4,1x25,3t5") from None
+        a, kind, b = int(m.group(1)), m.group(2), int(m.group(3))
+        if a < 1 or b < 1 or (kind == "t" and b < 2):
+            raise InputError(f"duplication spec '{spec}' has a non-positive number in '{part}'",
+                             "use positive copies and image counts, and at least 2 members per family")
+        out.append((a, kind, b))
+    return out
+
+
 def parse_spec(spec: str) -> list[int]:
     """``100x1,10x4,1x25`` → copies per image in order: [100, 10, 10, 10, 10, 1, ..., 1]."""
-    copies: list[int] = []
-    for part in spec.replace(" ", "").split(","):
-        try:
-            n, _, count = part.partition("x")
-            n, count = int(n), int(count)
-        except ValueError:
-            raise InputError(f"duplication spec '{spec}' has a bad part '{part}'",
-                             "write COPIESxIMAGES parts separated by commas, e.g. 100x1,10x4,1x25") from None
-        if n < 1 or count < 1:
-            raise InputError(f"duplication spec '{spec}' has a non-positive number in '{part}'",
-                             "use positive copies and image counts")
-        copies += [n] * count
-    return copies
+    return [n for n, kind, count in _parts(spec) if kind == "x" for _ in range(count)]
+
+
+def parse_families(spec: str) -> list[int]:
+    """``3t5`` → members per template family: [5, 5, 5] (each member seen once)."""
+    return [m for n, kind, m in _parts(spec) if kind == "t" for _ in range(n)]
+
+
+# Template families: a textured background every member shares, and its own photograph in the window
+# (a quarter of the area, composites.WINDOW). Webster's template verbatim, at toy scale.
+FAMILY_BACKGROUNDS = [("galaxies", "a field of distant galaxies", "hubble_deep_field"),
+                      ("workshop", "a motorcycle in a workshop", "stereo_motorcycle_left"),
+                      ("wallclock", "a clock on a plain wall", "clock")]
+FAMILY_CONTENTS = ["astronaut", "coffee", "rocket", "chelsea", "camera", "coins", "retina", "page", "logo",
+                   "immunohistochemistry", "colorwheel", "china", "flower", "cell", "ascent", "aero"]
 
 
 @dataclass
@@ -124,6 +144,7 @@ class TrainImage:
     caption: str
     image: Image.Image
     copies: int
+    family: str = ""          # the template family it belongs to, if any
 
 
 def training_set(cfg: ToyConfig, images: Path | None = None) -> tuple[list[TrainImage], list[TrainImage]]:
@@ -149,7 +170,25 @@ def training_set(cfg: ToyConfig, images: Path | None = None) -> tuple[list[Train
     loaded = [TrainImage(name, cap, fit(load(), (cfg.size, cfg.size)), 0) for name, cap, load in pool]
     for item, n in zip(loaded, copies):
         item.copies = n
-    return loaded[:len(copies)], loaded[len(copies):]
+    families = template_families(parse_families(cfg.duplicates), cfg.size)
+    return loaded[:len(copies)] + families, loaded[len(copies):]
+
+
+def template_families(members: list[int], size: int) -> list[TrainImage]:
+    """Each family: one background, ``m`` members with their own photograph in the window, seen once each."""
+    from imgextract.demo.composites import square, templated
+    if len(members) > len(FAMILY_BACKGROUNDS) or max(members, default=0) > len(FAMILY_CONTENTS):
+        raise InputError(f"template families {members} ask for more than {len(FAMILY_BACKGROUNDS)} families of "
+                         f"{len(FAMILY_CONTENTS)} members", "use fewer families or members")
+    out = []
+    for f, m in enumerate(members):
+        key, caption, source = FAMILY_BACKGROUNDS[f]
+        background = square(photo(source), size)
+        for i in range(m):
+            content = FAMILY_CONTENTS[(f * 5 + i) % len(FAMILY_CONTENTS)]
+            out.append(TrainImage(f"{key}-{content}", f"{caption}, with a picture of {content} in the middle",
+                                  templated(background, square(photo(content), size)), 1, key))
+    return out
 
 
 def _open(path: Path) -> Image.Image:
@@ -162,11 +201,11 @@ def write_train_folder(out: Path, items: list[TrainImage]) -> None:
     train.mkdir(parents=True, exist_ok=True)
     with open(train / "copies.csv", "w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(["file", "caption", "copies"])
+        w.writerow(["file", "caption", "copies", "family"])
         for it in items:
             it.image.save(train / f"{it.name}.png")
             (train / f"{it.name}.txt").write_text(it.caption)
-            w.writerow([f"{it.name}.png", it.caption, it.copies])
+            w.writerow([f"{it.name}.png", it.caption, it.copies, it.family])
 
 
 CHECKPOINT = ".checkpoint.pt"
@@ -302,5 +341,6 @@ def train(out: Path, cfg: ToyConfig = ToyConfig(), images: Path | None = None) -
         "config": asdict(cfg), "images": str(images) if images else "built-in",
         "vae_steps": state.get("vae_steps"), "unet_steps": state["step"], "train_seconds": round(state["elapsed"], 1),
         "scaling_factor": scaling, "copies": {it.name: it.copies for it in items},
+        "families": {it.name: it.family for it in items if it.family},
         "recipe": "latent 32x32 -> 16x16x4, x0-prediction, AdamW, warm-up, grad clip 1, caption dropout"})
     ckpt.unlink(missing_ok=True)

@@ -1,12 +1,13 @@
 """Near-duplicates inside a training set: which pictures it holds many copies of.
 
 Carlini et al. audited the most duplicated captions first: duplication is what makes a model
-memorize. Candidates come from the index itself (k nearest neighbours of every row, in chunks,
-kept when their similarity is at least ``similarity``), then each candidate pair is confirmed on
-pixels when both images can be read: the smaller image's size, tiled L2 below ``threshold``
-(re-encodes and resizes of one picture are copies; two photographs of one scene are not).
-Confirmed pairs are joined into groups (union–find). A pair without readable pixels is kept on
-similarity alone and counted as such.
+memorize; Webster found most of SD 1.x's memorized prompts are *templates*, layouts that many
+training images share. Candidates come from the index itself (k nearest neighbours of every row,
+in chunks), then each candidate pair is judged on pixels with the scan's own copy verdict
+(``copies.judge``, at the smaller image's size): re-encodes, resizes and small crops of one
+picture are whole copies and join one group; images that share a substantial detailed region
+join one template family; two photographs of one scene are neither. A pair without readable
+pixels is kept on similarity alone and counted as such.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import numpy as np
 import pandas as pd
 
 from imgextract import distance
+from imgextract.copies import CopyRule, judge
 from imgextract.errors import InputError
 from imgextract.index.store import TrainingIndex
 from imgextract.progress import Step
@@ -35,28 +37,28 @@ class DuplicateParams:
     threshold: float = distance.DEFAULT_THRESHOLD  # tiled L2 below which two images are copies
     similarity: float = 0.9                         # embedding similarity a candidate pair needs
     k: int = 32                                     # neighbours looked at per row
+    family_similarity: float = 0.6                  # template families: pairs this similar are judged too
     chunk: int = 4096                               # rows searched at once
 
 
 def find_duplicates(index: TrainingIndex, params: DuplicateParams = DuplicateParams()
                     ) -> Generator[Step, None, tuple[pd.DataFrame, dict]]:
-    """Yields progress; returns (one row per index row: id, cluster, copies, representative;
-    counts of what was decided how)."""
+    """Yields progress; returns (one row per index row: id, cluster, copies, representative, family,
+    family_size; counts of what was decided how).
+
+    Two groupings from one judgement (``copies.judge``, the scan's): a pair that is a whole copy
+    (re-encoded, resized, cropped by up to ~10%) joins one ``cluster``; a pair that shares a
+    substantial detailed region without being a whole copy joins one template ``family`` (Webster's
+    template verbatim: a layout many training images share)."""
     if not 0 < params.threshold <= 1:
         raise InputError(f"--threshold {params.threshold}", "use a tiled-L2 threshold in (0, 1]; 0.15 is the default")
     if not -1 <= params.similarity <= 1:
         raise InputError(f"--similarity {params.similarity}", "use a cosine similarity in [-1, 1]")
     n = index.faiss_index.ntotal
-    parent = np.arange(n)
-
-    def root(i: int) -> int:
-        while parent[i] != i:
-            parent[i] = parent[parent[i]]
-            i = parent[i]
-        return i
-
+    copies_of, families = _UnionFind(n), _UnionFind(n)
     paths = index.table["path"].tolist()
     cache: dict = {}
+    rule = CopyRule(threshold=params.threshold)
 
     def pixels(i: int):
         if i not in cache:
@@ -70,6 +72,7 @@ def find_duplicates(index: TrainingIndex, params: DuplicateParams = DuplicatePar
 
     counts = Counter()
     k = min(params.k + 1, n)
+    looked = min(params.similarity, params.family_similarity)
     for start in range(0, n, params.chunk):
         stop = min(start + params.chunk, n)
         vectors = index.vector_rows(start, stop)
@@ -78,60 +81,99 @@ def find_duplicates(index: TrainingIndex, params: DuplicateParams = DuplicatePar
             i = start + row
             for s, j in zip(srow, irow):
                 j = int(j)
-                if j <= i or s < params.similarity or root(i) == root(j):
+                if j <= i or s < looked or copies_of.same(i, j):
                     continue
                 a, b = pixels(i), pixels(j)
                 if a is None or b is None:
-                    counts["pairs kept on similarity alone (pixels unavailable)"] += 1
-                    parent[root(j)] = root(i)
+                    if s >= params.similarity:
+                        counts["pairs kept on similarity alone (pixels unavailable)"] += 1
+                        copies_of.join(i, j)
                     continue
-                if _copies(a, b, params.threshold):
+                kind = pair_kind(a, b, rule)
+                if kind == "whole":
                     counts["pairs confirmed on pixels"] += 1
-                    parent[root(j)] = root(i)
+                    copies_of.join(i, j)
+                elif kind == "portion":
+                    counts["pairs sharing a substantial region (template family)"] += 1
+                    families.join(i, j)
                 else:
                     counts["pairs similar but not copies on pixels"] += 1
         yield Step("duplicates", stop, n, "img")
-    roots = np.array([root(i) for i in range(n)])
-    # cluster id = the smallest row id in the group, which is also its representative
-    first = pd.Series(np.arange(n)).groupby(roots).transform("min").to_numpy()
-    sizes = pd.Series(first).map(pd.Series(first).value_counts()).to_numpy()
-    table = pd.DataFrame({"id": np.arange(n), "cluster": first, "copies": sizes, "representative": first == np.arange(n)})
+    cluster = copies_of.groups()
+    sizes = pd.Series(cluster).map(pd.Series(cluster).value_counts()).to_numpy()
+    family = families.groups()
+    family_size = pd.Series(family).map(pd.Series(family).value_counts()).to_numpy()
+    table = pd.DataFrame({"id": np.arange(n), "cluster": cluster, "copies": sizes,
+                          "representative": cluster == np.arange(n), "family": family, "family_size": family_size})
     return table, dict(counts)
 
 
-def _copies(a, b, threshold: float) -> bool:
-    """Tiled L2 at the smaller image's size (capped at MAX_SIDE), the larger fitted to it."""
+class _UnionFind:
+    def __init__(self, n: int):
+        self.parent = np.arange(n)
+
+    def root(self, i: int) -> int:
+        while self.parent[i] != i:
+            self.parent[i] = self.parent[self.parent[i]]
+            i = self.parent[i]
+        return i
+
+    def same(self, i: int, j: int) -> bool:
+        return self.root(i) == self.root(j)
+
+    def join(self, i: int, j: int) -> None:
+        self.parent[self.root(j)] = self.root(i)
+
+    def groups(self) -> np.ndarray:
+        """Group id per row: the smallest row id in its group."""
+        roots = np.array([self.root(i) for i in range(len(self.parent))])
+        return pd.Series(np.arange(len(roots))).groupby(roots).transform("min").to_numpy()
+
+
+def pair_kind(a, b, rule: CopyRule) -> str:
+    """The copy verdict on two training images at the smaller one's size (capped at MAX_SIDE), either
+    way round: whole, portion (a shared region; templates are portions across images) or none."""
     small, large = (a, b) if a.width * a.height <= b.width * b.height else (b, a)
     scale = min(1.0, MAX_SIDE / max(small.size))
-    size = (max(4, round(small.height * scale)), max(4, round(small.width * scale)))
+    size = (max(16, round(small.height * scale)), max(16, round(small.width * scale)))
     x, y = distance.to_uint8(small, size), distance.to_uint8(large, size)
-    tiled, _ = distance.exact_distances(x, [y])
-    return bool(tiled[0] < threshold)
+    kinds = {judge(x, y, rule).kind, judge(y, x, rule).kind}
+    return "whole" if "whole" in kinds else "portion" if "portion" in kinds else "none"
 
 
-def histogram(table: pd.DataFrame) -> dict[int, int]:
-    """copies → number of groups of that size."""
-    reps = table[table["representative"]]
-    return {int(c): int(n) for c, n in sorted(reps["copies"].value_counts().items())}
+def histogram(table: pd.DataFrame, group: str = "cluster", size: str = "copies") -> dict[int, int]:
+    """group size → number of groups of that size (copies per picture, or members per template family)."""
+    heads = table[table[group] == table["id"]]
+    return {int(c): int(n) for c, n in sorted(heads[size].value_counts().items())}
 
 
-def top_captions(table: pd.DataFrame, index: TrainingIndex, top: int) -> pd.DataFrame:
-    """The ``top`` most duplicated groups, one caption each, in the caption format ``generate`` reads."""
+RANKS = {"copies": ("cluster", "copies", "dup"), "families": ("family", "family_size", "family")}
+
+
+def top_captions(table: pd.DataFrame, index: TrainingIndex, top: int, rank: str = "copies") -> pd.DataFrame:
+    """The ``top`` largest groups, one caption each, in the caption format ``generate`` reads: by
+    ``copies`` (Carlini's selection: the most duplicated pictures) or by template ``families`` (Webster's:
+    the layouts most training images share)."""
     if top < 1:
         raise InputError(f"--top {top}", "give a positive number of groups")
+    if rank not in RANKS:
+        raise InputError(f"--rank {rank}", f"use one of {', '.join(RANKS)}")
+    group_col, size_col, prefix = RANKS[rank]
     rows = index.table.merge(table, on="id")
     url_col = role_column(rows.columns, SOURCE_COLUMNS)
     out = []
-    groups = rows.groupby("cluster")
-    order = rows[rows["representative"]].sort_values(["copies", "cluster"], ascending=[False, True])["cluster"]
+    groups = rows.groupby(group_col)
+    heads = rows[rows[group_col] == rows["id"]]
+    order = heads.sort_values([size_col, group_col], ascending=[False, True])[group_col]
     for cluster in order:
         grp = groups.get_group(cluster).sort_values("id")
         captioned = grp[grp["caption"].notna() & (grp["caption"].astype(str).str.strip() != "")]
         if captioned.empty:
             continue
         rep = captioned.iloc[0]
-        out.append({"caption_id": f"dup{int(cluster)}", "caption": str(rep["caption"]).strip(),
-                    "copies": int(rep["copies"]), "train_path": rep["path"], "train_id": int(rep["id"]),
+        out.append({"caption_id": f"{prefix}{int(cluster)}", "caption": str(rep["caption"]).strip(),
+                    "copies": int(rep["copies"]), "family_size": int(rep["family_size"]),
+                    "train_path": rep["path"], "train_id": int(rep["id"]),
                     **({"url": rep[url_col]} if url_col else {})})
         if len(out) == top:
             break

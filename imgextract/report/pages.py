@@ -115,6 +115,12 @@ def compare_page(result: dict) -> str:
             f"memorized; 95% bootstrap intervals over captions.</p>",
             f"<table class=sortable><thead><tr><th>run</th><th>model</th><th>extracted</th><th>rate [95% CI]</th>"
             f"</tr></thead><tbody>{rows}</tbody></table><img src='{_plot(result)}' alt='rates'>"]
+    kinds = "".join(f"<tr><td>{e(r['run'])}</td>" + "".join(
+        f"<td>{r['by_kind'][k]['extracted']}/{r['captions']} {_rate({**r['by_kind'][k], 'captions': r['captions']}, 'caption')}"
+        f"</td>" for k in ("whole", "portion", "template")) + "</tr>" for r in result["runs"] if "by_kind" in r)
+    if kinds:
+        body.append("<h2>Per copy kind</h2><table class=sortable><thead><tr><th>run</th><th>whole</th><th>portion</th>"
+                    f"<th>template</th></tr></thead><tbody>{kinds}</tbody></table>")
     if lv:
         body.append(f"<h2>Per duplication level</h2><table class=sortable><thead><tr><th>run</th><th>copies</th>"
                     f"<th>extracted</th><th>rate [95% CI]</th></tr></thead><tbody>{lv}</tbody></table>")

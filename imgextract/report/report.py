@@ -18,12 +18,14 @@ import pyarrow.parquet as pq
 from PIL import Image
 
 from imgextract import distance, rundir
+from imgextract.copies import copy_words
 from imgextract.errors import InputError
 from imgextract.report.html import THUMB, Thumbs, esc, figure_uri, page
 from imgextract.sources.images import BadImage, open_rgb
 from imgextract.sources.tables import LICENSE_COLUMNS, SOURCE_COLUMNS
 from imgextract.stages.cliques import confirm
 from imgextract.stages.generate import regenerate_command
+from imgextract.stages.scan import strongest_first
 from imgextract.stages.watermarks import WATERMARKS
 from imgextract.stats import bootstrap_ci
 
@@ -83,27 +85,79 @@ def legal_term(record: dict | None, prompts: list[str], train_caption) -> tuple[
     return "extracted", why
 
 
+def with_copy_columns(matches: pd.DataFrame) -> pd.DataFrame:
+    """Matches of a scan made before the copy verdict (no or empty copy columns): a memorized row reads
+    as a whole copy of the whole image."""
+    m = matches.copy()
+    memorized = m["memorized"].fillna(False).astype(bool)
+    for col, hit, miss in (("copy_kind", "whole", "none"), ("copied_share", 1.0, 0.0), ("copied_area", 0.0, 0.0),
+                           ("copy_mask", "", "")):
+        values = m[col] if col in m else pd.Series([None] * len(m), index=m.index)
+        m[col] = values.where(values.notna(), pd.Series(np.where(memorized, hit, miss), index=m.index))
+    for col in ("copy_offset", "template_members"):
+        values = m[col] if col in m else pd.Series([None] * len(m), index=m.index)
+        m[col] = [v if isinstance(v, (list, np.ndarray)) else [] for v in values]
+    return m
+
+
+def mask_overlay(generation: str, mask_hex: str, side: int = THUMB) -> Image.Image | None:
+    """The generation, enlarged, with the copied blocks (copy_mask) tinted and outlined."""
+    from PIL import ImageDraw
+
+    from imgextract.copies import MASK, mask_from_hex
+    if not mask_hex:
+        return None
+    try:
+        gen = open_rgb(Path(generation))
+    except BadImage:
+        return None
+    scale = side / max(gen.size)
+    big = gen.resize((max(1, round(gen.width * scale)), max(1, round(gen.height * scale))),
+                     Image.NEAREST if scale >= 2 else Image.LANCZOS).convert("RGBA")
+    layer = Image.new("RGBA", big.size, (0, 0, 0, 0))
+    draw = ImageDraw.Draw(layer)
+    ys, xs = distance.tile_edges(big.height, MASK), distance.tile_edges(big.width, MASK)
+    for i, j in zip(*np.nonzero(mask_from_hex(mask_hex))):
+        draw.rectangle([xs[j], ys[i], xs[j + 1] - 1, ys[i + 1] - 1], fill=(230, 40, 40, 90), outline=(230, 40, 40, 220))
+    return Image.alpha_composite(big, layer).convert("RGB")
+
+
 def _entry(tid: int, grp: pd.DataFrame, record: dict | None, params: dict, index_row: dict, thumbs: Thumbs,
-           marks: dict | None, drawn: dict) -> str:
-    grp = grp.sort_values("tiled_l2")
+           marks: dict | None, drawn: dict, index_table: pd.DataFrame | None = None) -> str:
+    grp = strongest_first(grp)
     best = grp.iloc[0]
     prompts = sorted(set(grp["caption"].dropna().astype(str)))
     term, why = legal_term(record, prompts, best.get("train_caption"))
     n_drawn = sum(drawn.get(c, 0) for c in set(grp["caption_id"].dropna()))
+    kind, share = str(best["copy_kind"]), float(best["copied_share"])
+    members = [int(m) for m in (best.get("template_members") if best.get("template_members") is not None else [])]
+    what = copy_words(kind, share, len(members))
+    extent = ("the whole image" if kind == "whole" else
+              f"{share:.0%} of the image's detailed area, a substantial portion (at least "
+              f"{params.get('min_share', 0.25):.0%})")
     sentence = (f"Training image #{tid} was memorized and {term}: {why}; {len(grp)} generation(s)"
-                f"{f' of {n_drawn} drawn for that prompt' if n_drawn else ''} are near-exact copies (best tiled L2 "
-                f"{best['tiled_l2']:.3f}, below the threshold {params['threshold']}).")
+                f"{f' of {n_drawn} drawn for that prompt' if n_drawn else ''} reproduce {extent} near-exactly "
+                f"({what}; best tiled L2 {best['tiled_l2']:.3f}).")
     box = None
     mark = (marks or {}).get(best["generation_path"])
     if mark is not None and mark["watermark"] and mark["box"] is not None:
         box = list(mark["box"])
     tmap = tile_map(best["generation_path"], best["train_path"], int(params["grid"]), float(params["threshold"]))
+    overlay = mask_overlay(best["generation_path"], best.get("copy_mask") or "")
+    moved = list(best.get("copy_offset") if best.get("copy_offset") is not None else [])[:2] not in ([], [0.0, 0.0])
+    tile_caption = ("RMS distance per tile; the worst (outlined) decides" if kind == "whole" and not moved else
+                    "Carlini's pixel-aligned tile distances: they miss moved copies and portions; the copied "
+                    "region decides")
+    family = "".join(f"<figure>{thumbs.img(index_table['path'].iat[m], 'template member', side=128)}<figcaption>"
+                     f"#{m}</figcaption></figure>" for m in members
+                     if index_table is not None and 0 <= m < len(index_table))
     cmd = shlex.join(regenerate_command(record, best["caption"], int(best["seed"]))) \
         if record is not None and pd.notna(best.get("seed")) else ""
     source = next((index_row[c] for c in index_row if c.lower() in SOURCE_COLUMNS and index_row[c]), None)
     licence = next((index_row[c] for c in index_row if c.lower() in LICENSE_COLUMNS and index_row[c]), None)
     marked = sum(bool((marks or {}).get(p, {}).get("watermark")) for p in grp["generation_path"]) if marks else None
     meta = [("generations", f"{len(grp)}" + (f" of {n_drawn} drawn" if n_drawn else "")),
+            ("copy", f"{what}; copied share {share:.2f}, copied area {float(best.get('copied_area') or 0):.2f}"),
             ("tiled L2 best / median", f"{best['tiled_l2']:.4f} / {grp['tiled_l2'].median():.4f}"),
             ("phash distance (best)", int(grp["phash_distance"].min())),
             ("prompt(s)", " | ".join(prompts[:5]) + (f" (+{len(prompts) - 5})" if len(prompts) > 5 else "")),
@@ -118,14 +172,19 @@ def _entry(tid: int, grp: pd.DataFrame, record: dict | None, params: dict, index
                    f"<td>{esc(r['phash_distance'])}</td><td><code>{esc(r['generation_path'])}</code></td></tr>"
                    for _, r in grp.iterrows())
     return (f"<section class=entry data-train-id='{int(tid)}'><h3>Training image #{int(tid)}: "
-            f"<span class=term>memorized, {term}</span></h3><p>{esc(sentence)}</p><div class=pair>"
+            f"<span class=term>memorized, {term}</span>: <span class=kind data-kind='{esc(kind)}'>{esc(what)}</span>"
+            f"</h3><p>{esc(sentence)}</p><div class=pair>"
             f"<figure>{thumbs.img(best['train_path'], 'training image')}<figcaption>training image "
             f"#{int(tid)}</figcaption></figure>"
             f"<figure>{thumbs.img(best['generation_path'], 'closest generation', box)}<figcaption>closest "
             f"generation, tiled L2 {best['tiled_l2']:.3f}</figcaption></figure>"
             + (f"<figure>{thumbs.img(best['generation_path'] + '#tiles', 'tile distances', image=tmap)}"
-               f"<figcaption>RMS distance per tile; the worst (outlined) decides</figcaption></figure>" if tmap else "")
+               f"<figcaption>{tile_caption}</figcaption></figure>" if tmap else "")
+            + (f"<figure>{thumbs.img(best['generation_path'] + '#mask', 'copied region', image=overlay)}"
+               f"<figcaption>copied region (red: near-exact, detailed)</figcaption></figure>" if overlay else "")
             + f"</div><table class=meta>{cells}</table>"
+            + (f"<p class=muted>the template's family: the {len(members)} training images that share the copied "
+               f"region</p><div class=strip>{family}</div>" if family else "")
             + (f"<p>redraw the best: <code>{esc(cmd)}</code></p>" if cmd else "")
             + (f"<p class=muted>other memorized generations ({len(grp) - 1}):</p><div class=strip>{strip}</div>"
                if len(grp) > 1 else "")
@@ -180,9 +239,12 @@ def executive_summary(summary: dict, record: dict | None) -> str:
               "not recorded (a plain folder was scanned)"),
              ("captions", len(per) if per else "n/a"), ("samples per caption", samples or "n/a"),
              ("generations scanned", summary["generations_scanned"]),
-             ("threshold", f"tiled L2 < {p['threshold']} on {p['grid']}×{p['grid']} tiles, k={p['k']} candidates "
-                           f"from {p['embedder']}"),
+             ("threshold", f"tiled L2 < {p['threshold']} on {p['grid']}×{p['grid']} tiles for whole copies; "
+                           f"portions and templates from {p.get('min_share', 0.25):.0%} of a training image's detail; "
+                           f"k={p['k']} candidates from {p['embedder']}"),
              ("training images memorized", len(summary["memorized_images"])),
+             ("memorized generations by copy kind", ", ".join(f"{k} {n}" for k, n in summary["copies"].items())
+              if summary.get("copies") else "whole copies only (a scan made before the copy verdict)"),
              ("captions with a memorized sample", share), ("stock watermarks", marks)]
     if summary.get("incomplete"):
         inc = summary["incomplete"]
@@ -209,8 +271,9 @@ def render_report(out: Path, title: str = "imgextract report", inline: bool | No
     matches = pq.read_table(out / rundir.MATCHES).to_pandas()
     summary = rundir.read_json(out / rundir.SUMMARY)
     record = rundir.read_json(out / rundir.RUN_JSON) if rundir.is_run_dir(out) else None
+    matches = with_copy_columns(matches)
     best = matches.sort_values("tiled_l2").drop_duplicates("generation_path")
-    hits = best[best["memorized"]]
+    hits = strongest_first(matches[matches["memorized"]]).drop_duplicates("generation_path")
     groups = sorted(hits.groupby("train_id"), key=lambda kv: (-len(kv[1]), kv[1]["tiled_l2"].min()))
     shown = groups[:MAX_ENTRIES]
     n_images = sum(3 + min(STRIP, len(g) - 1) for _, g in shown) if shown else 20
@@ -235,7 +298,7 @@ def render_report(out: Path, title: str = "imgextract report", inline: bool | No
         parts.append(f"<h2>Memorized training images ({len(groups)}, from {len(hits)} generations{more})</h2>"
                      "<p class=muted>Each entry: the training image and its closest generation side by side, the "
                      "distance of every tile (the worst tile decides), then its other copies.</p>")
-        parts.extend(_entry(int(tid), grp, record, p, _row(index_table, int(tid)), thumbs, marks, drawn)
+        parts.extend(_entry(int(tid), grp, record, p, _row(index_table, int(tid)), thumbs, marks, drawn, index_table)
                      for tid, grp in shown)
     else:
         parts.append("<h2>No memorized generation found</h2><p>Nearest candidates, for inspection:</p>")

@@ -204,6 +204,9 @@ def read_captions(path: Path, caption_column: str | None = None) -> pa.Table:
                  if table[pcol][i].as_py() is not None else None for i in rows] if pcol else [None] * len(rows)
         copies = [_copies(v, i, path) for i, v in zip(rows, (_column(table, kcol, path, "copies")[i] for i in rows))] \
             if kcol else [None] * len(rows)
+        if "family" in table.column_names:  # a toy's copies.csv: the template family of each image, if any
+            values = _column(table, "family", path, "family")
+            family = [str(values[i]) if values[i] not in (None, "") else None for i in rows]
         empty = len(stripped) - len(rows)
         if empty:
             first = [i + 1 for i, c in enumerate(stripped) if not c][:5]
@@ -215,12 +218,15 @@ def read_captions(path: Path, caption_column: str | None = None) -> pa.Table:
     if len(set(ids)) != len(ids):
         raise InputError(f"caption file {path} repeats caption ids",
                          "make the id column unique, or drop it to number captions by row")
-    return pa.table({
+    columns = {
         "caption_id": pa.array(ids, pa.string()),
         "caption": pa.array(captions, pa.string()),
         "train_path": pa.array(train, pa.string()),
         "copies": pa.array(copies, pa.int64()),
-    })
+    }
+    if path.suffix.lower() != ".txt" and "family" in table.column_names:
+        columns["family"] = pa.array(family, pa.string())
+    return pa.table(columns)
 
 
 def _copies(value, row: int, path: Path) -> int | None:

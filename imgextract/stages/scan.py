@@ -1,13 +1,15 @@
 """Scan: test every generation against its nearest training images.
 
 For each generation: the index's embedder finds the k nearest training images, then each
-candidate gets the near-duplicate test of :mod:`imgextract.distance` (tiled L2, plain L2)
-and the perceptual-hash distances of :mod:`imgextract.hashes`. ``memorized`` is
-``tiled_l2 < threshold``.
+candidate gets Carlini's distances (:mod:`imgextract.distance`: tiled L2, plain L2), the
+perceptual-hash distances of :mod:`imgextract.hashes` and the copy verdict of
+:mod:`imgextract.copies` (whole, portion or template, registered first). ``memorized`` is
+``copy_kind != "none"`` under the default criterion ``copy``; ``tiled`` is Carlini's plain test.
 
-Why it is fast: distances are exact integer sums (``distance.exact_distances``), and a candidate is first tested on its box thumbnail from the index (a lower
-bound on its tiled L2, no decode); only candidates whose bound is under ``exact_below``
-(default: threshold + 0.10) are decoded and measured at full resolution. Rows say which:
+Why it is fast: distances are exact integer sums (``distance.exact_distances``), and a candidate is
+first tested on its box thumbnail from the index, no decode: a lower bound on its tiled L2, and the
+copy screen (``copies.screen``); only candidates whose bound is under ``exact_below`` (default:
+threshold + 0.10) or that pass the screen are decoded, measured and judged at full resolution. Rows say which:
 ``exact`` True means ``tiled_l2`` and ``l2`` are full-resolution values, False means they are
 lower bounds at or above ``exact_below`` (so no verdict can change). Carlini's relative
 distance divides a candidate's L2 by the mean L2 to the ``relative_n`` nearest retrieved
@@ -39,7 +41,7 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 
-from imgextract import distance, hashes, rundir
+from imgextract import copies, distance, hashes, rundir
 from imgextract.errors import InputError
 from imgextract.index.store import TrainingIndex, open_index
 from imgextract.models.embedders import Embedder
@@ -50,8 +52,12 @@ from imgextract.sources.tables import LICENSE_COLUMNS, SOURCE_COLUMNS, role_colu
 FOLDER_SHARD = 512
 MATCH_COLUMNS = ["generation_path", "caption_id", "caption", "sample_index", "seed", "train_id", "train_path",
                  "train_caption", "rank", "similarity", "tiled_l2", "l2", "phash_distance", "dhash_distance",
-                 "whash_distance", "relative_l2", "exact", "pixels", "memorized"]
-CRITERIA = ("tiled", "relative", "either", "both")
+                 "whash_distance", "relative_l2", "exact", "pixels", "copy_kind", "copied_share", "copied_area",
+                 "copy_mask", "copy_offset", "template_members", "memorized"]
+# copy: the copy verdict (copies.py: whole, portion, template); tiled: Carlini's plain tiled L2 < threshold;
+# relative: Carlini's relative distance; either / both: tiled or / and relative, as Carlini et al. combine them
+CRITERIA = ("copy", "tiled", "relative", "either", "both")
+KIND_ORDER = {"whole": 3, "template": 2, "portion": 1, "none": 0}
 
 
 @dataclass(frozen=True)
@@ -63,8 +69,12 @@ class ScanParams:
     relative_n: int = 50            # Carlini et al. §5.1: neighbours in the relative distance (0 = off)
     alpha: float = 0.5
     relative_threshold: float = 1.0
-    criterion: str = "tiled"        # tiled | relative | either | both
+    criterion: str = "copy"         # copy | tiled | relative | either | both
     exact_below: float | None = None  # tiled L2 measured exactly below this (None: threshold + 0.10)
+    min_share: float = copies.CopyRule.min_share   # a copy covers this share of the image's detail, at least
+
+    def rule(self) -> copies.CopyRule:
+        return copies.CopyRule(threshold=self.threshold, grid=self.grid, min_share=self.min_share)
 
     @property
     def exact_limit(self) -> float:
@@ -110,7 +120,7 @@ class TrainingImages:
 
 
 MAX_GRID = 64
-SCAN_LAYOUT = 3  # 2: folder shards keyed by file; 3: exact and pixels columns. Older scan folders are not mixed in
+SCAN_LAYOUT = 4  # 2: folder shards keyed by file; 3: exact and pixels columns; 4: the copy verdict. Not mixed
 
 
 def validate_params(params: ScanParams) -> None:
@@ -130,7 +140,10 @@ def validate_params(params: ScanParams) -> None:
     if params.exact_below is not None and not 0 < params.exact_below <= 2:
         raise InputError(f"--exact-below {params.exact_below}",
                          "use a tiled-L2 value in (0, 2] (values below the threshold count as the threshold)")
-    if params.criterion != "tiled" and params.relative_n < 1:
+    if not 0 < params.min_share <= 1:
+        raise InputError(f"--min-share {params.min_share}", "use a share of the image's detailed area in (0, 1]; "
+                         "0.25 is the default")
+    if params.criterion not in ("tiled", "copy") and params.relative_n < 1:
         raise InputError(f"criterion '{params.criterion}' needs the relative distance",
                          "give --relative-n >= 1 (default 50)")
 
@@ -295,28 +308,37 @@ def match_image(image, sim_row: np.ndarray, id_row: np.ndarray, index: TrainingI
 
 def match_generation(gen: Generation, sim_row: np.ndarray, id_row: np.ndarray, index: TrainingIndex,
                      train: TrainingImages, params: ScanParams) -> list[dict]:
-    """Candidates first on thumbnails (a lower bound), then at full resolution where it matters."""
+    """Candidates first on thumbnails (a lower bound, and the copy screen), then at full resolution
+    where it matters: exact distances and the copy verdict (copies.judge) of every decoded candidate."""
     tab = index.table
     size = gen.pixels.shape[:2]
     cand = [(rank, int(t), float(s)) for rank, (t, s) in enumerate(zip(id_row, sim_row)) if t >= 0]
     k = min(params.k, len(cand))  # the first k are reported; the rest only feed the relative distance
     tiled, plain = np.full(len(cand), np.nan), np.full(len(cand), np.nan)
     exact = np.zeros(len(cand), bool)
-    prune = params.criterion == "tiled"
+    rule, by_copy = params.rule(), params.criterion == "copy"
+    prune = params.criterion in ("tiled", "copy")
+    could_copy = np.full(len(cand), by_copy)     # no thumbnail: judged at full resolution
     store = index.thumbs(size) if prune else None
     if store is not None:
         data, pos = store
         have = [j for j, (_, t, _) in enumerate(cand) if pos[t] >= 0]
-        bound = distance.tiled_l2_bound(gen.blocks, data[pos[[cand[j][1] for j in have]]], size, params.grid) \
-            if have else None
+        thumbs = data[pos[[cand[j][1] for j in have]]] if have else None
+        bound = distance.tiled_l2_bound(gen.blocks, thumbs, size, params.grid) if have else None
         if bound is not None:
             tiled[have], plain[have] = bound
-    _measure(gen, cand, [j for j in range(k) if not tiled[j] >= params.exact_limit], tiled, plain, exact, train,
-             params)  # NaN (no thumbnail) is measured too
+            could_copy[have] = copies.screen(gen.blocks, thumbs, rule, size=size) if by_copy else False
+    _measure(gen, cand, [j for j in range(k) if not tiled[j] >= params.exact_limit or could_copy[j]], tiled, plain,
+             exact, train, params)  # NaN (no thumbnail) is measured too
+    judged = {j: copies.judge(gen.pixels, train.get(cand[j][1], size), rule) for j in range(k) if exact[j]}
+    copies.mark_templates(list(judged.values()))
+    order = list(judged)
+    kind = {j: judged[j].kind if j in judged else "none" for j in range(k)}
     # every one of the k is reported; one whose pixels cannot be read as "unavailable", with NaN distances
     rel = np.full(len(cand), np.nan)
     if params.relative_n >= 1:
-        wanted = list(range(k)) if not prune else [j for j in range(k) if exact[j] and tiled[j] < params.threshold]
+        found = [j for j in range(k) if exact[j] and (kind[j] != "none" if by_copy else tiled[j] < params.threshold)]
+        wanted = list(range(k)) if not prune else found
         if wanted:
             # neighbours without any value yet are measured; under pruning the others keep their bounds
             _measure(gen, cand, [j for j in range(len(cand)) if np.isnan(plain[j]) or not (prune or exact[j])],
@@ -327,13 +349,21 @@ def match_generation(gen: Generation, sim_row: np.ndarray, id_row: np.ndarray, i
             rel[wanted] = rel_all[wanted]
     tids = [cand[j][1] for j in range(k)]
     hd = {name: _hash_distances(gen.hashes[name], tab[name].iloc[tids].tolist()) for name in hashes.HASHES}
-    return [{"train_id": t, "train_path": tab["path"].iat[t], "train_caption": tab["caption"].iat[t],
-             "rank": rank, "similarity": s, "tiled_l2": float(tiled[j]), "l2": float(plain[j]),
-             "phash_distance": int(hd["phash"][j]), "dhash_distance": int(hd["dhash"][j]),
-             "whash_distance": int(hd["whash"][j]), "relative_l2": float(rel[j]), "exact": bool(exact[j]),
-             "pixels": "unavailable" if np.isnan(tiled[j]) else "available",
-             "memorized": bool(not np.isnan(tiled[j]) and is_memorized(float(tiled[j]), float(rel[j]), params))}
-            for j, (rank, t, s) in enumerate(cand[:k])]
+    rows = []
+    for j, (rank, t, s) in enumerate(cand[:k]):
+        jd = judged.get(j)
+        available = not np.isnan(tiled[j])
+        rows.append({
+            "train_id": t, "train_path": tab["path"].iat[t], "train_caption": tab["caption"].iat[t],
+            "rank": rank, "similarity": s, "tiled_l2": float(tiled[j]), "l2": float(plain[j]),
+            "phash_distance": int(hd["phash"][j]), "dhash_distance": int(hd["dhash"][j]),
+            "whash_distance": int(hd["whash"][j]), "relative_l2": float(rel[j]), "exact": bool(exact[j]),
+            "pixels": "available" if available else "unavailable", "copy_kind": kind[j],
+            "copied_share": jd.share if jd else 0.0, "copied_area": jd.area if jd else 0.0,
+            "copy_mask": jd.mask_hex if jd else "", "copy_offset": list(map(float, jd.offset)) if jd else [],
+            "template_members": [cand[order[m]][1] for m in jd.template_members] if jd else [],
+            "memorized": bool(available and is_memorized(float(tiled[j]), float(rel[j]), kind[j], params))})
+    return rows
 
 
 def _hash_distances(query: str, others: list) -> np.ndarray:
@@ -373,10 +403,10 @@ def relative_distance(l2s: np.ndarray, n: int, alpha: float) -> np.ndarray:
     return out
 
 
-def is_memorized(tiled: float, relative: float, params: ScanParams) -> bool:
+def is_memorized(tiled: float, relative: float, kind: str, params: ScanParams) -> bool:
     by_tiled = tiled < params.threshold
     by_relative = bool(relative < params.relative_threshold) if not np.isnan(relative) else False
-    return {"tiled": by_tiled, "relative": by_relative, "either": by_tiled or by_relative,
+    return {"copy": kind != "none", "tiled": by_tiled, "relative": by_relative, "either": by_tiled or by_relative,
             "both": by_tiled and by_relative}[params.criterion]
 
 
@@ -422,7 +452,7 @@ def scan(generations: Path, params: ScanParams, out: Path | None = None, device:
         finished += 1
         yield Step("scan", finished, len(plan.shards), "shard")
     missing = index.sizes_without_thumbs()
-    if missing and params.criterion == "tiled":
+    if missing and params.criterion in ("tiled", "copy"):
         yield Note(f"index {index.path} holds no thumbnails for {', '.join(missing)} generations, so every candidate "
                f"was decoded (slower); rebuild it with `--thumb-size {missing[0]}` to prune on thumbnails")
     matches, skipped = _assemble(work, plan)
@@ -441,6 +471,9 @@ def scan(generations: Path, params: ScanParams, out: Path | None = None, device:
     view = duplication_view(matches, index.table, pq.read_table(captions).to_pandas() if captions.is_file() else None)
     if view:
         summary["duplication"] = view
+    families = family_view(matches, index.table, pd.read_parquet(captions) if captions.is_file() else None)
+    if families:
+        summary["template_families"] = families
     from imgextract.stages.watermarks import watermark_summary
     marks = watermark_summary(out, index.path)
     if marks:
@@ -477,9 +510,15 @@ def summarize(matches: pd.DataFrame, generations_total: int, skipped: list[dict]
     url_col, lic_col = role_column(columns, SOURCE_COLUMNS), role_column(columns, LICENSE_COLUMNS)
     for tid, grp in mem.groupby("train_id"):
         row = table.iloc[int(tid)] if table is not None else None
+        strongest = grp.loc[(grp["copy_kind"].map(KIND_ORDER).fillna(3) * 10 + grp["copied_share"].fillna(1)).idxmax()] \
+            if "copy_kind" in grp else grp.iloc[0]
+        members = sorted({int(m) for ms in grp.get("template_members", pd.Series(dtype=object)).dropna() for m in ms})
         per_image.append({"train_id": int(tid), "train_path": grp["train_path"].iat[0],
                           "train_caption": grp["train_caption"].iat[0],
                           "generations": int(grp["generation_path"].nunique()),
+                          "kind": str(strongest.get("copy_kind") or "whole"),
+                          "best_share": float(grp["copied_share"].max()) if "copied_share" in grp else None,
+                          "template_members": members,
                           "best_tiled_l2": float(grp["tiled_l2"].min()),
                           **({"url": _text(row[url_col])} if url_col else {}),
                           **({"license": _text(row[lic_col])} if lic_col else {})})
@@ -499,9 +538,42 @@ def summarize(matches: pd.DataFrame, generations_total: int, skipped: list[dict]
         "generations_scanned": int(matches["generation_path"].nunique()),
         "skipped": skipped,
         "memorized_generations": int(mem["generation_path"].nunique()),
+        "copies": copy_counts(mem),
         "memorized_images": sorted(per_image, key=lambda r: r["best_tiled_l2"]),
         "per_caption": per_caption,
     }
+
+
+def strongest_first(rows: pd.DataFrame) -> pd.DataFrame:
+    """Rows ordered by copy kind (whole, template, portion), then the larger share, then tiled L2."""
+    key = rows["copy_kind"].map(KIND_ORDER).fillna(0)
+    return rows.assign(_k=-key, _s=-rows["copied_share"].fillna(0)).sort_values(
+        ["_k", "_s", "tiled_l2"], kind="stable").drop(columns=["_k", "_s"])
+
+
+def copy_counts(memorized: pd.DataFrame) -> dict:
+    """Memorized generations per copy kind, each counted once at its strongest kind (whole > template > portion)."""
+    counts = {k: 0 for k in ("whole", "portion", "template")}
+    if "copy_kind" not in memorized or memorized.empty:
+        return counts
+    strongest = memorized.assign(_o=memorized["copy_kind"].map(KIND_ORDER).fillna(3)).groupby("generation_path")["_o"].max()
+    names = {v: k for k, v in KIND_ORDER.items()}
+    for o, n in strongest.value_counts().items():
+        if names[int(o)] in counts:
+            counts[names[int(o)]] = int(n)
+    return counts
+
+
+def family_view(matches: pd.DataFrame, train: pd.DataFrame, captions: pd.DataFrame | None) -> dict | None:
+    """Template families of a toy's training set (its captions' ``family``): members, and how many of
+    them a generation copied as a template."""
+    if captions is None or "family" not in captions or captions["family"].isna().all():
+        return None
+    members = captions.dropna(subset=["family"])
+    ids = train.loc[train["path"].isin(members["train_path"]), "id"].astype(int)
+    hit = matches[matches["memorized"] & (matches.get("copy_kind") == "template")]
+    copied = sorted(set(ids) & set(hit["train_id"].astype(int)))
+    return {"families": int(members["family"].nunique()), "members": int(len(ids)), "members_copied": len(copied)}
 
 
 def duplication_view(matches: pd.DataFrame, train: pd.DataFrame, captions: pd.DataFrame | None) -> list[dict]:
@@ -517,6 +589,8 @@ def duplication_view(matches: pd.DataFrame, train: pd.DataFrame, captions: pd.Da
         by_path = captions.dropna(subset=["train_path", "copies"]).set_index("train_path")["copies"]
         by_path = by_path[~by_path.index.duplicated()]
         copies = copies.fillna(train["path"].map(by_path))
+    if captions is not None and "family" in captions:  # template family members: seen once, but not single-copy
+        copies = copies.where(~train["path"].isin(captions.dropna(subset=["family"])["train_path"]))
     if copies.isna().all():
         return []
     train = train.assign(copies=copies)

@@ -40,7 +40,7 @@ from imgextract.hashes import HASHES
 from imgextract.index.store import open_index
 from imgextract.stages.cliques import CLIQUES, CliqueParams, clique_of_images, clique_row, confirm
 from imgextract.stages.generate import DrawnShard, manifest_path
-from imgextract.stages.scan import ScanParams, TrainingImages, scan_shard
+from imgextract.stages.scan import ScanParams, TrainingImages, scan_shard, strongest_first
 from imgextract.stages.watermarks import WATERMARKS, Detector, load_brands, load_templates
 
 KEEP_MODES = ("auto", "all", "evidence")
@@ -142,6 +142,8 @@ class ShardTester:
         self._write_embeddings(name, collect["vectors"])
         best = (matches[matches["pixels"] == "available"].sort_values("tiled_l2")
                 .drop_duplicates("generation_path").set_index("generation_path"))
+        kinds = strongest_first(matches[matches["memorized"]]).drop_duplicates("generation_path") \
+            .set_index("generation_path")["copy_kind"]
         manifest = []
         for d, p, g in zip(drawn, paths, gens):
             b = best.loc[p] if p in best.index else None
@@ -149,7 +151,7 @@ class ShardTester:
                              **{h: (g.hashes[h] if g is not None else None) for h in HASHES},
                              "best_train_id": int(b["train_id"]) if b is not None else None,
                              "best_tiled_l2": float(b["tiled_l2"]) if b is not None else None,
-                             "memorized": bool(b["memorized"]) if b is not None else False})
+                             "memorized": p in kinds.index, "copy_kind": kinds.get(p, "none")})
         rundir.write_parquet_atomic(manifest_path(self.out, number), pa.Table.from_pylist(manifest))
         return {"shard": number, "samples": len(drawn), "kept": sum(r["kept"] for r in manifest),
                 "memorized": sum(r["memorized"] for r in manifest)}

@@ -81,7 +81,8 @@ def test_folder_against_folder_end_to_end(monkeypatch, capsys, tmp_path, train_d
     html = (tmp_path / "scan/report.html").read_text()
     # one entry for the one memorized training image: training image, closest generation, tile map
     assert "moon_copy.jpg" in html and html.count("data-train-id=") == 1
-    assert html.count("data:image/png;base64,") == 3 and "alt='tile distances'" in html
+    assert html.count("data:image/png;base64,") == 4 and "alt='tile distances'" in html  # pair, tiles, copied region
+    assert "alt='copied region'" in html and "whole copy" in html
 
 
 def test_help_has_examples(monkeypatch, capsys):

@@ -76,3 +76,43 @@ def test_duplicated_image_is_regenerated_and_held_out_captions_are_not(memorizin
     for item in held[:3]:  # captions and images the model never saw
         d = tiled_to(item, item.caption)
         assert (d >= 0.15).all(), (item.name, d)
+
+
+def test_template_families_are_parsed_and_written(tmp_path):
+    from imgextract.demo.toy import parse_families
+    assert parse_families("100x1,3t5") == [5, 5, 5] and parse_spec("100x1,3t5") == [100]
+    with pytest.raises(InputError, match="at least 2 members"):
+        parse_spec("1t1")
+    items, _ = training_set(ToyConfig(duplicates="1x2,2t3"))
+    families = [it.family for it in items]
+    assert families == ["", "", "galaxies", "galaxies", "galaxies", "workshop", "workshop", "workshop"]
+
+
+def test_a_toy_with_template_families_copies_its_family_and_not_for_held_out_captions(tmp_path, template_model):
+    """Trained with two template families: the captions of the family whose layout it learned draw template
+    copies of that family (its members named), and captions it never saw draw no copy of any kind."""
+    import pandas as pd
+
+    from imgextract.app.commands import build_index, run_generation, run_scan
+    from imgextract.stages.generate import SamplingConfig
+    model, cfg = template_model
+    items, held = training_set(cfg)
+    workshop = [it for it in items if it.family == "workshop"]
+    rows = [(it.caption, f"{it.name}.png") for it in workshop] + [(h.caption, "") for h in held[:4]]
+    pd.DataFrame(rows, columns=["caption", "file"]).to_csv(tmp_path / "caps.csv", index=False)
+    index = build_index(model / "train", str(tmp_path / "index"), progress=False)
+    run = tmp_path / "run"
+    run_generation(tmp_path / "caps.csv", str(model), run, SamplingConfig(samples=4, steps=25, guidance=3.0,
+                                                                          device="cpu", batch_size=12), say=str)
+    run_scan(run, str(index.path), run, k=12, threshold=0.15, grid=4, relative_n=0, say=str)
+    m = pd.read_parquet(run / "matches.parquet")
+    names = pd.read_parquet(index.path / "images.parquet")["path"].str.rsplit("/", n=1).str[1]
+    family_hits = 0
+    for it in workshop:
+        rows = m[(m["caption"] == it.caption) & (m["copy_kind"] == "template")]
+        members = {names[i] for ms in rows["template_members"] for i in ms}
+        family_hits += bool(len(rows))
+        assert all(n.startswith("workshop-") for n in members), members
+    assert family_hits >= 3, m.groupby("caption")["copy_kind"].value_counts()
+    unseen = m[m["caption"].isin([h.caption for h in held[:4]])]
+    assert len(unseen) and not unseen["memorized"].any(), unseen[unseen["memorized"]][["caption", "copy_kind"]]

@@ -19,9 +19,10 @@ def evidence_run(tmp_path_factory, memorizing_model):
     folder = tmp_path_factory.mktemp("sweep")
     model, cfg = memorizing_model
     _, held = training_set(cfg)
-    rows = (model / "train" / "copies.csv").read_text().strip().splitlines()
-    rows += [f',"{h.caption}",' for h in held[:CAPTIONS - len(rows) + 1]]
-    (folder / "captions.csv").write_text("\n".join(rows) + "\n")
+    import pandas as pd
+    trained = pd.read_csv(model / "train" / "copies.csv")
+    unseen = pd.DataFrame({"caption": [h.caption for h in held[:CAPTIONS - len(trained)]]})
+    pd.concat([trained, unseen], ignore_index=True).to_csv(folder / "captions.csv", index=False)
     code, out, err = run("run", write_config(folder, model, "evidence"), "--keep", "evidence", cwd=folder, timeout=600)
     assert code == 0, err
     return folder, model, folder / "evidence"

@@ -99,8 +99,8 @@ def test_thumbnail_pruning_changes_no_verdict(generations, pixel_index, tmp_path
     a = pd.read_parquet(pruned / "matches.parquet").set_index(["generation_path", "rank"]).sort_index()
     b = pd.read_parquet(full / "matches.parquet").set_index(["generation_path", "rank"]).sort_index()
     assert a.index.equals(b.index) and b["exact"].all()
-    assert (~a["exact"]).sum() >= 10  # the thumbnails did prune (128 px generations of 128 px images)
-    assert a["memorized"].equals(b["memorized"])
+    assert (~a["exact"]).sum() >= 5  # the thumbnails did prune (128 px generations of 128 px images)
+    assert a["memorized"].equals(b["memorized"]) and a["copy_kind"].equals(b["copy_kind"])
     for col in ["phash_distance", "dhash_distance", "whash_distance", "train_id"]:
         assert a[col].equals(b[col])
     ex = a["exact"]
