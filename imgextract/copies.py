@@ -5,8 +5,9 @@ of it can be drawn from the model; Carlini et al.'s tiled L2 sees only whole, pi
 copies and is fooled by look-alike grey textures. The judgement here:
 
 1. **Register.** The training image (already fitted to the generation's size) is aligned to the
-   generation by phase correlation over a few zooms (a crop of up to ~10% then resized is a zoom
-   plus a shift), at 128 px, then the shift is refined at full resolution. ``offset`` reports it.
+   generation by phase correlation over zooms 0.90–1.12 (a crop of up to ~10% then resized is a
+   zoom plus a shift): every zoom at 64 px, the best three at 128 px, the shift to a fraction of a
+   pixel there. ``offset`` reports it.
 2. **Blocks.** Pairs larger than ``WORK`` (256 px) are judged box-downsampled to it. The generation
    is cut into a grid of blocks: 16×16 (16 px blocks at 256 px), halved for small images until a
    block has at least ``MIN_BLOCK`` pixels a side (4×4 at 32 px). A block is *copied* when it has detail (the training block's grey std is at least
@@ -35,17 +36,21 @@ each kind (``scripts/bench_verdict.py``; the figures are in README.md).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 import numpy as np
 from PIL import Image
+from scipy import fft as sfft
 
-from imgextract.distance import FP16_SLACK, tile_edges
+from imgextract.distance import tile_edges
 
 MASK = 16                      # copy_mask grid: MASK × MASK blocks over the generation
 MIN_BLOCK = 8                  # blocks have at least this many pixels a side: fewer make chance correlations
 MIN_BLOCKS = 3                 # and a copy covers at least this many of them (at 32 px: 3 of 16)
 ZOOMS = tuple(np.round(np.arange(0.90, 1.1201, 0.02), 2))   # registration search: ±10% in scale
-COARSE = 128                   # side at which zooms are searched
+FINE = 64                      # side at which every zoom is searched...
+KEEP_ZOOMS = 3                 # ...and the best this many again at
+COARSE = 128                   # this side
 WORK = 256                     # larger pairs are judged box-downsampled to this side: calibrated there, 4x cheaper
 MAX_SHIFT = 0.12               # registration moves a copy by at most this share of the image (a crop of ~10%)
 
@@ -102,12 +107,31 @@ def mask_from_hex(text: str) -> np.ndarray:
     return np.unpackbits(np.frombuffer(bytes.fromhex(text), np.uint8))[: MASK * MASK].reshape(MASK, MASK).astype(bool)
 
 
+_LUMA = np.array([0.299, 0.587, 0.114], np.float32)
+
+
 def _grey(a: np.ndarray) -> np.ndarray:
-    return a[..., 0] * 0.299 + a[..., 1] * 0.587 + a[..., 2] * 0.114
+    return a @ _LUMA
+
+
+def _sq_diff(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Per pixel, the squared difference summed over RGB."""
+    d = a - b
+    return np.einsum("ijk,ijk->ij", d, d)
+
+
+@lru_cache(maxsize=256)
+def _summing(edges: tuple) -> np.ndarray:
+    """(blocks, n) 0/1 matrix: row b sums the pixels of block b along one axis."""
+    out = np.zeros((len(edges) - 1, edges[-1]), np.float32)
+    for b, (lo, hi) in enumerate(zip(edges[:-1], edges[1:])):
+        out[b, lo:hi] = 1.0
+    return out
 
 
 def _block_sums(x: np.ndarray, ys: np.ndarray, xs: np.ndarray) -> np.ndarray:
-    return np.add.reduceat(np.add.reduceat(x, ys[:-1], axis=0), xs[:-1], axis=1)
+    """Sums of a 2-D array over the blocks the edges cut, as two small matrix products (BLAS)."""
+    return _summing(tuple(int(e) for e in ys)) @ x.astype(np.float32, copy=False) @ _summing(tuple(int(e) for e in xs)).T
 
 
 def grid_of(h: int, w: int) -> int:
@@ -125,11 +149,17 @@ def block_stats(gen: np.ndarray, train: np.ndarray, valid: np.ndarray | None = N
     h, w = gen.shape[:2]
     g = grid_of(h, w)
     ys, xs = tile_edges(h, g), tile_edges(w, g)
-    v = np.ones((h, w), np.float32) if valid is None else valid.astype(np.float32)
-    n = np.maximum(_block_sums(v, ys, xs), 1.0)
-    d2 = (((gen - train) ** 2).sum(axis=-1)) * v
+    area = np.outer(np.diff(ys), np.diff(xs)).astype(np.float32)
+    if valid is None:
+        n = area
+        d2 = _sq_diff(gen, train)
+        g, t = _grey(gen), _grey(train)
+    else:
+        v = valid.astype(np.float32)
+        n = np.maximum(_block_sums(v, ys, xs), 1.0)
+        d2 = _sq_diff(gen, train) * v
+        g, t = _grey(gen) * v, _grey(train) * v
     rms = np.sqrt(_block_sums(d2, ys, xs) / (3 * n))
-    g, t = _grey(gen) * v, _grey(train) * v
     sg, st = _block_sums(g, ys, xs) / n, _block_sums(t, ys, xs) / n
     vg = np.maximum(_block_sums(g * g, ys, xs) / n - sg ** 2, 0.0)
     vt = np.maximum(_block_sums(t * t, ys, xs) / n - st ** 2, 0.0)
@@ -138,87 +168,160 @@ def block_stats(gen: np.ndarray, train: np.ndarray, valid: np.ndarray | None = N
     # what independent noise of the observed residual would leave of a perfect correlation
     residual = np.maximum(vg + vt - 2 * cov, 0.0)
     expected = np.sqrt(vt / np.maximum(vt + residual, 1e-16))
-    area = np.outer(np.diff(ys), np.diff(xs))
-    return {"rms": rms, "ncc": ncc, "expected": expected, "detail": np.sqrt(vt), "valid": n / area}
+    return {"rms": rms, "ncc": ncc, "expected": expected, "detail": np.sqrt(vt), "valid": n / area,
+            "d2": d2, "v": None if valid is None else v}
 
 
-def _tiled(gen: np.ndarray, train: np.ndarray, grid: int, valid: np.ndarray | None) -> float:
-    h, w = gen.shape[:2]
+def _tiled(s: dict, grid: int) -> float:
+    """Carlini's tiled L2 from the per-pixel squared differences ``block_stats`` computed."""
+    d2, v = s["d2"], s["v"]
+    h, w = d2.shape
     ys, xs = tile_edges(h, grid), tile_edges(w, grid)
-    v = np.ones((h, w), np.float32) if valid is None else valid.astype(np.float32)
-    d2 = ((gen - train) ** 2).sum(axis=-1) * v
-    n = _block_sums(v, ys, xs)
     area = np.outer(np.diff(ys), np.diff(xs))
+    n = area if v is None else _block_sums(v, ys, xs)
     ok = n >= 0.5 * area                        # a tile mostly outside the registered image is not compared
     if not ok.any():
         return float("inf")
     return float(np.sqrt((_block_sums(d2, ys, xs)[ok] / (3 * n[ok])).max()))
 
 
-def _phase_shift(a: np.ndarray, b: np.ndarray) -> tuple[int, int, float]:
-    """(dy, dx, peak) such that a(y, x) ≈ b(y - dy, x - dx), by phase correlation."""
-    fa, fb = np.fft.rfft2(a - a.mean()), np.fft.rfft2(b - b.mean())
-    cross = fa * np.conj(fb)
-    r = np.fft.irfft2(cross / np.maximum(np.abs(cross), 1e-9), s=a.shape)
-    dy, dx = np.unravel_index(int(np.argmax(r)), r.shape)
-    h, w = a.shape
-    return (dy - h if dy > h // 2 else dy), (dx - w if dx > w // 2 else dx), float(r.max())
+def _spectrum(a: np.ndarray) -> np.ndarray:
+    return sfft.rfft2(a - a.mean())
 
 
-def _zoomed(image: Image.Image, zoom: float, dy: float = 0.0, dx: float = 0.0) -> tuple[Image.Image, np.ndarray]:
-    """The image zoomed by ``zoom`` about its centre then shifted by (dy, dx) pixels, and where it has pixels."""
-    w, h = image.size
+def _affine(size: tuple[int, int], zoom: float, dy: float, dx: float) -> tuple:
+    w, h = size
     cx, cy = w / 2, h / 2
-    coeffs = (1 / zoom, 0, cx - (dx + cx) / zoom, 0, 1 / zoom, cy - (dy + cy) / zoom)
-    out = image.transform((w, h), Image.AFFINE, coeffs, resample=Image.BILINEAR)
-    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32) + 0.5
-    sx, sy = xx * coeffs[0] + coeffs[2], yy * coeffs[4] + coeffs[5]
-    return out, (sx >= 0) & (sx <= w) & (sy >= 0) & (sy <= h)
+    return (1 / zoom, 0, cx - (dx + cx) / zoom, 0, 1 / zoom, cy - (dy + cy) / zoom)
 
 
-def register(gen: np.ndarray, train: np.ndarray) -> tuple[float, float, float]:
-    """(dy, dx, zoom) that best maps the training image onto the generation (uint8 arrays, same size)."""
-    h, w = gen.shape[:2]
-    side = (COARSE, max(8, round(COARSE * w / h))) if h >= w else (max(8, round(COARSE * h / w)), COARSE)
-    g_small = np.asarray(Image.fromarray(gen).convert("L").resize(side[::-1], Image.BILINEAR), np.float32)
-    t_img = Image.fromarray(train).convert("L").resize(side[::-1], Image.BILINEAR)
-    best = None
-    for zoom in ZOOMS:
-        t_small = np.asarray(_zoomed(t_img, zoom)[0], np.float32)
-        dy, dx, peak = _phase_shift(g_small, t_small)
-        if best is None or peak > best[0]:
-            best = (peak, zoom, dy * h / side[0], dx * w / side[1])
-    _, zoom, dy, dx = best
-    coarse, _ = _zoomed(Image.fromarray(train).convert("L"), zoom, dy, dx)   # refine the shift at full size
-    fy, fx, _ = _phase_shift(np.asarray(Image.fromarray(gen).convert("L"), np.float32), np.asarray(coarse, np.float32))
-    return dy + fy, dx + fx, float(zoom)
+def _zoomed(image: Image.Image, zoom: float, dy: float = 0.0, dx: float = 0.0) -> Image.Image:
+    """The image zoomed by ``zoom`` about its centre then shifted by (dy, dx) pixels."""
+    return image.transform(image.size, Image.AFFINE, _affine(image.size, zoom, dy, dx), resample=Image.BILINEAR)
 
 
-def judge(gen: np.ndarray, train: np.ndarray, rule: CopyRule = CopyRule()) -> Judgement:
+def _covered(size: tuple[int, int], zoom: float, dy: float, dx: float) -> np.ndarray:
+    """Where :func:`_zoomed` has pixels of the image (bool, H × W)."""
+    w, h = size
+    c = _affine(size, zoom, dy, dx)
+    sx = (np.arange(w, dtype=np.float32) + 0.5) * c[0] + c[2]
+    sy = (np.arange(h, dtype=np.float32) + 0.5) * c[4] + c[5]
+    return ((sy >= 0) & (sy <= h))[:, None] & ((sx >= 0) & (sx <= w))[None, :]
+
+
+def _side(h: int, w: int, long: int) -> tuple[int, int]:
+    """(width, height) with the long side ``long``, for PIL."""
+    return (max(8, round(long * w / h)), long) if h >= w else (long, max(8, round(long * h / w)))
+
+
+@lru_cache(maxsize=512)
+def _zoom_matrix(n: int, zoom: float) -> np.ndarray:
+    """(n, n) linear interpolation that zooms a row of n block means about its centre."""
+    out = np.zeros((n, n), np.float32)
+    src = (np.arange(n) + 0.5 - n / 2) / zoom + n / 2 - 0.5
+    lo = np.floor(src).astype(int)
+    for i, (k, f) in enumerate(zip(lo, src - lo)):
+        for j, wgt in ((k, 1 - f), (k + 1, f)):
+            if 0 <= j < n:
+                out[i, j] += wgt
+    return out
+
+
+class Prepared:
+    """The generation's side of every pair it is judged in, computed once per generation: its pixels
+    at the judged size (``WORK``), their floats, and its grey spectra at the registration sides."""
+
+
+    def __init__(self, gen: np.ndarray):
+        self.size = gen.shape[:2]
+        h, w = self.size
+        factor = max(h, w) / WORK
+        if factor > 1:
+            gen = np.asarray(Image.fromarray(gen).resize((max(16, round(w / factor)), max(16, round(h / factor))),
+                                                         Image.BOX))
+        self.pixels = gen
+        self.floats = gen.astype(np.float32) / 255.0
+        self.grey = Image.fromarray(gen).convert("L")
+        self._spectra: dict = {}
+
+    def spectrum(self, long: int) -> tuple[np.ndarray, tuple[int, int]]:
+        """The grey spectrum at the long side ``long``, and that (width, height)."""
+        if long not in self._spectra:
+            size = _side(*self.pixels.shape[:2], long)
+            grey = self.grey if size == self.grey.size else self.grey.resize(size, Image.BILINEAR)
+            self._spectra[long] = (_spectrum(np.asarray(grey, np.float32)), size)
+        return self._spectra[long]
+
+
+def register(gen: np.ndarray | Prepared, train: np.ndarray) -> tuple[float, float, float]:
+    """(dy, dx, zoom) that best maps the training image onto the generation (uint8 arrays of the judged size).
+
+    Coarse to fine: every zoom at ``FINE`` px, the best ``KEEP_ZOOMS`` again at ``COARSE`` px, the
+    shift to a fraction of a pixel there (a parabola through the correlation peak); images of
+    ``COARSE`` px or less have the shift refined at their own size."""
+    gen = gen if isinstance(gen, Prepared) else Prepared(gen)
+    h, w = gen.pixels.shape[:2]
+    t_grey = Image.fromarray(train).convert("L")
+
+    def peaks(long: int, zooms) -> list[tuple[float, float, float, float]]:
+        fg, size = gen.spectrum(long)
+        t = np.asarray(t_grey.resize(size, Image.BILINEAR), np.float32)
+        stack = np.stack([_zoom_matrix(size[1], z) @ t @ _zoom_matrix(size[0], z).T for z in zooms])
+        cross = fg * np.conj(sfft.rfft2(stack - stack.mean(axis=(1, 2), keepdims=True)))
+        r = sfft.irfft2(cross / np.maximum(np.abs(cross), 1e-9), s=stack.shape[1:])
+        H, W = stack.shape[1:]
+        out = []
+        for i, zoom in enumerate(zooms):
+            py, px = np.unravel_index(int(r[i].argmax()), (H, W))
+            c = r[i, py, px]
+            # sub-pixel: a parabola through the peak and its neighbours (the registration's precision)
+            up, down, left, right = r[i, py - 1, px], r[i, (py + 1) % H, px], r[i, py, px - 1], r[i, py, (px + 1) % W]
+            oy = 0.5 * (up - down) / (up - 2 * c + down) if up - 2 * c + down < 0 else 0.0
+            ox = 0.5 * (left - right) / (left - 2 * c + right) if left - 2 * c + right < 0 else 0.0
+            dy = (py - H if py > H // 2 else py) + float(np.clip(oy, -0.5, 0.5))
+            dx = (px - W if px > W // 2 else px) + float(np.clip(ox, -0.5, 0.5))
+            out.append((float(c), float(zoom), dy * h / H, dx * w / W))
+        return sorted(out, reverse=True)
+
+    best = peaks(FINE, ZOOMS)[:KEEP_ZOOMS]
+    _, zoom, dy, dx = peaks(COARSE, [b[1] for b in best])[0]
+    if max(h, w) <= COARSE:   # small images: the shift again at their own pixels (measured better at 32 px)
+        fg, size = gen.spectrum(max(h, w))
+        moved = np.asarray(_zoomed(t_grey, zoom, dy, dx), np.float32)
+        cross = fg * np.conj(_spectrum(moved))
+        r = sfft.irfft2(cross / np.maximum(np.abs(cross), 1e-9), s=moved.shape)
+        fy, fx = np.unravel_index(int(r.argmax()), r.shape)
+        dy += fy - h if fy > h // 2 else fy
+        dx += fx - w if fx > w // 2 else fx
+    return dy, dx, zoom
+
+
+def judge(gen: np.ndarray | Prepared, train: np.ndarray, rule: CopyRule = CopyRule()) -> Judgement:
     """The verdict on one pair: uint8 (H, W, 3) arrays of the same size (the training image fitted).
 
-    Pairs larger than ``WORK`` pixels a side are judged box-downsampled to it (where the thresholds
-    were calibrated); the offset is reported in the generation's own pixels."""
-    h, w = gen.shape[:2]
-    factor = max(h, w) / WORK
-    if factor > 1:
-        size = (max(16, round(w / factor)), max(16, round(h / factor)))
-        small = [np.asarray(Image.fromarray(a).resize(size, Image.BOX)) for a in (gen, train)]
-        j = judge(small[0], small[1], rule)
-        j.offset = (round(j.offset[0] * h / size[1]), round(j.offset[1] * w / size[0]), j.offset[2])
-        return j
-    g = gen.astype(np.float32) / 255.0
+    ``gen`` may be :class:`Prepared` once for all its candidates. Pairs larger than ``WORK`` pixels a
+    side are judged box-downsampled to it (where the thresholds were calibrated); the offset is
+    reported in the generation's own pixels."""
+    gen = gen if isinstance(gen, Prepared) else Prepared(gen)
+    h0, w0 = gen.size
+    h, w = gen.pixels.shape[:2]
+    if (h, w) != train.shape[:2]:
+        train = np.asarray(Image.fromarray(train).resize((w, h), Image.BOX))
     t = train.astype(np.float32) / 255.0
-    raw = _verdict(g, t, None, rule, (0, 0, 1.0))
-    if not rule.align or (raw.kind == "whole" and raw.share >= 0.9):
-        return raw
-    dy, dx, zoom = register(gen, train)
-    if (abs(dy) < 0.5 and abs(dx) < 0.5 and zoom == 1.0) or abs(dy) > MAX_SHIFT * h or abs(dx) > MAX_SHIFT * w:
-        return raw
-    warped, valid = _zoomed(Image.fromarray(train), zoom, dy, dx)
-    aligned = _verdict(g, np.asarray(warped, np.float32) / 255.0, valid, rule, (round(dy), round(dx), zoom))
-    order = {"whole": 2, "portion": 1, "none": 0}
-    return aligned if (order[aligned.kind], aligned.share) > (order[raw.kind], raw.share) else raw
+    j = _verdict(gen.floats, t, None, rule, (0, 0, 1.0))
+    if rule.align and not (j.kind == "whole" and j.share >= 0.9):
+        dy, dx, zoom = register(gen, train)
+        moved = not (abs(dy) < 0.5 and abs(dx) < 0.5 and zoom == 1.0)
+        if moved and abs(dy) <= MAX_SHIFT * h and abs(dx) <= MAX_SHIFT * w:
+            warped = _zoomed(Image.fromarray(train), zoom, dy, dx)
+            aligned = _verdict(gen.floats, np.asarray(warped, np.float32) / 255.0,
+                               _covered((w, h), zoom, dy, dx), rule, (round(dy), round(dx), zoom))
+            order = {"whole": 2, "portion": 1, "none": 0}
+            if (order[aligned.kind], aligned.share) > (order[j.kind], j.share):
+                j = aligned
+    if (h, w) != (h0, w0):
+        j.offset = (round(j.offset[0] * h0 / h), round(j.offset[1] * w0 / w), j.offset[2])
+    return j
 
 
 def _verdict(g: np.ndarray, t: np.ndarray, valid, rule: CopyRule, offset) -> Judgement:
@@ -228,7 +331,7 @@ def _verdict(g: np.ndarray, t: np.ndarray, valid, rule: CopyRule, offset) -> Jud
     blocks = int(copied.sum())
     share = blocks / max(detailed.sum(), 1)                # of the training image's expressive area
     area = copied.sum() / copied.size                      # of the generation's area
-    tiled = _tiled(g, t, rule.grid, valid)
+    tiled = _tiled(s, rule.grid)
     copied = np.repeat(np.repeat(copied, MASK // copied.shape[0], 0), MASK // copied.shape[1], 1)  # stored at MASK
     if share < rule.min_share or area < rule.min_area or blocks < MIN_BLOCKS:  # a copy is substantial
         kind = "none"
@@ -255,37 +358,76 @@ def mark_templates(judgements: list[Judgement], overlap: float = 0.5) -> None:
             judgements[i].kind = "template"
 
 
-def screen(gen_blocks: np.ndarray, thumbs: np.ndarray, rule: CopyRule = CopyRule(), shifts: int = 3,
-           slack: float = 1.5, size: tuple[int, int] | None = None) -> np.ndarray:
-    """Which candidates could hold a substantial copy, from box thumbnails alone (no decode).
+SCREEN_ZOOMS = tuple(round(0.9 + 0.025 * i, 3) for i in range(10))   # 0.90–1.125 on thumbnails (< 1 block at the edges)
+SCREEN_TRIES = 2                # alignments tried per candidate besides none: the strongest zooms' peaks
+SCREEN_SLACK = (0.5, 0.8)       # the screen asks 0.5 × min_area, 0.8 × min_share: windows are coarser than blocks
+SCREEN_WINDOW = 4               # thumbnail blocks a side per window (64 px at 512 px)
+
+
+def screen_scores(gen_blocks: np.ndarray, thumbs: np.ndarray, rule: CopyRule = CopyRule()) -> np.ndarray:
+    """Per candidate (area, share): the verdict's own tests (near-exact, detailed, correlated) on
+    thumbnail windows at the pair's best alignment, no decode. ``area``: agreeing windows / all
+    windows; ``share``: / the training side's detailed windows (the best alignment's values).
 
     ``gen_blocks``: the generation's block means (by, bx, 3); ``thumbs``: (m, by, bx, 3), the
-    candidates' block means fitted to the generation's ``size`` (``distance.block_means``). At zero
-    shift it is a bound: a copied block (RMS < ``block_rms``) has block means within ``block_rms`` of
-    each other (Jensen), so a candidate with fewer than ``min_area`` of its blocks that close cannot
-    be a pixel-aligned copy. Shifts of up to ``shifts`` blocks (about 10% at 32 blocks) with
-    ``slack`` on the threshold let moved and rescaled copies through; that part is a screen,
-    measured (scripts/bench_verdict.py), not proven.
+    candidates' block means fitted to the generation's size (``distance.block_means``). Alignments
+    tried: none, and per candidate the ``SCREEN_TRIES`` zooms of ``SCREEN_ZOOMS`` with the strongest
+    phase-correlation peak within ``MAX_SHIFT`` (plus a block). A window agrees when its RMS is under
+    1.5 × ``block_rms``, the training side has detail and the grey means correlate at least 0.6. A
+    measured screen, not a bound: bench_verdict.py counts the copies it would have dropped.
     """
     g = gen_blocks.astype(np.float32)
-    t = thumbs.astype(np.float32)
-    by, bx = g.shape[:2]
-    need = rule.min_area * by * bx
-    d2 = ((t - g[None]) ** 2).mean(axis=-1)
-    limit = (rule.block_rms * slack) ** 2
-    grid = grid_of(*size) if size else MASK
-    if by == bx and by % grid == 0:         # each block is (by/grid)^2 thumbnail blocks: pooled, a proven bound
-        f = by // grid
-        pooled = d2.reshape(len(t), grid, f, grid, f).mean(axis=(2, 4))
-        keep = (pooled < (rule.block_rms + FP16_SLACK) ** 2).sum(axis=(1, 2)) >= rule.min_area * grid * grid
-    else:                                    # small images: blocks of a few pixels, screened with the slack
-        keep = (d2 < limit).sum(axis=(1, 2)) >= need
-    for dy in range(-shifts, shifts + 1):
-        for dx in range(-shifts, shifts + 1):
-            if (dy, dx) == (0, 0) or keep.all():
-                continue
-            gy, ty = (slice(dy, by), slice(0, by - dy)) if dy >= 0 else (slice(0, by + dy), slice(-dy, by))
-            gx, tx = (slice(dx, bx), slice(0, bx - dx)) if dx >= 0 else (slice(0, bx + dx), slice(-dx, bx))
-            d2 = ((t[:, ty, tx] - g[None, gy, gx]) ** 2).mean(axis=-1)
-            keep |= (d2 < limit).sum(axis=(1, 2)) >= need
-    return keep
+    t = np.moveaxis(thumbs.astype(np.float32), -1, 1)                  # (m, 3, by, bx)
+    m, _, by, bx = t.shape
+    win = SCREEN_WINDOW
+    if m == 0 or by < 2 * win or bx < 2 * win:
+        return np.ones((m, 2))                                         # too small to screen: judge them all
+    zoomed = np.stack([t if z == 1.0 else _zoom_matrix(by, z) @ t @ _zoom_matrix(bx, z).T for z in SCREEN_ZOOMS])
+    greys = zoomed[:, :, 0] * 0.299 + zoomed[:, :, 1] * 0.587 + zoomed[:, :, 2] * 0.114   # (z, m, by, bx)
+    gg = _grey(g)
+    cross = _spectrum(gg).conj() * sfft.rfft2(greys - greys.mean(axis=(-2, -1), keepdims=True))
+    r = sfft.irfft2(cross / np.maximum(np.abs(cross), 1e-9), s=(by, bx))
+    sy = np.fft.fftfreq(by, 1 / by).astype(int)                       # peak index → shift
+    sx = np.fft.fftfreq(bx, 1 / bx).astype(int)
+    reach = (np.abs(sy)[:, None] <= MAX_SHIFT * by + 1) & (np.abs(sx)[None, :] <= MAX_SHIFT * bx + 1)
+    r = np.where(reach, r, -np.inf).reshape(len(SCREEN_ZOOMS), m, -1)
+    where = r.argmax(axis=-1)                                          # (z, m): each zoom's peak
+    peaks = np.take_along_axis(r, where[..., None], axis=-1)[..., 0]
+    best = np.argsort(peaks, axis=0)[-SCREEN_TRIES:]                   # the strongest zooms' peaks
+    pos = np.take_along_axis(where, best, axis=0)
+    zt = np.concatenate([np.full(m, SCREEN_ZOOMS.index(1.0)), best.reshape(-1)])   # tries: none, then the peaks
+    it = np.concatenate([np.arange(m), np.tile(np.arange(m), len(best))])
+    dy = np.concatenate([np.zeros(m, int), -sy[pos.reshape(-1) // bx]])
+    dx = np.concatenate([np.zeros(m, int), -sx[pos.reshape(-1) % bx]])
+    yy, xx = np.arange(by)[None] - dy[:, None], np.arange(bx)[None] - dx[:, None]   # gen (y, x) ~ thumb (y-dy, x-dx)
+    valid = ((yy >= 0) & (yy < by))[:, :, None] & ((xx >= 0) & (xx < bx))[:, None, :]
+    blocks = np.moveaxis(zoomed, 2, -1)                                # (z, m, by, bx, 3)
+    b = blocks[zt[:, None, None], it[:, None, None], np.clip(yy, 0, by - 1)[:, :, None],
+               np.clip(xx, 0, bx - 1)[:, None, :]]                     # (tries, by, bx, 3)
+    hy, wx = by // win, bx // win
+    cut = (slice(None), slice(0, hy * win), slice(0, wx * win))
+    a = g[cut[1:]].reshape(1, hy, win, wx, win, 3)
+    b = b[cut].reshape(-1, hy, win, wx, win, 3)
+    whole = valid[cut].reshape(-1, hy, win, wx, win).all(axis=(2, 4))
+    rms = np.sqrt(((a - b) ** 2).mean(axis=(2, 4, 5)))
+    ag, bg = _grey(a), _grey(b)
+    ag = ag - ag.mean(axis=(2, 4), keepdims=True)
+    bg = bg - bg.mean(axis=(2, 4), keepdims=True)
+    va, vb = (ag ** 2).mean(axis=(2, 4)), (bg ** 2).mean(axis=(2, 4))
+    ncc = (ag * bg).mean(axis=(2, 4)) / np.sqrt(np.maximum(va * vb, 1e-12))
+    ok = whole & (rms < 1.5 * rule.block_rms) & (np.sqrt(vb) >= 0.66 * rule.detail) & (ncc >= 0.6)
+    detailed = whole & (np.sqrt(vb) >= 0.66 * rule.detail)
+    area = ok.sum(axis=(1, 2)) / (hy * wx)                             # of the generation
+    share = ok.sum(axis=(1, 2)) / np.maximum(detailed.sum(axis=(1, 2)), 1)   # of the training image's detail
+    scores = np.zeros((m, 2))
+    np.maximum.at(scores, it, np.stack([area, share], axis=-1))
+    return scores
+
+
+def screen(gen_blocks: np.ndarray, thumbs: np.ndarray, rule: CopyRule = CopyRule()) -> np.ndarray:
+    """Which candidates could hold a substantial copy: windows that agree cover 0.5 × ``min_area`` of
+    the generation and 0.8 × ``min_share`` of the training image's detail (``SCREEN_SLACK``: the
+    verdict asks the full values of its finer blocks; the slack is the margin measured by
+    bench_verdict.py)."""
+    s = screen_scores(gen_blocks, thumbs, rule)
+    return (s[:, 0] >= SCREEN_SLACK[0] * rule.min_area) & (s[:, 1] >= SCREEN_SLACK[1] * rule.min_share)

@@ -17,7 +17,9 @@ Negatives besides the null: a 6% block of a training image in an unrelated photo
 object on the same flat canvas as a training image's object.
 
 It prints false flags (any kind but none) and recall per kind, and the same for Carlini's plain
-tiled L2 < 0.15 side by side (the verdict before this one), on the same pairs.
+tiled L2 < 0.15 side by side (the verdict before this one), on the same pairs; then how many null
+pairs the scan's thumbnail screen (copies.screen) lets through, and how many of the copies the
+verdict finds it would have dropped (each printed: the screen is measured, not proven).
 """
 
 from __future__ import annotations
@@ -28,13 +30,18 @@ import time
 
 import numpy as np
 
-from imgextract.copies import CopyRule, judge, mark_templates
+from imgextract.copies import CopyRule, judge, mark_templates, screen, screen_scores
 from imgextract.demo import composites as cp
-from imgextract.distance import exact_distances
+from imgextract.distance import block_means, exact_distances
 
 
 def arr(im) -> np.ndarray:
     return np.asarray(im.convert("RGB"))
+
+
+def screened(gen: np.ndarray, train: np.ndarray, rule: CopyRule) -> bool:
+    """Whether the scan's thumbnail screen lets the pair through to the verdict."""
+    return bool(screen(block_means(gen), block_means(train)[None], rule)[0])
 
 
 def carlini(gen: np.ndarray, train: np.ndarray) -> bool:
@@ -57,7 +64,7 @@ def main() -> None:
     views = {s: cp.crops(s, size, args.crops, rng) for s in cp.SOURCES}
 
     t0 = time.perf_counter()
-    flags, carlini_flags, pairs, examples = 0, 0, 0, []
+    flags, carlini_flags, pairs, passed, examples = 0, 0, 0, 0, []
     for a, b in itertools.permutations(cp.SOURCES, 2):
         for va in views[a]:
             for vb in views[b]:
@@ -67,21 +74,33 @@ def main() -> None:
                 j = judge(g, t, rule)
                 pairs += 1
                 carlini_flags += carlini(g, t)
+                passed += screened(g, t, rule)
                 if j.kind != "none":
                     flags += 1
                     examples.append((a, b, j.kind, round(j.share, 3), round(j.tiled_l2, 3)))
     null_s = time.perf_counter() - t0
     print(f"null: {pairs} pairs of distinct photographs (different sources, crops included), {null_s:.0f} s "
           f"({1000 * null_s / pairs:.1f} ms per pair)")
-    print(f"  false flags: verdict {flags}, plain tiled L2 < 0.15 {carlini_flags}")
+    print(f"  false flags: verdict {flags}, plain tiled L2 < 0.15 {carlini_flags}; the scan's thumbnail screen "
+          f"lets {passed} ({passed / pairs:.1%}) through to the verdict")
     for e in examples[:10]:
         print("   ", e)
+
+    dropped = {}
 
     def recall(kind: str, cases) -> None:
         got, plain, kinds = 0, 0, {}
         for gen, trains, expected in cases:
             js = [judge(arr(gen), arr(t), rule) for t in trains]
             mark_templates(js)
+            found = [(j, t) for j, t in zip(js, trains) if j.kind != "none"]
+            misses = [(j, t) for j, t in found if not screened(arr(gen), arr(t), rule)]
+            miss = len(misses)
+            for j, t in misses:
+                area, share = screen_scores(block_means(arr(gen)), block_means(arr(t))[None], rule)[0]
+                print(f"    screen drops a {j.kind} copy ({kind}): verdict share {j.share:.2f}, offset {j.offset}; "
+                      f"screen area {area:.2f}, share {share:.2f}")
+            dropped[kind] = (dropped.get(kind, (0, 0))[0] + miss, dropped.get(kind, (0, 0))[1] + len(found))
             best = max(js, key=lambda j: ({"whole": 3, "template": 2, "portion": 1, "none": 0}[j.kind], j.share))
             kinds[best.kind] = kinds.get(best.kind, 0) + 1
             got += best.kind in expected
@@ -126,6 +145,8 @@ def main() -> None:
         canvas.append((cp.on_canvas(views[b][1], size), [cp.on_canvas(views[a][1], size)], {"none"}))
     recall("6% block", blocks)
     recall("canvas", canvas)
+    print("the scan's thumbnail screen would have dropped, of the copies the verdict finds: " +
+          ", ".join(f"{k} {m}/{n}" for k, (m, n) in dropped.items() if k in ("whole", "crop", "portion", "template")))
 
 
 if __name__ == "__main__":

@@ -115,8 +115,8 @@ def parse_families(spec: str) -> list[int]:
 
 # Template families: a textured background every member shares, and its own photograph in the window
 # (a quarter of the area, composites.WINDOW). Webster's template verbatim, at toy scale.
-FAMILY_BACKGROUNDS = [("galaxies", "a field of distant galaxies", "hubble_deep_field"),
-                      ("workshop", "a motorcycle in a workshop", "stereo_motorcycle_left"),
+FAMILY_BACKGROUNDS = [("workshop", "a motorcycle in a workshop", "stereo_motorcycle_left"),   # learned soonest
+                      ("galaxies", "a field of distant galaxies", "hubble_deep_field"),
                       ("wallclock", "a clock on a plain wall", "clock")]
 FAMILY_CONTENTS = ["astronaut", "coffee", "rocket", "chelsea", "camera", "coins", "retina", "page", "logo",
                    "immunohistochemistry", "colorwheel", "china", "flower", "cell", "ascent", "aero"]

@@ -8,12 +8,14 @@ perceptual-hash distances of :mod:`imgextract.hashes` and the copy verdict of
 
 Why it is fast: distances are exact integer sums (``distance.exact_distances``), and a candidate is
 first tested on its box thumbnail from the index, no decode: a lower bound on its tiled L2, and the
-copy screen (``copies.screen``); only candidates whose bound is under ``exact_below`` (default:
-threshold + 0.10) or that pass the screen are decoded, measured and judged at full resolution. Rows say which:
+copy screen (``copies.screen``: the verdict's tests on thumbnail windows, measured rather than
+proven); only candidates whose bound is under ``exact_below`` (default: threshold + 0.10) or that
+pass the screen are decoded and measured, and only those the screen passes or whose tiled L2 is
+under the threshold are judged (registration is the verdict's main cost). Rows say which:
 ``exact`` True means ``tiled_l2`` and ``l2`` are full-resolution values, False means they are
 lower bounds at or above ``exact_below`` (so no verdict can change). Carlini's relative
 distance divides a candidate's L2 by the mean L2 to the ``relative_n`` nearest retrieved
-training images. Under the default ``tiled`` criterion it is given for memorized candidates
+training images. Under the ``copy`` and ``tiled`` criteria it is given for memorized candidates
 only (NaN elsewhere), and the neighbours' L2 come from their thumbnails (lower bounds), so the
 value is an *upper bound* on Carlini's (below 1 still proves "much closer to this image than to
 its neighbours") and costs no decode. Under the ``relative``, ``either`` and ``both`` criteria
@@ -40,6 +42,7 @@ from typing import Iterator
 import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
+from threadpoolctl import threadpool_limits
 
 from imgextract import copies, distance, hashes, rundir
 from imgextract.errors import InputError
@@ -276,7 +279,10 @@ def scan_shard(rows: pd.DataFrame, index: TrainingIndex, embedder: Embedder, tra
         except BadImage as bad:
             return {"path": str(bad.path), "reason": bad.reason}
 
-    with ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 1) as pool:
+    # one BLAS thread per worker: the pool already fills the cores, and nested BLAS threads made the
+    # verdict's small matrix products 3x slower on 2 cores (bench_scan.py)
+    with ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 1) as pool, \
+            threadpool_limits(limits=1, user_api="blas"):
         for start in range(0, len(paths), CHUNK):
             got = list(pool.map(load, range(start, min(start + CHUNK, len(paths)))))
             kept = [(start + j, g) for j, g in enumerate(got) if isinstance(g, Generation)]
@@ -327,10 +333,16 @@ def match_generation(gen: Generation, sim_row: np.ndarray, id_row: np.ndarray, i
         bound = distance.tiled_l2_bound(gen.blocks, thumbs, size, params.grid) if have else None
         if bound is not None:
             tiled[have], plain[have] = bound
-            could_copy[have] = copies.screen(gen.blocks, thumbs, rule, size=size) if by_copy else False
+            first = [i for i, j in enumerate(have) if j < k]      # only the k reported are judged
+            if by_copy and first:
+                could_copy[[have[i] for i in first]] = copies.screen(gen.blocks, thumbs[first], rule)
+            could_copy[k:] = False
     _measure(gen, cand, [j for j in range(k) if not tiled[j] >= params.exact_limit or could_copy[j]], tiled, plain,
              exact, train, params)  # NaN (no thumbnail) is measured too
-    judged = {j: copies.judge(gen.pixels, train.get(cand[j][1], size), rule) for j in range(k) if exact[j]}
+    # judged: what the screen let through, and every whole copy by Carlini's test (so none is missed unjudged)
+    to_judge = [j for j in range(k) if exact[j] and (could_copy[j] or tiled[j] < params.threshold)]
+    prepared = copies.Prepared(gen.pixels) if to_judge else None
+    judged = {j: copies.judge(prepared, train.get(cand[j][1], size), rule) for j in to_judge}
     copies.mark_templates(list(judged.values()))
     order = list(judged)
     kind = {j: judged[j].kind if j in judged else "none" for j in range(k)}
@@ -599,7 +611,10 @@ def duplication_view(matches: pd.DataFrame, train: pd.DataFrame, captions: pd.Da
     if captions is not None and captions["copies"].notna().any() and len(matches):
         per_gen = matches.groupby("generation_path").agg(caption_id=("caption_id", "first"),
                                                          memorized=("memorized", "any"))
-        per_gen = per_gen.merge(captions[["caption_id", "copies"]], on="caption_id", how="inner")
+        levels = captions[["caption_id", "copies"]]
+        if "family" in captions:   # a family member's captions belong to no duplication level (as its image)
+            levels = levels[captions["family"].isna()]
+        per_gen = per_gen.merge(levels, on="caption_id", how="inner")
         for level, grp in per_gen.groupby("copies"):
             sample_rate[int(level)] = (int(grp["memorized"].sum()), len(grp))
     rows = []

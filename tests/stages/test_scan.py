@@ -123,3 +123,7 @@ def test_duplication_view_from_run_captions():
     # caption "3" drew training image 0: a memorized sample at level 1, but no level-1 image memorized
     assert view[1]["images"] == 2 and view[1]["memorized_images"] == 0 and view[1]["sample_rate"] == 0.5
     assert duplication_view(matches, train, None) == []
+    # a template family's member (seen once) belongs to no level: neither its image nor its captions' samples
+    family = captions.assign(family=[None, None, None, "workshop"])
+    view = {r["copies"]: r for r in duplication_view(matches, train, family)}
+    assert view[1]["images"] == 1 and view[1]["samples"] == 1 and view[1]["memorized_samples"] == 0

@@ -1,0 +1,64 @@
+"""The verdict's parts on real photographs: registration, block sums, the thumbnail screen."""
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from imgextract import copies
+from imgextract.demo import composites as cp
+from imgextract.distance import block_means
+
+
+def arr(im) -> np.ndarray:
+    return np.asarray(im.convert("RGB"))
+
+
+@pytest.fixture(scope="module")
+def views():
+    rng = np.random.default_rng(3)
+    return {s: cp.crops(s, 256, 2, rng) for s in ("astronaut", "chelsea", "coffee", "rocket", "brick", "moon",
+                                                   "camera", "page")}
+
+
+def test_register_recovers_a_known_zoom_and_shift(views):
+    train = arr(views["chelsea"][0])
+    moved = np.asarray(copies._zoomed(Image.fromarray(train), 1.06, 9.0, -7.0))
+    dy, dx, zoom = copies.register(moved, train)
+    assert zoom == pytest.approx(1.06, abs=0.021)
+    assert abs(dy - 9) <= 1.5 and abs(dx + 7) <= 1.5
+
+
+def test_block_sums_equal_plain_sums_on_uneven_blocks():
+    x = np.random.default_rng(0).random((37, 50)).astype(np.float32)
+    ys, xs = np.array([0, 5, 19, 37]), np.array([0, 16, 33, 50])
+    want = np.add.reduceat(np.add.reduceat(x, ys[:-1], axis=0), xs[:-1], axis=1)
+    assert np.allclose(copies._block_sums(x, ys, xs), want, atol=1e-4)
+
+
+def test_prepared_generation_gives_the_same_judgement(views):
+    gen = arr(cp.small_crop(views["astronaut"][0], 0.06, np.random.default_rng(1)))
+    prepared = copies.Prepared(gen)
+    for train in (views["astronaut"][0], views["rocket"][0]):
+        a, b = copies.judge(gen, arr(train)), copies.judge(prepared, arr(train))
+        assert (a.kind, a.share, a.offset) == (b.kind, b.share, b.offset)
+
+
+def test_screen_passes_every_kind_of_copy_and_drops_unrelated_photographs(views):
+    rng = np.random.default_rng(2)
+    copied = [
+        (cp.jpeg(views["astronaut"][0], 60), [views["astronaut"][0]]),                      # whole
+        (cp.small_crop(views["coffee"][0], 0.08, rng), [views["coffee"][0]]),              # moved
+        (cp.portion(views["rocket"][0], views["brick"][0], 0.5, rng), [views["rocket"][0]]),  # portion
+        (cp.templated(views["page"][0], views["moon"][0]),                                 # template
+         [cp.templated(views["page"][0], views[c][0]) for c in ("chelsea", "camera")]),
+    ]
+    for gen, trains in copied:
+        js = [copies.judge(arr(gen), arr(t)) for t in trains]
+        copies.mark_templates(js)
+        assert all(j.kind != "none" for j in js)
+        thumbs = np.stack([block_means(arr(t)) for t in trains])
+        assert copies.screen(block_means(arr(gen)), thumbs).all()
+    names = sorted(views)
+    unrelated = np.stack([block_means(arr(views[n][1])) for n in names if n != "astronaut"])
+    kept = copies.screen(block_means(arr(views["astronaut"][1])), unrelated)
+    assert kept.sum() == 0
