@@ -11,6 +11,7 @@ from __future__ import annotations
 OK = 0
 FOUND = 1          # guard: the image replicates a training image
 BAD_INPUT = 2      # usage errors and InputError, before any work
+INTERNAL = 70      # an unexpected failure (a bug or the machine): never a verdict; the traceback is kept in a file
 INTERRUPTED = 130  # Ctrl-C / SIGINT: finished shards are kept
 
 

@@ -16,9 +16,51 @@ from imgextract.errors import InputError
 TEMP_MARKER = ".imgextract-temp"
 
 
+OUTPUT_MARKER = ".imgextract-output"
+
+
 def check_out_folder(out: Path, what: str = "--out") -> None:
-    if Path(out).exists() and not Path(out).is_dir():
+    """An output folder must be new, empty, or imgextract's own (its output marker, a run's run.json,
+    an index's embedder.json): files of the same names that imgextract did not write are never replaced."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
         raise InputError(f"{what} {out} is a file", "name a folder (it is created if missing)")
+    if out.is_dir() and not is_own_output(out):
+        try:   # imgextract's own lock files (a writer that is just starting) do not make a folder foreign
+            empty = all(p.name.startswith(".imgextract") for p in out.iterdir())
+        except OSError as exc:
+            raise InputError(f"{what} {out} cannot be read ({exc.strerror})", "name a folder you can write") from None
+        if not empty:
+            raise InputError(f"{what} {out} is a folder imgextract did not make (not empty, and no {OUTPUT_MARKER}, "
+                             "run.json or embedder.json in it)",
+                             "name a new or empty folder: imgextract never writes over files it did not create")
+
+
+def is_own_output(out: Path) -> bool:
+    out = Path(out)
+    if out.is_symlink():
+        return False
+    if (out / OUTPUT_MARKER).is_file() or (out / "embedder.json").is_file():
+        return True
+    try:
+        return "imgextract_run" in (out / "run.json").read_text(errors="replace")[:100_000]
+    except OSError:
+        return False
+
+
+def claim_out_folder(out: Path, what: str = "--out") -> Path:
+    """Check ``out`` (:func:`check_out_folder`), create it, and mark it as imgextract's output."""
+    check_out_folder(out, what)
+    return mark_output(out)
+
+
+def mark_output(out: Path) -> Path:
+    """Create ``out`` if need be and mark it as imgextract's output folder."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    if not (out / OUTPUT_MARKER).is_file():
+        (out / OUTPUT_MARKER).write_text("an output folder of imgextract: it may write and replace its own files here\n")
+    return out
 
 
 def remove_own(path: Path, root: Path) -> None:

@@ -50,8 +50,14 @@ def exclusive(lock_path: Path, what: str) -> Iterator[None]:
         yield
     finally:
         _held.pop(key, None)
-        holder.unlink(missing_ok=True)
-        lock.release()
+        try:   # a folder made read-only meanwhile must not hide the error that brought us here
+            holder.unlink(missing_ok=True)
+        except OSError:
+            pass
+        try:
+            lock.release()
+        except OSError:
+            pass
 
 
 def _describe(holder: Path) -> str:

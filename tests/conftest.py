@@ -12,6 +12,8 @@ from imgextract.demo.photos import photo
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TQDM_DISABLE", "1")
+# the tests serve URL tables from 127.0.0.1, a private address imgextract refuses by default
+os.environ.setdefault("IMGEXTRACT_ALLOW_PRIVATE_URLS", "1")
 
 PHOTOS = ["astronaut", "coffee", "chelsea", "rocket", "camera", "coins", "moon", "immunohistochemistry",
           "hubble_deep_field", "retina", "colorwheel", "clock", "page", "text"]

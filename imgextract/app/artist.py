@@ -187,18 +187,18 @@ def run_check(works_path: Path, model: str, out: Path, caption: str | None = Non
               threshold: float = 0.15, say=print, scheduler: str | None = None,
               dtype: str = "auto") -> tuple[list[WorkVerdict], Path]:
     from imgextract.app.commands import build_index, run_generation, run_scan
-    from imgextract.folders import check_out_folder
+    from imgextract.folders import check_out_folder, claim_out_folder
     from imgextract.index.store import is_index_dir
     from imgextract.progress import drain
     from imgextract.report.pages import write_check_page
     from imgextract.stages.generate import SamplingConfig, prepare_run
     from imgextract.stages.watermarks import Detector, run_watermarks
 
-    check_out_folder(Path(out))
     index = Path(out) / "index"
     if index.exists() and not is_index_dir(index):
         raise InputError(f"{index} exists and is not an imgextract index; refusing to replace it",
                          "choose another --out folder")
+    check_out_folder(Path(out))
     works, unreadable = _works(works_path)
     for b in unreadable:
         say(f"unreadable work {b['path']}: {b['reason']} (listed, not checked)")
@@ -214,6 +214,7 @@ def run_check(works_path: Path, model: str, out: Path, caption: str | None = Non
                          batch_size=min(8, samples * len(works)), scheduler=scheduler, dtype=dtype)
     run = out / "run"
     loaded, _, _ = prepare_run(Path(str(works_path)), model, run, cfg, captions=table, write=False)
+    claim_out_folder(out)
     if not is_index_dir(index) or pd.read_parquet(index / "images.parquet")["path"].tolist() != [str(w) for w in works]:
         listing = out / "works.csv"
         out.mkdir(parents=True, exist_ok=True)

@@ -29,6 +29,46 @@ GENERATE_KEYS = {"captions", "model", "samples", "batch_size", "steps", "guidanc
                  "device", "dtype", "shard_size", "model_config", "triage", "top"}
 
 
+# every key's type, and for counts the least value: checked before anything is built or loaded
+WHOLE, NUMBER, TEXT, SIZE = "a whole number", "a number", "a string", "[height, width]"
+TYPES = {
+    None: {"out": TEXT, "keep": TEXT},
+    "index": {"source": TEXT, "name": TEXT, "embedder": TEXT},
+    "generate": {"captions": TEXT, "model": TEXT, "samples": (WHOLE, 1), "batch_size": (WHOLE, 1),
+                 "steps": (WHOLE, 1), "guidance": (NUMBER, 0), "scheduler": TEXT, "size": SIZE, "seed": (WHOLE, 0),
+                 "device": TEXT, "dtype": TEXT, "shard_size": (WHOLE, 1), "model_config": TEXT, "triage": TEXT,
+                 "top": (WHOLE, 1)},
+    "scan": {"k": (WHOLE, 1), "threshold": (NUMBER, 0), "grid": (WHOLE, 1), "relative_n": (WHOLE, 0),
+             "alpha": (NUMBER, 0), "relative_threshold": (NUMBER, 0), "criterion": TEXT, "exact_below": (NUMBER, 0),
+             "min_share": (NUMBER, 0)},
+    "cliques": {"delta": (NUMBER, 0), "min_size": (WHOLE, 1), "max_cliques": (WHOLE, 1)},
+    "watermarks": {"brands": TEXT, "templates": TEXT},
+    "report": {"title": TEXT},
+}
+
+
+def _check_types(cfg: dict, path: Path) -> None:
+    for section, keys in TYPES.items():
+        values = cfg if section is None else cfg.get(section, {})
+        where = f"config file {path}: " + ("" if section is None else f"[{section}] ")
+        if section is not None and not isinstance(values, dict):
+            raise InputError(f"{where.rstrip()} is not a section", f"write it as [{section}] with keys under it")
+        for key, kind in keys.items():
+            if key not in values:
+                continue
+            v = values[key]
+            want, least = kind if isinstance(kind, tuple) else (kind, None)
+            ok = {WHOLE: isinstance(v, int) and not isinstance(v, bool) and v < 2 ** 63,
+                  NUMBER: isinstance(v, (int, float)) and not isinstance(v, bool) and v == v and abs(v) != float("inf"),
+                  TEXT: isinstance(v, str),
+                  SIZE: isinstance(v, list) and len(v) == 2 and all(isinstance(x, int) and not isinstance(x, bool)
+                                                                    and 8 <= x <= 8192 for x in v)}[want]
+            if not ok or (least is not None and v < least):
+                bound = f" >= {least}" if least is not None else ""
+                raise InputError(f"{where}{key} = {v!r}", f"give {want}{bound}" + (", e.g. size = [512, 512]"
+                                                                                 if want == SIZE else ""))
+
+
 def _path(base: Path, value: str) -> Path:
     p = Path(value).expanduser()
     return p if p.is_absolute() else base / p
@@ -49,11 +89,14 @@ def load_config(path: Path) -> dict:
     if unknown:
         raise InputError(f"config file {path}: unknown keys or sections {sorted(unknown)}", f"use only {sorted(TOP_KEYS)}")
     for section, keys in (("generate", GENERATE_KEYS), ("scan", SCAN_KEYS), ("cliques", CLIQUE_KEYS),
-                          ("watermarks", WATERMARK_KEYS)):
+                          ("watermarks", WATERMARK_KEYS), ("index", set(TYPES["index"])), ("report", {"title"})):
+        if not isinstance(cfg.get(section, {}), dict):
+            raise InputError(f"config file {path}: {section} is not a section", f"write it as [{section}]")
         unknown = set(cfg.get(section, {})) - keys
         if unknown:
             raise InputError(f"config file {path}: unknown [{section}] keys {sorted(unknown)}",
                              f"use only {sorted(keys)}")
+    _check_types(cfg, path)
     for key in ("captions", "model"):
         if key not in cfg["generate"]:
             raise InputError(f"config file {path}: [generate] lacks '{key}'", f"add {key} = \"...\"")
@@ -86,6 +129,7 @@ def run_config(path: Path, keep: str | None = None, say=print) -> Path:
     keep = check_keep(keep or cfg.get("keep", "auto"))
 
     from imgextract.app.commands import build_index, run_scan, run_sweep
+    from imgextract.folders import check_out_folder
     from imgextract.engines import prepare_engine
     from imgextract.index.store import open_index, resolve_index
     from imgextract.models.pipelines import quiet_libraries
@@ -99,6 +143,7 @@ def run_config(path: Path, keep: str | None = None, say=print) -> Path:
     quiet_libraries()
     base = path.resolve().parent
     out = _path(base, cfg.get("out", "runs/audit"))
+    check_out_folder(out, f"config file {path}: out")   # before the index is built or a model loaded
     ix = cfg["index"]
     name = ix.get("name") or Path(ix["source"]).name
     index_path = resolve_index(name) if "/" not in name else _path(base, name)

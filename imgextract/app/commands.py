@@ -13,7 +13,7 @@ from typing import Callable, Optional
 
 from imgextract import rundir
 from imgextract.errors import InputError
-from imgextract.folders import check_out_folder
+from imgextract.folders import check_out_folder, claim_out_folder
 from imgextract.locks import exclusive
 from imgextract.progress import Note, Step, drain, show
 
@@ -104,6 +104,7 @@ def run_generation(captions: Path, model: str, out: Path, cfg, loaded=None, capt
         selection = {"method": "triage", "file": str(Path(triage_file).resolve()), "top": top}
     loaded, _, caption_table = prepare_run(captions, model, out, cfg, loaded=loaded, captions=caption_table,
                                            write=False, selection=selection)  # every check before the folder is made
+    claim_out_folder(out)
     with run_lock(out):
         loaded, record, table = prepare_run(captions, model, out, cfg, command=sys.argv, loaded=loaded,
                                             captions=caption_table, selection=selection)
@@ -153,6 +154,7 @@ def run_scan(generations: Path, index: str, out: Optional[Path], k: int, thresho
     idx = open_index(index)
     if embedder:
         check_embedder(idx, embedder)
+    claim_out_folder(out)
     with run_lock(out):
         show(scan(generations, params, out, device=device, index=idx), say)
     return out
@@ -174,6 +176,7 @@ def run_watermarks(images: Path, out: Optional[Path], detector):
     from imgextract.stages.watermarks import list_targets, run_watermarks as marks_of, watermark_summary
     _, default = list_targets(images)
     out = Path(out) if out else default
+    claim_out_folder(out)
     with run_lock(out, "output folder"):
         table = show(marks_of(images, out, detector))
         if (out / rundir.SUMMARY).is_file():  # a scanned run: fold the rates into its summary
@@ -220,6 +223,7 @@ def run_sweep(captions: Path, model: str, out: Path, cfg, settings, engine=None,
                 worker_device=device)
     loaded, _, caption_table = prepare_run(captions, model, out, cfg, write=False, **args)
     args.update(loaded=loaded, captions=caption_table)
+    claim_out_folder(out)
     with run_lock(out):
         loaded, record, table = prepare_run(captions, model, out, cfg, command=sys.argv, **args)
         if device is not None:

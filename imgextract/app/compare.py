@@ -16,6 +16,7 @@ import pandas as pd
 
 from imgextract import rundir
 from imgextract.errors import InputError
+from imgextract.folders import check_out_folder, claim_out_folder
 from imgextract.sources.images import sha256_file
 from imgextract.stats import bootstrap_ci
 
@@ -53,6 +54,7 @@ def compare_runs(runs: list[Path], out: Path, intersection: bool = False, thresh
                  n_boot: int = 2000, seed: int = 0) -> dict:
     if len(runs) < 2:
         raise InputError("compare needs at least two runs", "pass two or more run folders")
+    check_out_folder(out)
     loaded = [_load(r) for r in runs]
     names = _names([r["path"] for r in loaded])
     sets = [set(r["captions"]["caption"]) for r in loaded]
@@ -102,8 +104,7 @@ def compare_runs(runs: list[Path], out: Path, intersection: bool = False, thresh
     result = {"runs": models, "per_duplication_level": levels, "findings": findings,
               "captions_compared": len(common), "intersection": intersection, "threshold": threshold,
               "bootstrap": {"resamples": n_boot, "seed": seed, "interval": "95% percentile, captions resampled"}}
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = claim_out_folder(out)
     rundir.write_json_atomic(out / "compare.json", result)
     rundir.write_parquet_atomic(out / "compare.parquet", pd.DataFrame(
         [{**{k: v for k, v in r.items() if k != "by_kind"},

@@ -45,6 +45,11 @@ class GuardVerdict:
     share: float = 0.0        # copied share of the training image's detailed area
     template_members: int = 0
 
+    @property
+    def tested(self) -> bool:
+        """False when the index could not answer (no candidate, or none with pixels): never a "no"."""
+        return not self.term.startswith("not tested")
+
     def what(self) -> str:
         """The copy in words: what the report, check and guard all say."""
         return copy_words(self.kind, self.share, self.template_members)
@@ -54,8 +59,7 @@ class GuardVerdict:
             return self.term
         if not self.memorized:
             return (f"no substantial replication: nearest training image {self.train_path} at tiled L2 "
-                    f"{'' if self.exact else '>= '}{self.tiled_l2:.3f}" if self.train_path
-                    else "no substantial replication: index empty")
+                    f"{'' if self.exact else '>= '}{self.tiled_l2:.3f}")
         lic = f", licence: {self.license}" if self.license else ""
         return (f"{self.term}: substantially replicates training image #{self.train_id} "
                 f"({self.source}{lic}): {self.what()}; tiled L2 {self.tiled_l2:.3f}, "
@@ -88,7 +92,8 @@ class Guard:
                                 time.perf_counter() - t0)
         matches = [m for m in matches if m["pixels"] == "available"]
         if not matches:
-            return GuardVerdict(False, "no substantial replication", None, None, None, None, None, None,
+            return GuardVerdict(False, f"not tested: index {self.index.path} returned no candidate (empty, or its "
+                                "vectors cannot be searched)", None, None, None, None, None, None,
                                 time.perf_counter() - t0)
         copies = [m for m in matches if m["memorized"]]
         best = max(copies, key=lambda m: (KIND_ORDER[m["copy_kind"]], m["copied_share"], -m["tiled_l2"])) \

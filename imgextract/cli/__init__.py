@@ -32,8 +32,43 @@ def _click_exception() -> type:
     return ClickException
 
 
+def _environment_error(exc: OSError) -> bool:
+    """A folder that cannot be written or a full disk: one error line naming the path."""
+    import errno
+    remedy = {errno.EACCES: "permission denied; make it readable and writable, or choose another folder",
+              errno.EPERM: "permission denied; make it readable and writable, or choose another folder",
+              errno.EROFS: "read-only file system; choose another output folder",
+              errno.ENOSPC: "no space left on the device; free some space, then run the same command to resume",
+              errno.EDQUOT: "disk quota exceeded; free some space, then run the same command to resume"}.get(exc.errno)
+    if remedy is None:
+        return False
+    where = exc.filename if exc.filename is not None else "the output folder"
+    typer.echo(f"error: cannot use {where}: {remedy}", err=True)
+    return True
+
+
+def _internal_error(exc: BaseException) -> None:
+    import os
+    import tempfile
+    import traceback
+    text = "".join(traceback.format_exception(exc))
+    where = "not written"
+    try:
+        fd, path = tempfile.mkstemp(prefix="imgextract-traceback-", suffix=".txt")
+        with os.fdopen(fd, "w") as f:
+            f.write(f"imgextract {' '.join(sys.argv[1:])}\n\n{text}")
+        where = f"written to {path}"
+    except OSError:
+        pass
+    first = (str(exc).splitlines() or [""])[0][:300]
+    typer.echo(f"internal error: {type(exc).__name__}: {first} (not a verdict; the traceback is {where}; "
+               "please report it)", err=True)
+    sys.exit(errors.INTERNAL)
+
+
 def main() -> None:
-    """Exit codes (README, "Exit codes"): 0 ok, 1 found (guard), 2 bad input or usage, 130 interrupted."""
+    """Exit codes (README, "Exit codes"): 0 ok, 1 found (guard), 2 bad input or usage, 70 internal error,
+    130 interrupted."""
     import logging
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("warning: %(message)s"))
@@ -51,6 +86,14 @@ def main() -> None:
     except usage_error as ex:  # usage errors: click's own message, exit 2
         ex.show()
         sys.exit(ex.exit_code)
+    except SystemExit:
+        raise
+    except OSError as exc:
+        if not _environment_error(exc):
+            _internal_error(exc)
+        sys.exit(errors.BAD_INPUT)
+    except Exception as exc:  # the last resort: one line, the traceback in a file, a code that is no verdict
+        _internal_error(exc)
     if code == errors.INTERRUPTED:
         typer.echo("interrupted: finished shards are kept; run the same command again to resume", err=True)
     sys.exit(code if isinstance(code, int) else errors.OK)

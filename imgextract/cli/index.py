@@ -56,7 +56,8 @@ def index_build(
     for note in result.notes:
         typer.echo(note, err=True)
     for s in result.skipped:
-        typer.echo(f"skipped unreadable image {s['path']}: {s['reason']}", err=True)
+        what = "" if s["reason"].startswith("bad shard") else "unreadable image "
+        typer.echo(f"skipped {what}{s['path']}: {s['reason']}", err=True)
     if result.resumed_parts:
         typer.echo(f"resumed an interrupted build: {result.resumed_parts} part(s) were already done", err=True)
     rows = f"; rows by status: {stats_line(Counter(result.statuses))} (only success rows are indexed)" \

@@ -86,6 +86,9 @@ def guard(
     if origin not in ORIGINS:
         raise InputError(f"--origin {origin}", "use ordinary or targeted")
     verdict = guard_file(image, index, origin, k=k, threshold=threshold, min_share=min_share)
+    if not verdict.tested:   # exit 0 would read as "does not replicate"
+        raise InputError(f"{image} could not be checked: {verdict.term.removeprefix('not tested: ')}",
+                         f"rebuild index {index} (with --images when its pixels are elsewhere)")
     typer.echo(verdict.sentence())
     typer.echo(f"({verdict.seconds * 1000:.0f} ms)")
     if verdict.memorized:

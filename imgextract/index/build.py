@@ -35,6 +35,7 @@ from imgextract.progress import Step
 from imgextract.rundir import read_json, write_json_atomic
 from imgextract.sources import locators, plan_source
 from imgextract.sources.images import BadImage, open_rgb
+from imgextract.sources.records import BadPart
 
 
 class ThumbWriter:
@@ -154,11 +155,23 @@ def _check_factory(factory: str, dim: int) -> None:
                          "use e.g. Flat, HNSW32 or IVF256,Flat") from exc
 
 
+MAX_FILE = 512 * 1024 * 1024   # no training image is larger; a bigger file is not read into memory
+
+
+def _read_file(path: Path) -> bytes:
+    if path.stat().st_size > MAX_FILE:
+        raise OSError(f"{path} is {path.stat().st_size:,} bytes, over the {MAX_FILE:,}-byte limit for one image")
+    return path.read_bytes()
+
+
 def load_training_image(rec, thumb_sizes: list[tuple[int, int]]) -> dict:
     """Read, decode, hash and thumbnail one training image (runs in a worker thread: PIL and
     numpy release the GIL for the heavy parts). A bad image comes back as ``{"skip": reason}``."""
+    if getattr(rec, "problem", None):
+        return {"skip": {"path": str(rec.path), "reason": rec.problem}}
     try:
-        data = locators.read_bytes(rec.path)  # read once: hashed here, decoded by open_rgb
+        # read once: hashed here, decoded by open_rgb; only a source's own locators are parsed as such
+        data = locators.read_bytes(rec.path) if getattr(rec, "locator", False) else _read_file(Path(rec.path))
         image = open_rgb(rec.path, data)
     except OSError as exc:
         return {"skip": {"path": str(rec.path), "reason": exc.strerror or str(exc) or type(exc).__name__}}
@@ -189,8 +202,15 @@ def _build(source: Path, dest: Path, plan, settings: dict, embedder: Embedder, b
     with ThreadPoolExecutor(max_workers=workers) as pool:
         for i, part in enumerate(plan.parts):
             if not (parts_dir / f"{i:05d}.done.json").is_file():
-                loaded = part.load()
-                if isinstance(loaded, dict):  # precomputed vectors: nothing to decode
+                try:
+                    loaded = part.load()
+                except BadPart as bad:   # listed in skipped.json; the other parts are built
+                    _write_part(parts_dir, i, [], np.zeros((0, embedder.dim), np.float32),
+                                [{"path": bad.path, "reason": bad.reason}], {}, {})
+                    loaded = None
+                if loaded is None:
+                    pass
+                elif isinstance(loaded, dict):  # precomputed vectors: nothing to decode
                     _write_part(parts_dir, i, loaded["rows"], loaded["vectors"], [], loaded["statuses"], {})
                 else:
                     records, statuses = loaded

@@ -119,6 +119,10 @@ def check_safe_folder(path: Path) -> None:
         index = json.loads((path / "model_index.json").read_text())
     except ValueError as exc:
         raise InputError(f"{path / 'model_index.json'} is not valid JSON", "re-save the pipeline folder") from exc
+    if not isinstance(index, dict):
+        raise InputError(f"{path / 'model_index.json'} holds a {type(index).__name__}, not a JSON object",
+                         "re-save the pipeline folder with save_pretrained")
+    check_sane_folder(path)
     custom = [f"{name} ({spec[0]}.{spec[1]})" for name, spec in index.items()
               if isinstance(spec, list) and len(spec) == 2 and spec[0] not in KNOWN_LIBRARIES]
     if code or custom:
@@ -130,6 +134,53 @@ def check_safe_folder(path: Path) -> None:
         pickled = weights.unguarded_pickle(sub)
         if pickled is not None:
             weights.refuse(f"model folder {path}", pickled.relative_to(path), UNSAFE_REMEDY.format(path=path), twin=True)
+
+
+MAX_CONFIG_INT = 1 << 15        # channels, dims, layers: real models stay far below (SDXL's largest is 2,048)
+MAX_SAMPLE_SIZE = 2048           # latent or pixel side a config may ask for (SD: 64–128 latent, 512–1024 px)
+MAX_HEADER = 100 * 1024 * 1024   # safetensors' own header limit
+
+
+def check_sane_folder(path: Path) -> None:
+    """Sizes in a stranger's configs and weight headers checked against sane bounds before anything
+    is allocated: a config asking for 4096² samples or 2^16 channels, or a safetensors header claiming
+    gigabytes, is refused with the file and the value."""
+    import json
+    for config in sorted(path.glob("*/config.json")) + sorted(path.glob("*/scheduler_config.json")):
+        try:
+            data = json.loads(config.read_text())
+        except (ValueError, OSError) as exc:
+            raise InputError(f"{config} is not valid JSON", "re-save the pipeline folder") from exc
+        if not isinstance(data, dict):
+            raise InputError(f"{config} holds a {type(data).__name__}, not a JSON object", "re-save the pipeline folder")
+        for key, value in data.items():
+            if key == "sample_size":
+                limit = MAX_SAMPLE_SIZE
+            elif key == "vocab_size":
+                limit = 1 << 20
+            elif any(word in key for word in ("channels", "dim", "size", "layers", "heads")):
+                limit = MAX_CONFIG_INT
+            else:
+                continue
+            values = value if isinstance(value, list) else [value]
+            big = [v for v in values if isinstance(v, int) and not isinstance(v, bool) and abs(v) > limit]
+            if big:
+                raise InputError(f"{config}: {key} = {big[0]} is beyond any real model's (at most {limit})",
+                                 "this folder is damaged or hostile; use the model's published files")
+    for weights_file in sorted(path.glob("*/*.safetensors")) + sorted(path.glob("*.safetensors")):
+        check_header(weights_file)
+
+
+def check_header(weights_file: Path) -> None:
+    """A safetensors file's 8-byte header length, checked against the file and the format's limit."""
+    import struct
+    with open(weights_file, "rb") as f:
+        head = f.read(8)
+    size = weights_file.stat().st_size
+    n = struct.unpack("<Q", head)[0] if len(head) == 8 else None
+    if n is None or n > MAX_HEADER or n + 8 > size:
+        raise InputError(f"{weights_file} has a safetensors header of {n if n is not None else '?'} bytes in a "
+                         f"{size:,}-byte file", "this file is damaged or hostile; download the model again")
 
 
 def resolve_model(model: str) -> tuple[str, Path]:
@@ -145,6 +196,8 @@ def resolve_model(model: str) -> tuple[str, Path]:
         if path.suffix not in (".safetensors", ".ckpt"):
             raise InputError(f"model file {path} is not a .safetensors or .ckpt checkpoint",
                              "pass a single-file Stable Diffusion checkpoint or a diffusers folder")
+        if path.suffix == ".safetensors":
+            check_header(path)
         return "single-file", path.resolve()
     looks_like_path = model.startswith((".", "/", "~")) or model.endswith((".safetensors", ".ckpt")) or model.count("/") != 1
     if looks_like_path:

@@ -258,6 +258,39 @@ def executive_summary(summary: dict, record: dict | None) -> str:
             f"{esc(untested)}</p><details><summary>as text</summary><pre>{esc(text)}</pre></details></div>")
 
 
+# fields of summary.json the page prints as numbers: a run folder someone sent may have been edited
+NUMBERS = ("generations_scanned", "memorized_generations", "parameters.threshold", "parameters.grid", "parameters.k",
+           "parameters.min_share", "per_caption.*.samples", "per_caption.*.memorized_samples", "per_caption.*.rate",
+           "per_caption.*.best_tiled_l2", "watermarks.watermarked", "watermarks.generations_checked",
+           "watermarks.training_images_checked", "watermarks.per_caption.*.watermarked",
+           "watermarks.per_caption.*.samples", "duplication.*.copies", "duplication.*.images",
+           "duplication.*.memorized_images", "duplication.*.image_rate", "duplication.*.samples",
+           "duplication.*.memorized_samples", "duplication.*.sample_rate", "incomplete.shards_finished",
+           "incomplete.shards_planned", "copies.*", "memorized_images.*.generations",
+           "memorized_images.*.best_tiled_l2", "memorized_images.*.train_id")
+
+
+def check_numbers(summary, path: Path) -> None:
+    """Every field the page prints as a number is one (or absent), else an error naming the field."""
+    def walk(node, parts, where):
+        if not parts:
+            if node is not None and (isinstance(node, bool) or not isinstance(node, (int, float))):
+                raise InputError(f"{path}: {where} is {str(node)[:40]!r}, not a number (an edited summary?)",
+                                 "re-run `imgextract scan` on the folder to rewrite summary.json")
+            return
+        head, rest = parts[0], parts[1:]
+        if head == "*":
+            items = node.items() if isinstance(node, dict) else enumerate(node) if isinstance(node, list) else []
+            for k, v in items:
+                walk(v, rest, f"{where}[{k}]")
+        elif isinstance(node, dict) and head in node:
+            walk(node[head], rest, f"{where}.{head}" if where else head)
+    if not isinstance(summary, dict):
+        raise InputError(f"{path} is not a JSON object", "re-run `imgextract scan` on the folder to rewrite it")
+    for field in NUMBERS:
+        walk(summary, field.split("."), "")
+
+
 def render_report(out: Path, title: str = "imgextract report", inline: bool | None = None) -> Path:
     """Write ``report.html`` into a run (or scan output) folder that holds matches and a summary.
 
@@ -270,6 +303,7 @@ def render_report(out: Path, title: str = "imgextract report", inline: bool | No
                          f"run `imgextract scan` with --out {out} first")
     matches = pq.read_table(out / rundir.MATCHES).to_pandas()
     summary = rundir.read_json(out / rundir.SUMMARY)
+    check_numbers(summary, out / rundir.SUMMARY)
     record = rundir.read_json(out / rundir.RUN_JSON) if rundir.is_run_dir(out) else None
     matches = with_copy_columns(matches)
     best = matches.sort_values("tiled_l2").drop_duplicates("generation_path")
@@ -290,7 +324,7 @@ def render_report(out: Path, title: str = "imgextract report", inline: bool | No
              ("memorized generations", summary["memorized_generations"]),
              ("training images memorized", len(summary["memorized_images"])),
              ("unreadable, skipped", len(summary["skipped"]))]
-    parts.append("<div class=stats>" + "".join(f"<div class=stat><b>{v}</b>{esc(k)}</div>" for k, v in stats)
+    parts.append("<div class=stats>" + "".join(f"<div class=stat><b>{esc(v)}</b>{esc(k)}</div>" for k, v in stats)
                  + "</div>")
     parts.append(extra_sections(summary))
     if groups:

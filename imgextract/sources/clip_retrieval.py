@@ -15,6 +15,7 @@ import pyarrow.parquet as pq
 
 from imgextract.errors import InputError
 from imgextract.sources import fetch
+from imgextract.sources.images import inside
 from imgextract.sources.img2dataset import RENAMED, key_locators
 from imgextract.sources.records import SourcePart, SourcePlan
 
@@ -37,9 +38,10 @@ def embedding_parts(folder: Path) -> list[tuple[str, Path, Path]]:
     return out
 
 
-def embedding_rows(meta: Path, keys: dict[str, str] | None) -> tuple[list[dict], Counter]:
+def embedding_rows(meta: Path, keys: dict[str, str] | None, root: Path) -> tuple[list[dict], Counter]:
     """Index rows for one metadata part: where each image's pixels are, if anywhere (an
-    img2dataset key of ``--images``, a local file, else the row's URL, fetched on demand)."""
+    img2dataset key of ``--images``, a file under ``root`` (``--images`` or the embeddings folder,
+    nowhere else), else the row's URL, fetched on demand)."""
     table = pq.read_table(meta).to_pandas()
     rows, counts = [], Counter()
     for row in table.to_dict("records"):
@@ -47,14 +49,17 @@ def embedding_rows(meta: Path, keys: dict[str, str] | None) -> tuple[list[dict],
         caption = row.pop("caption", None)
         path = None
         url = row.get("url")
+        local = inside(root, str(ref)) if ref is not None else None
         if ref is not None and keys is not None and str(ref) in keys:
             path = keys[str(ref)]
-        elif ref is not None and keys is None and Path(str(ref)).is_file():
-            path = str(Path(str(ref)).resolve())
+        elif local is not None and local.is_file():
+            path = str(local)
         elif isinstance(url, str) and fetch.is_url(url):
             path = url  # fetched on demand when a scan or guard needs it
         counts["pixels by URL (fetched on demand)" if path and fetch.is_url(path)
-               else "pixels available" if path else "pixels unavailable"] += 1
+               else "pixels available" if path
+               else f"pixels unavailable (image_path outside {root}: not read)" if ref is not None and local is None
+               else "pixels unavailable"] += 1
         rows.append({"path": path or "", "caption": None if caption is None else str(caption),
                      "image_path": None if ref is None else str(ref),
                      "pixels": "available" if path else "unavailable",
@@ -77,10 +82,15 @@ def embeddings_plan(folder: Path, images: Path | None, embedder):
 
     def load(emb: Path, meta: Path) -> dict:
         vectors = np.load(emb).astype(np.float32)
-        rows, counts = embedding_rows(meta, keys)
+        rows, counts = embedding_rows(meta, keys, Path(images) if images is not None else Path(folder))
         if len(rows) != len(vectors):
             raise InputError(f"{emb} has {len(vectors)} vectors but {meta} has {len(rows)} rows",
                              "row j of metadata_N.parquet must describe row j of img_emb_N.npy")
+        bad = np.flatnonzero(~np.isfinite(vectors).all(axis=1))
+        if len(bad):   # a NaN row would vanish from search, and an all-NaN part would answer nothing
+            rows_text = ", ".join(map(str, bad[:5].tolist())) + (f" and {len(bad) - 5} more" if len(bad) > 5 else "")
+            raise InputError(f"{emb}: {len(bad)} of {len(vectors)} vectors hold NaN or infinite values (rows {rows_text})",
+                             "re-embed those images, or drop the rows from img_emb and metadata alike")
         norms = np.linalg.norm(vectors, axis=1, keepdims=True)
         return {"rows": rows, "vectors": vectors / np.maximum(norms, 1e-12), "statuses": counts}
 

@@ -84,18 +84,43 @@ def _to_rgb(im: Image.Image) -> Image.Image:
     return im.convert("RGB")
 
 
+FOLLOW_LINKS = "IMGEXTRACT_FOLLOW_LINKS"
+
+
 def list_image_files(folder: Path) -> tuple[list[Path], list[dict]]:
     """Image files under ``folder`` (recursive, sorted, resolved) and the entries that cannot be
-    images: broken links and symlink loops are listed with a reason, never silently dropped."""
+    images: broken links and symlink loops are listed with a reason, never silently dropped.
+
+    A link that leads out of ``folder`` is listed, not followed (its target would be read, tested and
+    shown in a report that is shared), unless ``IMGEXTRACT_FOLLOW_LINKS=1``."""
+    import os
+    root = Path(folder).resolve()
+    follow = os.environ.get(FOLLOW_LINKS, "") == "1"
     files, skipped = [], []
     for p in sorted(Path(folder).rglob("*")):
         if p.suffix.lower() not in IMAGE_SUFFIXES:
             continue
         if p.is_file():
-            files.append(p.resolve())
+            real = p.resolve()
+            if follow or real == root or root in real.parents:
+                files.append(real)
+            else:
+                skipped.append({"path": str(p.absolute()),
+                                "reason": f"a link out of the folder (not followed; {FOLLOW_LINKS}=1 follows it)"})
         elif p.is_symlink():
             skipped.append({"path": str(p.absolute()), "reason": "symlink loop or broken link"})
     return files, skipped
+
+
+def inside(root: Path, ref: str) -> Path | None:
+    """``ref`` (a path from metadata) resolved under ``root``, or None when it would leave it
+    (absolute, ``../``, or a link out): metadata from strangers never names files elsewhere."""
+    base = Path(root).resolve()
+    try:
+        real = (base / str(ref)).resolve()
+    except (OSError, RuntimeError, ValueError):
+        return None
+    return real if real != base and base in real.parents else None
 
 
 class BadImage(Exception):

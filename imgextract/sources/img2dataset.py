@@ -18,16 +18,18 @@ parquet cell. Only ``status == "success"`` rows become images; the others are co
 from __future__ import annotations
 
 import json
+import logging
 import tarfile
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from imgextract.errors import InputError
 from imgextract.sources.locators import SEP
-from imgextract.sources.records import ImageRecord, SourcePart, SourcePlan
+from imgextract.sources.records import BadPart, ImageRecord, SourcePart, SourcePlan
 
 
 IMAGE_EXTS = ("jpg", "jpeg", "png", "webp")
@@ -81,15 +83,43 @@ def list_shards(folder: Path, fmt: str) -> list[Shard]:
     return out
 
 
-def tar_members(tar: Path) -> dict[str, tuple[int, int, str]]:
-    """KEY → (offset of its image bytes, size, extension): one pass over the tar headers."""
+def tar_members(tar: Path, statuses: Counter | None = None) -> dict[str, tuple[int, int, str]]:
+    """KEY → (offset of its image bytes, size, extension): one pass over the tar headers. A member
+    whose header claims bytes past the end of the file (forged or truncated) is counted, not kept."""
     found = {}
+    end = Path(tar).stat().st_size
+    check_headers(tar, end)   # before tarfile, which would read whatever a forged pax header claims
     with tarfile.open(tar, "r:") as tf:
         for m in tf:
             stem, _, ext = m.name.rpartition(".")
             if m.isfile() and ext.lower() in IMAGE_EXTS:
+                if m.offset_data + m.size > end:
+                    if statuses is not None:
+                        statuses["member past the end of the tar"] += 1
+                    continue
                 found[Path(stem).name] = (m.offset_data, m.size, ext.lower())
     return found
+
+
+def check_headers(tar: Path, end: int) -> None:
+    """Walk the 512-byte headers of a tar: every member, pax and long-name entries included, must
+    end inside the file. A header claiming more (10^12 bytes) is a forged or truncated shard."""
+    pos = 0
+    with open(tar, "rb") as f:
+        while pos + 512 <= end:
+            f.seek(pos)
+            head = f.read(512)
+            if head.count(0) == 512:
+                return
+            field = head[124:136]
+            if field[0] & 0x80:                        # GNU base-256 for sizes over 8 GiB
+                size = int.from_bytes(field[1:], "big")
+            else:
+                text = field.rstrip(b"\0 ").strip()
+                size = int(text, 8) if text else 0    # ValueError: not a tar header
+            if pos + 512 + size > end:
+                raise ValueError(f"a tar header at byte {pos} claims {size:,} bytes past the end of the file")
+            pos += 512 + -(-size // 512) * 512
 
 
 def shard_records(shard: Shard, fmt: str) -> tuple[list, Counter]:
@@ -98,7 +128,7 @@ def shard_records(shard: Shard, fmt: str) -> tuple[list, Counter]:
     table = pq.read_table(shard.table, columns=[c for c in names if c not in IMAGE_EXTS]).to_pandas()
     statuses = Counter(str(s) for s in table["status"])
     ok = table[table["status"] == "success"]
-    members = tar_members(shard.images) if fmt == "webdataset" and shard.images.is_file() else {}
+    members = tar_members(shard.images, statuses) if fmt == "webdataset" and shard.images.is_file() else {}
     image_col = next(c for c in IMAGE_EXTS if c in names) if fmt == "parquet" else None
     records = []
     for row_i, row in zip(ok.index, ok.to_dict("records")):
@@ -120,7 +150,8 @@ def shard_records(shard: Shard, fmt: str) -> tuple[list, Counter]:
         caption = row.get("caption")
         extra = {RENAMED.get(k, k): v for k, v in row.items() if k not in DROPPED and k != "caption"}
         extra["shard"] = shard.name
-        records.append(ImageRecord(Path(locator), None if caption is None else str(caption), extra))
+        records.append(ImageRecord(Path(locator), None if caption is None else str(caption), extra,
+                                   locator=fmt != "files"))
     return records, statuses
 
 
@@ -130,9 +161,28 @@ def stats_line(statuses: Counter) -> str:
 
 def read_stats(shard: Shard) -> dict:
     try:
-        return json.loads((shard.table.parent / f"{shard.name}_stats.json").read_text())
+        stats = json.loads((shard.table.parent / f"{shard.name}_stats.json").read_text())
     except (OSError, ValueError):
         return {}
+    return stats if isinstance(stats, dict) else {}
+
+
+def expected_images(shard: Shard) -> int:
+    """The shard's ``successes`` when its stats say so sanely (for the progress bar only), else 0."""
+    n = read_stats(shard).get("successes", 0)
+    return n if isinstance(n, int) and 0 <= n < 10**9 else 0
+
+
+# what a shard written by someone else can throw at us: each makes the shard a listed, skipped part
+SHARD_ERRORS = (tarfile.TarError, OSError, EOFError, KeyError, ValueError, TypeError, IndexError, pa.ArrowException)
+
+
+def shard_part(shard: Shard, fmt: str) -> tuple[list, Counter]:
+    try:
+        return shard_records(shard, fmt)
+    except SHARD_ERRORS as exc:
+        raise BadPart(shard.table, f"bad shard {shard.name} ({type(exc).__name__}: {str(exc)[:200]}); "
+                                   "skipped, the other shards are built") from exc
 
 
 def key_locators(images: Path) -> dict[str, str]:
@@ -144,7 +194,12 @@ def key_locators(images: Path) -> dict[str, str]:
     found = {}
     for shard in list_shards(images, fmt):
         if shard.finished:
-            for rec in shard_records(shard, fmt)[0]:
+            try:
+                records = shard_part(shard, fmt)[0]
+            except BadPart as bad:
+                logging.getLogger("imgextract").warning("%s: %s", bad.path, bad.reason)
+                continue
+            for rec in records:
                 found[str(rec.extra["key"])] = str(rec.path)
     return found
 
@@ -158,6 +213,5 @@ def plan(source: Path, fmt: str) -> SourcePlan:
     if not ready:
         raise InputError(f"img2dataset folder {source} has no finished shard ({len(all_shards)} being written)",
                          "wait for img2dataset to finish a shard (it writes NNNNN_stats.json last)")
-    parts = [SourcePart(s.name, (lambda s=s: shard_records(s, fmt)), int(read_stats(s).get("successes", 0)))
-             for s in ready]
+    parts = [SourcePart(s.name, (lambda s=s: shard_part(s, fmt)), expected_images(s)) for s in ready]
     return SourcePlan(f"img2dataset-{fmt}", parts, notes)

@@ -15,11 +15,11 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 
-from imgextract.errors import InputError
 from imgextract.sources import fetch
 
 
 SEP = "::"
+MAX_MEMBER = 512 * 1024 * 1024   # no image in a shard is larger: a bigger claim is a forged header
 
 
 def is_locator(path) -> bool:
@@ -36,11 +36,16 @@ def read_bytes(locator) -> bytes:
     text = str(locator)
     if fetch.is_url(text):
         return fetch.get(text)
-    if SEP not in text:
+    if SEP not in text or Path(text).is_file():   # a real file named holiday::2019.png is a file
         return Path(text).read_bytes()
     file, _, where = text.partition(SEP)
     if file.endswith(".tar"):
         off, _, size = where.partition("+")
+        if not (off.isdigit() and size.isdigit()):
+            raise OSError(f"{text!r} is not a tar member's locator")
+        end = Path(file).stat().st_size
+        if int(size) > MAX_MEMBER or int(off) + int(size) > end:   # bounded by the shard's real size
+            raise OSError(f"{text!r} points past the end of {file} ({end:,} bytes)")
         with open(file, "rb") as f:
             f.seek(int(off))
             data = f.read(int(size))
@@ -49,8 +54,10 @@ def read_bytes(locator) -> bytes:
         return data
     if file.endswith(".parquet"):
         column, _, row = where.partition("@")
+        if not row.isdigit():
+            raise OSError(f"{text!r} is not a parquet cell's locator")
         return _parquet_cell(Path(file), column, int(row))
-    raise InputError(f"unknown image locator {text!r}", "rebuild the index")
+    raise OSError(f"{text!r} is neither a file nor a locator the index wrote")
 
 
 def _parquet_cell(file: Path, column: str, row: int) -> bytes:

@@ -17,6 +17,9 @@ class ImageRecord:
     path: Path
     caption: str | None
     extra: dict
+    locator: bool = False     # ``path`` is a locator the source wrote (a tar member, a parquet cell), never
+                              # a user's path: a file named ``holiday::2019.png`` stays a file
+    problem: str | None = None   # why it cannot be read (a broken link, a link out of the folder): listed, not opened
 
 
 PART_SIZE = 4096  # images per build part of a folder or table: the unit an interrupted build resumes at
@@ -36,3 +39,12 @@ class SourcePlan:
     kind: str             # folder | table | img2dataset-{webdataset,files,parquet} | embeddings
     parts: list
     notes: list
+
+
+class BadPart(Exception):
+    """A part that cannot be read at all (a truncated tar, a shard without its columns): listed in
+    ``skipped.json`` with the reason, and the rest of the source is built."""
+
+    def __init__(self, path: str, reason: str):
+        self.path, self.reason = str(path), reason
+        super().__init__(f"{path}: {reason}")

@@ -83,7 +83,7 @@ def list_images(source: Path, image_column: str | None = None,
     if source.is_dir():
         files, bad = list_image_files(source)
         records = [ImageRecord(p, _sidecar(p), {}) for p in files]
-        records += [ImageRecord(Path(b["path"]), None, {}) for b in bad]  # opened later, listed as skipped
+        records += [ImageRecord(Path(b["path"]), None, {}, problem=b["reason"]) for b in bad]  # listed as skipped
         if not records:
             raise InputError(f"folder {source} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))})",
                              "point at the folder that contains the training images")
@@ -103,12 +103,14 @@ def list_images(source: Path, image_column: str | None = None,
     ccol = role_column(table.column_names, CAPTION_COLUMNS, caption_column, what="caption", source=source)
     rows = table.to_pylist()
     records = []
-    for row in rows:
+    for i, row in enumerate(rows):
+        if "copies" in row:   # checked here, not when every scan has done its work and reads it
+            row["copies"] = _copies(row["copies"], i, source)
         raw = Path(str(row.pop(pcol)))
         path = raw if raw.is_absolute() else (source.parent / raw)
         caption = row.pop(ccol) if ccol else None
         extra = {k: v for k, v in row.items() if k not in RESERVED_INDEX_COLUMNS}
-        records.append(ImageRecord(path.resolve(), None if caption is None else str(caption), extra))
+        records.append(ImageRecord(path.resolve(), None if caption is None else str(caption)[:MAX_CAPTION], extra))
     return records
 
 
@@ -116,8 +118,11 @@ def _sidecar(image: Path) -> str | None:
     side = image.with_suffix(".txt")
     if not side.is_file():
         return None
-    return side.read_bytes().decode("utf-8", errors="replace").strip() or None
+    with open(side, "rb") as f:   # a sidecar is a caption: its first 4 x MAX_CAPTION bytes are plenty
+        return f.read(4 * MAX_CAPTION).decode("utf-8", errors="replace").strip()[:MAX_CAPTION] or None
 
+
+MAX_CAPTION = 2000   # characters kept of a caption: CLIP's tokenizer reads 77 tokens (~300 characters)
 
 RESERVED_INDEX_COLUMNS = {"id", "path", "caption", "sha256", "width", "height", "phash", "dhash", "whash"}
 
@@ -212,6 +217,11 @@ def read_captions(path: Path, caption_column: str | None = None) -> pa.Table:
             first = [i + 1 for i, c in enumerate(stripped) if not c][:5]
             log.warning("%s: skipped %d empty caption(s) (rows %s%s)", path, empty,
                         ", ".join(map(str, first)), ", ..." if empty > 5 else "")
+    long = [i for i, c in enumerate(captions) if len(c) > MAX_CAPTION]
+    if long:   # the text encoder reads 77 tokens; a megabyte caption only costs memory, time and report size
+        captions = [c[:MAX_CAPTION] for c in captions]
+        log.warning("%s: %d caption(s) longer than %d characters truncated (caption ids %s%s)", path, len(long),
+                    MAX_CAPTION, ", ".join(ids[i] for i in long[:5]), ", ..." if len(long) > 5 else "")
     if not captions:
         raise InputError(f"caption file {path} holds no captions",
                          "put one caption per line (.txt) or give a table with a non-empty 'caption' column")

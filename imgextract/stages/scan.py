@@ -44,7 +44,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 from threadpoolctl import threadpool_limits
 
-from imgextract import copies, distance, hashes, rundir
+from imgextract import copies, distance, folders, hashes, rundir
 from imgextract.errors import InputError
 from imgextract.index.store import TrainingIndex, open_index
 from imgextract.models.embedders import Embedder
@@ -449,6 +449,7 @@ def scan(generations: Path, params: ScanParams, out: Path | None = None, device:
     plan = plan_scan(generations, work)
     yield from map(Note, plan.notes)
     work.mkdir(parents=True, exist_ok=True)
+    folders.mark_output(out)   # the folder is the scan's: a later scan may write here again
     rundir.write_json_atomic(work / "params.json", {**asdict(params), "embedder": index.embedder})
     embedder = None
     train = TrainingImages(index)

@@ -289,7 +289,7 @@ def list_targets(images: Path) -> tuple[list[str], Path]:
         return pd.read_parquet(images / "images.parquet")["path"].tolist(), images
     if images.is_dir():
         good, bad = list_image_files(images)  # broken links and loops stay in: listed as unreadable
-        files = [str(p) for p in good] + [b["path"] for b in bad]
+        files = [str(p) for p in good] + [b["path"] for b in bad if "link out" not in b["reason"]]
         if not files:
             raise InputError(f"folder {images} holds no images", "point at a folder of images, a run or an index")
         return files, images.with_name(images.name + "-watermarks")

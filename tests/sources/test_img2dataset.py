@@ -93,3 +93,38 @@ def test_killed_build_resumes_to_the_same_rows(served, tmp_path):
     b = pd.read_parquet(tmp_path / "ix" / "images.parquet")
     pd.testing.assert_frame_equal(a, b)
     assert not (tmp_path / ".ix.tmp").exists()
+
+
+def _forge_last_member(tar: Path, size: int) -> None:
+    """Rewrite the last image member's tar header to claim ``size`` bytes (base-256, checksum fixed)."""
+    import tarfile
+    with tarfile.open(tar) as tf:
+        member = [m for m in tf if m.name.endswith((".jpg", ".png", ".webp"))][-1]
+    data = bytearray(tar.read_bytes())
+    h = member.offset
+    data[h + 124:h + 136] = b"\x80" + b"\0" * 3 + size.to_bytes(8, "big")
+    data[h + 148:h + 156] = b" " * 8
+    data[h + 148:h + 156] = f"{sum(data[h:h + 512]):06o}\0 ".encode()
+    tar.write_bytes(bytes(data))
+
+
+def test_bad_shards_are_listed_and_the_rest_is_built(served, tmp_path):
+    """A forged member header (10^12 bytes), a truncated tar, a malformed _stats.json and a shard without
+    its key column: each shard is listed in skipped.json with its reason; the good shard is indexed."""
+    out = tmp_path / "bad"
+    shutil.copytree(img2dataset(served, "webdataset"), out)
+    for ext in (".tar", ".parquet", "_stats.json"):     # a fourth shard, a copy of the first, stays good
+        shutil.copy(out / f"00000{ext}", out / f"00003{ext}")
+    _forge_last_member(out / "00000.tar", 10 ** 12)
+    (out / "00001.tar").write_bytes((out / "00001.tar").read_bytes()[:1500])
+    (out / "00002_stats.json").write_text(json.dumps([{"successes": "many"}]))
+    pd.read_parquet(out / "00002.parquet").drop(columns=["key"]).to_parquet(out / "00002.parquet")
+    code, stdout, err = run("index", "build", out, "--name", tmp_path / "ix")
+    assert code == 0 and "Traceback" not in err, err
+    skipped = {Path(s["path"]).name: s["reason"] for s in json.loads((tmp_path / "ix" / "skipped.json").read_text())}
+    assert {"00000.parquet", "00001.parquet", "00002.parquet"} <= set(skipped), skipped
+    assert all(skipped[f"0000{i}.parquet"].startswith(f"bad shard 0000{i}") for i in range(3))
+    for i in range(3):
+        assert f"skipped {out / f'0000{i}.parquet'}: bad shard 0000{i}" in err, err
+    table = pd.read_parquet(tmp_path / "ix" / "images.parquet")
+    assert set(table["shard"]) == {"00003"} and len(table) >= 1
