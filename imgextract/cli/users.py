@@ -8,7 +8,8 @@ from typing import Annotated, Optional
 import typer
 
 from imgextract import errors
-from imgextract.cli.options import Device, Dtype, Guidance, IndexName, MinShare, Model, Scheduler, Seed, Size, Steps
+from imgextract.cli.options import (Device, Dtype, Guidance, IndexName, K, MinShare, Model, Scheduler, Seed, Size,
+                                    Steps, Threshold)
 from imgextract.errors import InputError
 
 
@@ -95,4 +96,47 @@ def guard(
         raise typer.Exit(errors.FOUND)
 
 
-COMMANDS = {"check": check, "compare": compare, "guard": guard}
+def serve(
+    index: IndexName,
+    host: Annotated[str, typer.Option(help="Address to listen on (loopback by default).")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+    api_key_file: Annotated[Optional[Path], typer.Option(help="File of bearer keys, one per line; requests "
+                                                               "without one get 401.")] = None,
+    workers: Annotated[int, typer.Option(help="Checks run at once (threads).")] = 2,
+    queue: Annotated[int, typer.Option(help="Checks that may wait beyond those; more get 503 with Retry-After.")] = 8,
+    max_bytes: Annotated[int, typer.Option(help="Largest image accepted, in bytes (413 above).")] = 20 * 1024 * 1024,
+    max_batch: Annotated[int, typer.Option(help="Most images in one /v1/check/batch request.")] = 16,
+    threshold: Threshold = 0.15,
+    k: K = 10,
+    min_share: MinShare = 0.25,
+) -> None:
+    """The release guard as an HTTP service: POST /v1/check, /v1/check/batch; GET /healthz, /metrics.
+
+    Example: imgextract serve --index laion-subset --port 8000 --api-key-file keys.txt
+    """
+    from imgextract.app.serve import ServeConfig, read_api_keys, serve as run_service
+    for name, value, least in (("--workers", workers, 1), ("--queue", queue, 0), ("--max-bytes", max_bytes, 1),
+                               ("--max-batch", max_batch, 1), ("-k", k, 1)):
+        if value < least:
+            raise InputError(f"{name} {value}", f"give a whole number >= {least}")
+    if not 0 < port < 65536:
+        raise InputError(f"--port {port}", "give a port from 1 to 65535")
+    try:
+        import fastapi  # noqa: F401
+        import python_multipart  # noqa: F401  (multipart bodies)
+        import uvicorn  # noqa: F401
+    except ImportError:
+        raise InputError("imgextract serve needs FastAPI, uvicorn and python-multipart",
+                         "pip install 'imgextract[serve]'") from None
+    keys = read_api_keys(api_key_file) if api_key_file else ()
+    if not keys and host not in ("127.0.0.1", "localhost", "::1"):
+        typer.echo(f"warning: listening on {host} without --api-key-file: anyone who reaches this address "
+                   "can use the service", err=True)
+    from imgextract.stages.scan import ScanParams, validate_params
+    validate_params(ScanParams(index=index, k=k, threshold=threshold, relative_n=0, min_share=min_share))
+    run_service(ServeConfig(index=index, k=k, threshold=threshold, min_share=min_share, workers=workers, queue=queue,
+                            max_bytes=max_bytes, max_batch=max_batch, api_keys=keys), host, port,
+                say=lambda m: typer.echo(m, err=True))
+
+
+COMMANDS = {"check": check, "compare": compare, "guard": guard, "serve": serve}
