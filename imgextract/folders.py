@@ -11,6 +11,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+from imgextract import rundir
 from imgextract.errors import InputError
 
 TEMP_MARKER = ".imgextract-temp"
@@ -42,10 +43,7 @@ def is_own_output(out: Path) -> bool:
         return False
     if (out / OUTPUT_MARKER).is_file() or (out / "embedder.json").is_file():
         return True
-    try:
-        return "imgextract_run" in (out / "run.json").read_text(errors="replace")[:100_000]
-    except OSError:
-        return False
+    return rundir.is_imgextract_run(out)
 
 
 def claim_out_folder(out: Path, what: str = "--out") -> Path:

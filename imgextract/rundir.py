@@ -98,15 +98,20 @@ def is_run_dir(path: Path) -> bool:
     return (Path(path) / RUN_JSON).is_file()
 
 
+def is_imgextract_run(path: Path) -> bool:
+    """``run.json`` is a JSON object that imgextract wrote (its ``imgextract_run`` key), not a look-alike."""
+    try:
+        record = read_json(Path(path) / RUN_JSON)
+    except (OSError, ValueError):
+        return False
+    return isinstance(record, dict) and "imgextract_run" in record
+
+
 def remove_run(path: Path) -> None:
     """Delete a run folder, only when it provably is one (a real folder with imgextract's run.json)."""
     import shutil
     path = Path(path)
-    try:
-        record = read_json(path / RUN_JSON)
-    except (OSError, ValueError):
-        record = {}
-    if path.is_symlink() or not path.is_dir() or "imgextract_run" not in record:
+    if path.is_symlink() or not path.is_dir() or not is_imgextract_run(path):
         raise InputError(f"{path} is not an imgextract run folder; refusing to delete it",
                          "choose another output folder")
     shutil.rmtree(path)

@@ -29,3 +29,18 @@ def test_remove_own_deletes_only_marked_folders_and_never_through_links(tmp_path
     assert not (ours / "parts").exists() and (ours / TEMP_MARKER).exists()
     remove_own(ours, ours)
     assert not ours.exists() and (foreign / "keep.txt").exists()
+
+
+def test_a_run_json_look_alike_does_not_make_a_folder_ours(tmp_path):
+    from imgextract.errors import InputError
+    from imgextract.folders import check_out_folder
+    from imgextract.rundir import remove_run
+    fake = tmp_path / "fake"
+    fake.mkdir()
+    (fake / "run.json").write_text('"imgextract_run"')     # the word, not imgextract's record
+    (fake / "mine.txt").write_text("keep")
+    with pytest.raises(InputError, match="did not make"):
+        check_out_folder(fake)
+    with pytest.raises(InputError, match="not an imgextract run folder"):
+        remove_run(fake)
+    assert (fake / "mine.txt").read_text() == "keep"
