@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import functools
+import http.server
 import os
+import threading
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from PIL import Image
 
 from imgextract.demo.photos import photo
+
+from helpers import Quiet
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TQDM_DISABLE", "1")
@@ -108,3 +114,29 @@ def template_model(tmp_path_factory):
     """16 images once each and 2 template families of 5 members (a shared background, each member its own
     photograph in the window), for fixed steps (about 2 min): the workshop family's layout is learned."""
     return _toy(tmp_path_factory, "templates", duplicates="1x16,2t5", vae_steps=300, unet_steps=450)
+
+
+# -- LAION's form: photographs behind a URL table, for img2dataset ---------------------------------
+
+NAMES = ["astronaut", "coffee", "chelsea", "rocket", "camera", "coins", "china", "flower"]
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory, photos):
+    """The photographs as 96 px JPEG files behind http://127.0.0.1:PORT/, with a URL table
+    (caption, LICENSE, similarity) that also names one missing file (a 404)."""
+    root = tmp_path_factory.mktemp("i2d")
+    www = root / "www"
+    www.mkdir()
+    for n in NAMES:
+        photos[n].resize((96, 96)).save(www / f"{n}.jpg", quality=92)
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Quiet, directory=str(www)))
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    base = f"http://127.0.0.1:{httpd.server_address[1]}"
+    rows = [{"url": f"{base}/{n}.jpg", "caption": f"a photograph of {n}", "LICENSE": f"cc-by-{i}",
+             "similarity": 0.3} for i, n in enumerate(NAMES)]
+    rows.insert(3, {"url": f"{base}/missing.jpg", "caption": "gone", "LICENSE": "?", "similarity": 0.1})
+    pd.DataFrame(rows).to_parquet(root / "urls.parquet")
+    yield {"root": root, "www": www, "base": base, "rows": rows}
+    httpd.shutdown()
+

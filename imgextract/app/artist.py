@@ -67,7 +67,8 @@ class WorkVerdict:
             return (f"reproduced ({how}): the model drew {what} of {Path(self.work).name} "
                     f"(tiled L2 {self.best_tiled_l2:.3f}) from the prompt \"{self.prompt}\"")
         if self.verdict == "close":
-            return (f"close: samples resemble {Path(self.work).name} (phash distance {self.best_phash}, tiled L2 "
+            ph = f"phash distance {self.best_phash}, " if self.best_phash is not None else ""
+            return (f"close: samples resemble {Path(self.work).name} ({ph}tiled L2 "
                     f"{'' if self.best_exact else '>= '}{self.best_tiled_l2:.3f}) but none is a near-exact copy")
         return (f"not reproduced in {self.samples} samples: no sample came close to {Path(self.work).name}; "
                 "this does not show the model has not memorized it")
@@ -167,11 +168,12 @@ def verdicts(run: Path, works: list[Path], prompts: list[tuple[str, str]], sampl
             continue
         hits = m[m["memorized"]]
         best = strongest_first(hits).iloc[0] if len(hits) else m.sort_values("tiled_l2").iloc[0]
-        best_t, best_p = float(best["tiled_l2"]), int(m["phash_distance"].min())
+        hashed = m.loc[m["phash_distance"] >= 0, "phash_distance"]   # -1: that candidate was never decoded
+        best_t, best_p = float(best["tiled_l2"]), int(hashed.min()) if len(hashed) else None
         rel = m["relative_l2"].dropna()
         if len(hits):
             v = "reproduced"
-        elif best_p <= PHASH_CLOSE or (len(rel) and float(rel.min()) < 1.0):
+        elif (best_p is not None and best_p <= PHASH_CLOSE) or (len(rel) and float(rel.min()) < 1.0):
             v = "close"
         else:
             v = f"not reproduced in {samples} samples"
@@ -222,7 +224,7 @@ def run_check(works_path: Path, model: str, out: Path, caption: str | None = Non
             writer = csv.writer(f)
             writer.writerow(["path", "caption"])
             writer.writerows([str(w), p] for w, (p, _) in zip(works, prompts))
-        build_index(listing, str(index), "pixel", overwrite=True, progress=False)
+        build_index(listing, str(index), "pixel", overwrite=True, progress=False, hashes=True)  # "close" reads them
     run_generation(Path(str(works_path)), model, run, cfg, loaded=loaded, caption_table=table, say=say)
     run_scan(run, str(index), run, k=min(10, len(works)), threshold=threshold, grid=4, relative_n=0, say=say)
     drain(run_watermarks(run, run, Detector()))

@@ -193,7 +193,7 @@ def run_config(path: Path, keep: str | None = None, say=print) -> Path:
     loaded, _, _ = prepare_run(captions, model, out, sampling, captions=table, write=False, selection=selection,
                                storage=storage_record(settings), worker_device=device)
     if "source" in ix and not (index_path / "index.faiss").is_file():
-        build_index(_path(base, ix["source"]), str(index_path), ix.get("embedder", "pixel"), say=say)
+        build_index(_path(base, ix["source"]), str(index_path), ix.get("embedder", "pixel"), say=say, engine=engine)
     run_sweep(captions, model, out, sampling, settings, engine, loaded=loaded, caption_table=table,
               selection=selection, say=say)
     assemble_watermarks(out)  # before the scan's assembly, which folds each sample's mark into matches

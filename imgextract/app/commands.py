@@ -32,13 +32,24 @@ def run_lock(out: Path, what: str = "run folder"):
 # -- indexes ---------------------------------------------------------------------------------------------------
 
 def build_index(source: Path, name: str, embedder: str = "pixel", *, progress: bool = True,
-                say: Callable[[str], None] = _err, **options):
-    """Index training images (``index.build``), holding the index's lock; ``progress``: show a bar."""
-    from imgextract.index.build import build, prepare
+                say: Callable[[str], None] = _err, engine=None, **options):
+    """Index training images (``index.build``), holding the index's lock; ``progress``: show a bar.
+    ``engine``: where the parts are built (an ``engines.EngineConfig``; None: this process)."""
+    from imgextract.engines import engine_module
+    from imgextract.index.build import begin, finish, prepare
     from imgextract.index.store import lock_path
-    job = prepare(source, name, embedder, **options)
+    job = prepare(source, name, embedder, **options)   # every argument checked before a cluster is joined
+    if engine is not None and engine.kind != "local":
+        from imgextract.engines import prepare_engine
+        engine, _ = prepare_engine(engine)
+    runner = engine_module(engine.kind if engine is not None else "local")
+
+    def events():
+        tmp, resumed, todo = begin(job)
+        yield from runner.build_parts(job, tmp, todo, engine)
+        return finish(job, tmp, resumed)
     with exclusive(lock_path(job.dest), f"index {job.dest}"):
-        return show(build(job), say) if progress else drain(build(job))
+        return show(events(), say) if progress else drain(events())
 
 
 def index_duplicates(name: str, out: Path, threshold: float, similarity: float, k: int,

@@ -103,7 +103,8 @@ class Guard:
         lic = str(row[self.license_col]) if self.license_col and row[self.license_col] is not None else None
         term = f"memorized ({ORIGINS.get(origin, origin)})" if best["memorized"] else "no substantial replication"
         return GuardVerdict(bool(best["memorized"]), term, int(best["train_id"]), best["train_path"], source, lic,
-                            float(best["tiled_l2"]), int(best["phash_distance"]), time.perf_counter() - t0,
+                            float(best["tiled_l2"]), int(best["phash_distance"]) if best["phash_distance"] >= 0
+                            else None, time.perf_counter() - t0,
                             bool(best["exact"]), best["copy_kind"], float(best["copied_share"]),
                             len(best["template_members"]))
 

@@ -36,6 +36,19 @@ def index_build(
                           "metadata/): index its vectors as they are; --embedder names the model that made them.")] = False,
     images: Annotated[Optional[Path], typer.Option(help="With --embeddings: the img2dataset folder whose keys the "
                                                         "metadata's image_path names, so candidates' pixels can be tested.")] = None,
+    no_thumbs: Annotated[bool, typer.Option("--no-thumbs", help="Store no thumbnails (6 KB per image and size): "
+                                                                "for 10^8+ images; scans then decode every "
+                                                                "candidate (slower, see ARCHITECTURE.md).")] = False,
+    hashes: Annotated[bool, typer.Option("--hashes", help="Store every image's perceptual hashes (phash, dhash, whash) "
+                                                          "in images.parquet. Off: scans hash the candidates they "
+                                                          "decode, and ingest runs about twice as fast.")] = False,
+    engine: Annotated[str, typer.Option(help="Where the parts are built: local (this machine) or ray (Ray Data "
+                                             "actors; the source and the index folder must be on storage every "
+                                             "node sees).")] = "local",
+    address: Annotated[Optional[str], typer.Option(help="--engine ray: the cluster (auto, ray://HEAD:10001); "
+                                                        "without it a local Ray is started.")] = None,
+    ray_workers: Annotated[int, typer.Option(help="--engine ray: part workers (each embeds on one GPU when the "
+                                                  "cluster has GPUs).")] = 1,
 ) -> None:
     """Index training images.
 
@@ -46,13 +59,23 @@ def index_build(
     from imgextract.index.choice import parse_memory
     from imgextract.sources.img2dataset import stats_line
     sizes = [parse_size(t) for t in thumb_size]
+    if no_thumbs and sizes:
+        raise InputError("--no-thumbs and --thumb-size", "give one of them")
     budget = parse_memory(max_memory)
     if workers < 0:
         raise InputError(f"--workers {workers}", "give 0 (one per core) or a positive number of threads")
-    result = build_index(source, name, embedder, batch_size=batch_size, overwrite=overwrite,
+    from imgextract.engines import EngineConfig, validate_engine
+    if engine == "local" and (address is not None or ray_workers != 1):
+        raise InputError("--address and --ray-workers need --engine ray", "add --engine ray, or leave them out")
+    cluster = None
+    if engine != "local":
+        cluster = EngineConfig(kind=engine, address=address, workers=ray_workers,
+                               test_cpus=max(1, workers or 1))
+        validate_engine(cluster, "--engine")
+    result = build_index(source, name, embedder, engine=cluster, batch_size=batch_size, overwrite=overwrite,
                          image_column=image_column, caption_column=caption_column, factory=factory, device=device,
-                         max_memory=budget, thumb_sizes=sizes, workers=workers or None, embeddings=embeddings,
-                         images=images)
+                         max_memory=budget, thumb_sizes=None if no_thumbs else sizes, workers=workers or None, embeddings=embeddings,
+                         images=images, hashes=hashes)
     for note in result.notes:
         typer.echo(note, err=True)
     for s in result.skipped:

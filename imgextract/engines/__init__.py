@@ -4,7 +4,9 @@ Every engine has one signature, ``sweep(out, todo, settings, engine, loaded=None
 finished shard's counts as it lands, and every engine runs the same two per-shard callables,
 ``stages.generate.ShardDrawer`` (shard number → drawn shard) and ``stages.tester.ShardTester``
 (drawn shard → files written, manifest last), as img2dataset hands one downloader to each of its
-distributors. Engines hold no locks and show nothing: the app does.
+distributors. Index builds go the same way: ``build_parts(job, tmp, todo, engine)`` runs
+``index.build.PartBuilder`` (part number → the part's files) on every unfinished part. Engines
+hold no locks and show nothing: the app does.
 """
 
 from __future__ import annotations

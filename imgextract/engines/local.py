@@ -37,3 +37,10 @@ def sweep(out: Path, todo: list[int], settings: SweepSettings, engine, loaded=No
             pending = finisher.submit(test, drawn)
         if pending is not None:
             yield pending.result()
+
+
+def build_parts(job, tmp: Path, todo: list[int], engine) -> Iterator:
+    """An index build's unfinished parts ``todo``, in this process (``index.build.PartBuilder`` on
+    a thread pool); yields progress per image."""
+    from imgextract.index.build import local_parts
+    yield from local_parts(job, tmp, todo)

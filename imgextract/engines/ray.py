@@ -103,6 +103,47 @@ class TestWorker:
         return {k: np.array([d[k] for d in done]) for k in ("shard", "samples", "kept", "memorized", "unet_s")}
 
 
+class PartWorker:
+    """One index-build worker: ``index.build.PartBuilder`` rebuilt from the build's settings (the
+    source planned again, the embedder loaded once, on this worker's GPU when it has one); builds
+    whole parts into the shared temporary folder, by part number."""
+
+    def __init__(self, tmp: str, settings: dict, batch_size: int, threads: int, device: str):
+        quiet_libraries()
+        from imgextract.index.build import PartBuilder
+        self.build = PartBuilder.where_it_runs(Path(tmp), settings, batch_size, threads, device)
+
+    def __call__(self, batch: dict) -> dict:
+        return {"part": np.array([self.build(int(i)) for i in batch["part"]])}
+
+
+def build_parts(job, tmp: Path, todo: list[int], engine) -> Iterator:
+    """An index build's unfinished parts on Ray actors (``engine.workers`` of them, each with
+    ``gpus_per_worker`` GPUs and ``test_cpus`` threads); yields progress as parts land. The
+    driver assembles them as a local build does, so the index is the same."""
+    import ray
+
+    from imgextract.progress import Step
+    connect(engine)
+    sizes = [p.size for p in job.plan.parts]
+    total, done = sum(sizes), sum(sizes) - sum(sizes[i] for i in todo)
+    what = f"index {job.dest.name}"
+    if total:
+        yield Step(what, done, total, "img")
+    if not todo:
+        return
+    gpus = engine.gpus_per_worker or 0
+    ds = ray.data.from_items([{"part": i} for i in todo], override_num_blocks=len(todo))
+    ds = ds.map_batches(PartWorker, fn_constructor_kwargs={
+        "tmp": str(Path(tmp).resolve()), "settings": job.settings, "batch_size": job.batch_size,
+        "threads": engine.test_cpus, "device": "cuda" if gpus > 0 else "cpu"},
+        batch_size=1, compute=ray.data.ActorPoolStrategy(size=engine.workers), num_gpus=gpus,
+        num_cpus=engine.test_cpus, batch_format="numpy")
+    for row in ds.iter_rows():
+        done += sizes[int(row["part"])]
+        yield Step(what, min(total, done), total, "img")
+
+
 def prepare(engine):
     """Connect, and settle what "auto" means on this cluster: one GPU per draw worker when it has GPUs.
     Returns the engine and the device its draw workers use (recorded in run.json: the driver may

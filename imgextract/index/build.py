@@ -1,10 +1,12 @@
 """Building an index, part by part, so that a killed build resumes where it stopped.
 
-:func:`prepare` checks every argument and plans the source (nothing is written); :func:`build`
-then works part by part (an img2dataset shard, or PART_SIZE images), each part written to
-``.NAME.tmp/parts/`` with ``NNNNN.done.json`` last, and assembles them into the index folder,
-which replaces the old one only when complete. The caller holds the index's lock
-(:func:`imgextract.index.store.lock_path`) and shows the progress :func:`build` yields.
+:func:`prepare` checks every argument and plans the source (nothing is written); then, holding
+the index's lock (:func:`imgextract.index.store.lock_path`), :func:`begin` finds the parts still
+to build (an img2dataset shard, or PART_SIZE images each), an engine runs :class:`PartBuilder` on
+each of them (here: :func:`local_parts`; on a Ray cluster: ``engines.ray.build_parts``), every
+part written to ``.NAME.tmp/parts/`` with ``NNNNN.done.json`` last, and :func:`finish` assembles
+them into the index folder, which replaces the old one only when complete. :func:`build` is
+the local whole.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from imgextract import distance, hashes
 from imgextract.errors import InputError
 from imgextract.folders import TEMP_MARKER, own_temp_dir, remove_own, replace_dir
 from imgextract.index.choice import choose_factory, training_sample, tune
-from imgextract.index.store import MARKER, THUMBS, VECTORS, check_replaceable, resolve_index, size_key
+from imgextract.index.store import IVFDATA, MARKER, THUMBS, VECTORS, faiss_quiet, check_replaceable, resolve_index, size_key
 from imgextract.models.embedders import Embedder, load_embedder
 from imgextract.progress import Step
 from imgextract.rundir import read_json, write_json_atomic
@@ -109,14 +111,21 @@ class BuildJob:
     workers: int
     max_memory: int
     overwrite: bool
+    hashes: bool = False
 
 
 def prepare(source: Path, name: str, embedder_spec: str = "pixel", *, batch_size: int = 64,
             overwrite: bool = False, image_column: str | None = None, caption_column: str | None = None,
             factory: str = "auto", max_memory: int = 4 * 2**30, device: str = "auto", thumb_sizes: tuple = (),
-            workers: int | None = None, embeddings: bool = False, images: Path | None = None) -> BuildJob:
+            workers: int | None = None, embeddings: bool = False, images: Path | None = None,
+            hashes: bool = False) -> BuildJob:
     """Check every argument, load the embedder and plan the source's parts (its form detected by
-    ``sources.plan_source``); nothing is written."""
+    ``sources.plan_source``); nothing is written.
+
+    ``thumb_sizes``: generation sizes to store thumbnails at besides each image's own; None: no
+    thumbnails at all (LAION scale: scans then decode their candidates, see ARCHITECTURE.md).
+    ``hashes``: also store every image's perceptual hashes. Off by default: they cost more than the
+    image's decode, and scans hash the few candidates they decode (``stages.scan.TrainingImages``)."""
     dest = resolve_index(name)
     if batch_size < 1:
         raise InputError(f"--batch-size {batch_size}", "give a positive number of images per batch")
@@ -129,22 +138,15 @@ def prepare(source: Path, name: str, embedder_spec: str = "pixel", *, batch_size
     plan = plan_source(Path(source), image_column, caption_column, embeddings=embeddings, images=images,
                        embedder=embedder)
     settings = {"source": str(Path(source).resolve()), "kind": plan.kind, "embedder": embedder.record(),
-                "thumb_sizes": [list(t) for t in thumb_sizes], "image_column": image_column,
+                "thumb_sizes": [list(t) for t in thumb_sizes] if thumb_sizes is not None else None,
+                "image_column": image_column,
                 "caption_column": caption_column, "parts": [p.name for p in plan.parts],
-                "images": str(Path(images).resolve()) if images is not None else None}
+                "images": str(Path(images).resolve()) if images is not None else None, "hashes": bool(hashes),
+                "embeddings": bool(embeddings)}
     return BuildJob(Path(source), dest, plan, settings, embedder, batch_size, factory,
-                    [tuple(t) for t in thumb_sizes], workers or os.cpu_count() or 1, max_memory, overwrite)
-
-
-def build(job: BuildJob) -> Generator[Step, None, BuildResult]:
-    """Embed and hash every readable image of the job's source into its index folder; yields progress.
-
-    Run it holding the index's lock. Unreadable images are listed in ``skipped.json`` and in the
-    result; the rest is indexed.
-    """
-    check_replaceable(job.dest, job.overwrite)  # again, under the lock: another writer may have finished
-    return (yield from _build(job.source, job.dest, job.plan, job.settings, job.embedder, job.batch_size,
-                              job.factory, job.thumb_sizes, job.workers, job.max_memory))
+                    [tuple(t) for t in thumb_sizes] if thumb_sizes is not None else None,
+                    workers or os.cpu_count() or 1, max_memory, overwrite,
+                    bool(hashes))
 
 
 def _check_factory(factory: str, dim: int) -> None:
@@ -164,9 +166,14 @@ def _read_file(path: Path) -> bytes:
     return path.read_bytes()
 
 
-def load_training_image(rec, thumb_sizes: list[tuple[int, int]]) -> dict:
-    """Read, decode, hash and thumbnail one training image (runs in a worker thread: PIL and
-    numpy release the GIL for the heavy parts). A bad image comes back as ``{"skip": reason}``."""
+NO_HASHES = {name: None for name in hashes.HASHES}
+
+
+def load_training_image(rec, thumb_sizes: list[tuple[int, int]] | None, with_hashes: bool = False,
+                        embedder: Embedder | None = None) -> dict:
+    """Read, decode, checksum and thumbnail one training image, hash it when asked, and embed it
+    when given an embedder that works per image (runs in a worker thread: PIL and numpy release
+    the GIL for the heavy parts). A bad image comes back as ``{"skip": reason}``."""
     if getattr(rec, "problem", None):
         return {"skip": {"path": str(rec.path), "reason": rec.problem}}
     try:
@@ -178,12 +185,13 @@ def load_training_image(rec, thumb_sizes: list[tuple[int, int]]) -> dict:
     except BadImage as bad:
         return {"skip": {"path": str(bad.path), "reason": bad.reason}}
     own = (image.height, image.width)
-    thumbs = {own: distance.block_means(distance.to_uint8(image))}
-    for size in thumb_sizes:
+    thumbs = {own: distance.block_means(distance.to_uint8(image))} if thumb_sizes is not None else {}
+    for size in thumb_sizes or ():
         if size != own:
             thumbs[size] = distance.block_means(distance.to_uint8(image, size))
-    return {"image": image, "sha256": hashlib.sha256(data).hexdigest(), "hashes": hashes.image_hashes(image),
-            "thumbs": thumbs}
+    return {"image": image, "sha256": hashlib.sha256(data).hexdigest(),
+            "hashes": hashes.image_hashes(image) if with_hashes else NO_HASHES, "thumbs": thumbs,
+            "vector": embedder.embed([image])[0] if embedder is not None else None}
 
 
 PARTS = "parts"
@@ -191,41 +199,106 @@ PARTS = "parts"
 BUILD_JSON = "build.json"
 
 
-def _build(source: Path, dest: Path, plan, settings: dict, embedder: Embedder, batch_size: int, factory: str,
-           thumb_sizes: list[tuple[int, int]], workers: int, max_memory: int) -> Generator[Step, None, BuildResult]:
-    tmp, resumed = _resumable_temp_dir(dest, settings)
-    parts_dir = tmp / PARTS
-    parts_dir.mkdir(exist_ok=True)
-    total = sum(p.size for p in plan.parts)
-    what = f"index {dest.name}"
-    done = 0
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        for i, part in enumerate(plan.parts):
-            if not (parts_dir / f"{i:05d}.done.json").is_file():
-                try:
-                    loaded = part.load()
-                except BadPart as bad:   # listed in skipped.json; the other parts are built
-                    _write_part(parts_dir, i, [], np.zeros((0, embedder.dim), np.float32),
-                                [{"path": bad.path, "reason": bad.reason}], {}, {})
-                    loaded = None
-                if loaded is None:
-                    pass
-                elif isinstance(loaded, dict):  # precomputed vectors: nothing to decode
-                    _write_part(parts_dir, i, loaded["rows"], loaded["vectors"], [], loaded["statuses"], {})
-                else:
-                    records, statuses = loaded
-                    for seen in _build_part(parts_dir, i, records, statuses, embedder, batch_size, thumb_sizes, pool):
-                        yield Step(what, min(total, done + seen), total, "img")
-                if os.environ.get("IMGEXTRACT_SLOW_PART"):  # test hook: time to interrupt between parts
-                    time.sleep(float(os.environ["IMGEXTRACT_SLOW_PART"]))
-            done += part.size
+def begin(job: BuildJob) -> tuple[Path, int, list[int]]:
+    """Under the index's lock: the temporary folder (an interrupted build with the same settings is
+    resumed), how many parts were already done, and the parts still to build."""
+    check_replaceable(job.dest, job.overwrite)  # again, under the lock: another writer may have finished
+    tmp, resumed = _resumable_temp_dir(job.dest, job.settings)
+    (tmp / PARTS).mkdir(exist_ok=True)
+    todo = [i for i in range(len(job.plan.parts)) if not (tmp / PARTS / f"{i:05d}.done.json").is_file()]
+    return tmp, resumed, todo
+
+
+def finish(job: BuildJob, tmp: Path, resumed: int) -> BuildResult:
+    """Every part done: assemble them into the index folder (the same on every engine)."""
+    return _assemble(job.source, tmp, job.dest, job.plan, job.embedder, job.factory, resumed, job.max_memory,
+                     job.hashes)
+
+
+def local_parts(job: BuildJob, tmp: Path, todo: list[int]) -> Generator[Step, None, None]:
+    """The parts ``todo`` built in this process, with progress per image (the local engine)."""
+    total = sum(p.size for p in job.plan.parts)
+    what = f"index {job.dest.name}"
+    done = total - sum(job.plan.parts[i].size for i in todo)
+    builder = PartBuilder(tmp / PARTS, job.plan, job.embedder, job.batch_size, job.thumb_sizes, job.workers,
+                          job.hashes)
+    try:
+        for i in todo:
+            for seen in builder.steps(i):
+                yield Step(what, min(total, done + seen), total, "img")
+            done += job.plan.parts[i].size
             if total:
                 yield Step(what, min(total, done), total, "img")
-    return _assemble(source, tmp, dest, plan, embedder, factory, resumed, max_memory)
+    finally:
+        builder.close()
+
+
+def build(job: BuildJob) -> Generator[Step, None, BuildResult]:
+    """Embed every readable image of the job's source into its index folder, in this process;
+    yields progress. Run it holding the index's lock. Unreadable images are listed in
+    ``skipped.json`` and in the result; the rest is indexed. (``engines.*.build_parts`` runs the
+    same parts elsewhere, between :func:`begin` and :func:`finish`.)"""
+    tmp, resumed, todo = begin(job)
+    yield from local_parts(job, tmp, todo)
+    return finish(job, tmp, resumed)
+
+
+class PartBuilder:
+    """One part of a build → ``parts/NNNNN.*``, ``.done.json`` last: the per-part callable every
+    engine runs unchanged (:func:`local_parts` here, Ray's ``PartWorker``), as img2dataset hands
+    one downloader to each distributor. A part is rewritten whole when run again, so the part of a
+    killed worker is simply redone; nothing counts until its ``done.json`` exists."""
+
+    def __init__(self, parts_dir: Path, plan, embedder: Embedder, batch_size: int,
+                 thumb_sizes: list[tuple[int, int]], workers: int, with_hashes: bool):
+        self.parts_dir, self.plan, self.embedder = Path(parts_dir), plan, embedder
+        self.batch_size, self.thumb_sizes, self.with_hashes = batch_size, thumb_sizes, with_hashes
+        self.pool = ThreadPoolExecutor(max_workers=max(1, workers))
+
+    @classmethod
+    def where_it_runs(cls, tmp: Path, settings: dict, batch_size: int, workers: int, device: str) -> "PartBuilder":
+        """Rebuilt on a worker from the build's settings: the source planned again (its parts must be
+        the ones the driver planned) and the embedder loaded on the worker's device."""
+        embedder = load_embedder(settings["embedder"]["spec"], device)
+        images = Path(settings["images"]) if settings.get("images") else None
+        plan = plan_source(Path(settings["source"]), settings["image_column"], settings["caption_column"],
+                           embeddings=settings["embeddings"], images=images, embedder=embedder)
+        if [p.name for p in plan.parts] != settings["parts"]:
+            raise RuntimeError(f"source {settings['source']} changed while its index was being built")
+        return cls(Path(tmp) / PARTS, plan, embedder, batch_size,
+                   [tuple(t) for t in settings["thumb_sizes"]] if settings["thumb_sizes"] is not None else None,
+                   workers, settings["hashes"])
+
+    def __call__(self, i: int) -> int:
+        for _ in self.steps(i):
+            pass
+        return i
+
+    def steps(self, i: int) -> Iterator[int]:
+        """Build part ``i``; yields how many of its records are done."""
+        try:
+            loaded = self.plan.parts[i].load()
+        except BadPart as bad:   # listed in skipped.json; the other parts are built
+            _write_part(self.parts_dir, i, [], np.zeros((0, self.embedder.dim), np.float32),
+                        [{"path": bad.path, "reason": bad.reason}], {}, {})
+            loaded = None
+        if loaded is None:
+            pass
+        elif isinstance(loaded, dict):  # precomputed vectors: nothing to decode
+            _write_part(self.parts_dir, i, loaded["rows"], loaded["vectors"], [], loaded["statuses"], {})
+        else:
+            records, statuses = loaded
+            yield from _build_part(self.parts_dir, i, records, statuses, self.embedder, self.batch_size,
+                                   self.thumb_sizes, self.pool, self.with_hashes)
+        if os.environ.get("IMGEXTRACT_SLOW_PART"):  # test hook: time to interrupt a build after a part
+            time.sleep(float(os.environ["IMGEXTRACT_SLOW_PART"]))
+
+    def close(self) -> None:
+        self.pool.shutdown()
 
 
 def _build_part(parts_dir: Path, i: int, records: list, statuses, embedder: Embedder, batch_size: int,
-                thumb_sizes: list[tuple[int, int]], pool: ThreadPoolExecutor) -> Iterator[int]:
+                thumb_sizes: list[tuple[int, int]], pool: ThreadPoolExecutor, with_hashes: bool) -> Iterator[int]:
     """Rows, vectors and thumbnails of one part, written to ``parts/NNNNN.*``; ``.done.json`` last.
     Yields how many of the part's records are done."""
     rows: list[dict] = []
@@ -233,7 +306,9 @@ def _build_part(parts_dir: Path, i: int, records: list, statuses, embedder: Embe
     skipped: list[dict] = []
     thumbs = ThumbWriter(parts_dir / f"{i:05d}.thumbs")
     batches = list(_chunks(records, batch_size))
-    submit = lambda b: [pool.submit(load_training_image, r, thumb_sizes) for r in b]  # noqa: E731
+    inline = embedder if getattr(embedder, "per_image", False) else None   # embedded in the decoding threads
+    submit = lambda b: [pool.submit(load_training_image, r, thumb_sizes, with_hashes, inline)  # noqa: E731
+                        for r in b]
     pending = submit(batches[0]) if batches else []
     seen = 0
     for j, batch in enumerate(batches):
@@ -242,7 +317,8 @@ def _build_part(parts_dir: Path, i: int, records: list, statuses, embedder: Embe
         kept = [(rec, got) for rec, got in zip(batch, loaded) if "skip" not in got]
         skipped += [got["skip"] for got in loaded if "skip" in got]
         if kept:
-            vectors.append(embedder.embed([got["image"] for _, got in kept]))
+            vectors.append(np.stack([got["vector"] for _, got in kept]) if inline is not None else
+                           embedder.embed([got["image"] for _, got in kept]))
         for rec, got in kept:
             im = got["image"]
             thumbs.add(len(rows), got["thumbs"])
@@ -264,19 +340,24 @@ def _write_part(parts_dir: Path, i: int, rows: list[dict], matrix: np.ndarray, s
 
 
 def _assemble(source: Path, tmp: Path, dest: Path, plan, embedder: Embedder, factory: str,
-              resumed: int, max_memory: int) -> BuildResult:
-    """The parts, in order, become one index: global ids, one FAISS index, thumbnails per size."""
+              resumed: int, max_memory: int, with_hashes: bool = False) -> BuildResult:
+    """The parts, in order, become one index: global ids, one FAISS index, thumbnails per size.
+
+    Memory stays within ``max_memory`` whatever the row count: the table and the vectors are
+    streamed part by part, training uses a sample, and an IVF index is filled part by part into
+    files that ``faiss.contrib.ondisk.merge_ondisk`` joins into ``index.ivfdata`` (searched
+    memory-mapped), so no step holds more than one part's vectors and codes.
+    """
     parts_dir = tmp / PARTS
-    tables, vectors, skipped, statuses = [], [], [], Counter()
+    dones = [read_json(parts_dir / f"{i:05d}.done.json") for i in range(len(plan.parts))]
+    skipped = [s for done in dones for s in done["skipped"]]
+    statuses: Counter = Counter()
     thumbs: dict[str, list] = {}
-    offset = 0
-    for i in range(len(plan.parts)):
-        done = read_json(parts_dir / f"{i:05d}.done.json")
-        skipped += done["skipped"]
+    offset, filled = 0, []
+    for i, done in enumerate(dones):
         statuses.update(done["statuses"])
         if done["rows"]:
-            tables.append(pq.read_table(parts_dir / f"{i:05d}.rows.parquet").to_pandas())
-            vectors.append(parts_dir / f"{i:05d}.vectors.npy")
+            filled.append((i, offset, done["rows"]))
             for key, info in done["thumbs"].items():
                 thumbs.setdefault(key, []).append((i, offset, info))
         offset += done["rows"]
@@ -284,26 +365,35 @@ def _assemble(source: Path, tmp: Path, dest: Path, plan, embedder: Embedder, fac
         raise InputError(f"no readable image in {source} ({len(skipped)} skipped)",
                          "check the files listed below",
                          details=[f"skipped {s['path']}: {s['reason']}" for s in skipped])
-    table = pd.concat(tables, ignore_index=True)
-    table.insert(0, "id", np.arange(len(table)))
-    # the vectors, streamed part by part into one float16 file: kept for exact re-ranking
+    _write_table([parts_dir / f"{i:05d}.rows.parquet" for i, _, _ in filled], tmp / "images.parquet")
+    vectors = [parts_dir / f"{i:05d}.vectors.npy" for i, _, _ in filled]
     dim = embedder.dim
-    with open(tmp / VECTORS, "wb") as f:
+    with open(tmp / VECTORS, "wb") as f:  # float16, kept for exact re-ranking
         for part in vectors:
-            f.write(np.load(part, mmap_mode="r").astype(np.float16).tobytes())
+            f.write(np.load(part).astype(np.float16).tobytes())
     stored = np.memmap(tmp / VECTORS, np.float16, "r", shape=(offset, dim))
     chosen = choose_factory(offset, dim, max_memory) if factory == "auto" else factory
     index = faiss.index_factory(dim, chosen, faiss.METRIC_INNER_PRODUCT)
     if not index.is_trained:
-        sample = training_sample(offset, chosen)
+        sample = training_sample(offset, chosen, limit=max_memory // 4 // (dim * 4))
         index.train(np.ascontiguousarray(stored[sample], dtype=np.float32))
-    for part in vectors:  # the float32 vectors as embedded (the float16 copy only re-ranks)
-        matrix = np.load(part, mmap_mode="r")
-        for start in range(0, len(matrix), 65536):
-            index.add(np.ascontiguousarray(matrix[start:start + 65536], dtype=np.float32))
+    if faiss.try_extract_index_ivf(index) is not None:
+        pieces = []
+        for (i, start, _), part in zip(filled, vectors):
+            piece = faiss.clone_index(index)
+            _add(piece, np.load(part, mmap_mode="r"), start)   # global ids
+            faiss.write_index(piece, str(parts_dir / f"{i:05d}.ivf"))
+            pieces.append(str(parts_dir / f"{i:05d}.ivf"))
+            del piece
+        from faiss.contrib.ondisk import merge_ondisk
+        with faiss_quiet():
+            merge_ondisk(index, pieces, str(tmp / IVFDATA))
+    else:
+        for part in vectors:  # the float32 vectors as embedded (the float16 copy only re-ranks)
+            _add(index, np.load(part, mmap_mode="r"))
     searched = tune(index, stored)
     faiss.write_index(index, str(tmp / "index.faiss"))
-    pq.write_table(pa.Table.from_pandas(table, preserve_index=False), tmp / "images.parquet")
+    del index
     thumb_info = {}
     (tmp / THUMBS).mkdir(exist_ok=True)
     for key, pieces in thumbs.items():
@@ -317,7 +407,7 @@ def _assemble(source: Path, tmp: Path, dest: Path, plan, embedder: Embedder, fac
     (tmp / f"{THUMBS}.json").write_text(json.dumps(thumb_info, indent=2, sort_keys=True))
     record = {**embedder.record(), "imgextract_index": 1, "faiss_factory": chosen,
               "faiss_params": searched["params"], "recall_at_10": searched["recall_at_10"],
-              "max_memory": max_memory,
+              "max_memory": max_memory, "hashes": "every image" if with_hashes else "candidates, when scanned",
               "source": str(Path(source).resolve()), "source_kind": plan.kind,
               "source_statuses": dict(statuses)}
     (tmp / MARKER).write_text(json.dumps(record, indent=2, sort_keys=True))
@@ -325,7 +415,47 @@ def _assemble(source: Path, tmp: Path, dest: Path, plan, embedder: Embedder, fac
     remove_own(parts_dir, tmp)
     (tmp / BUILD_JSON).unlink()
     replace_dir(tmp, dest)
-    return BuildResult(dest, len(table), skipped, plan.kind, dict(statuses), plan.notes, resumed)
+    return BuildResult(dest, offset, skipped, plan.kind, dict(statuses), plan.notes, resumed)
+
+
+ADD_ROWS = 65536
+
+
+def _add(index, matrix: np.ndarray, first_id: int | None = None) -> None:
+    """Add in slices of ADD_ROWS (float32 copies of a slice only); ``first_id``: ids from there on."""
+    for start in range(0, len(matrix), ADD_ROWS):
+        rows = np.ascontiguousarray(matrix[start:start + ADD_ROWS], dtype=np.float32)
+        if first_id is None:
+            index.add(rows)
+        else:
+            index.add_with_ids(rows, np.arange(first_id + start, first_id + start + len(rows), dtype=np.int64))
+
+
+def _write_table(files: list[Path], out: Path) -> None:
+    """The parts' rows as one parquet file with global ids, one part in memory at a time.
+
+    Parts may disagree on a column's type (all-null in one, text in another) or lack a column
+    another has: each column takes its first non-null type (text when two disagree), and a part
+    without it gets nulls."""
+    schemas = [pq.read_schema(f) for f in files]
+    types: dict[str, pa.DataType] = {}
+    for schema in schemas:
+        for fld in schema:
+            have = types.get(fld.name)
+            if have is None or pa.types.is_null(have):
+                types[fld.name] = fld.type
+            elif not pa.types.is_null(fld.type) and fld.type != have:
+                types[fld.name] = pa.string()
+    target = pa.schema([pa.field("id", pa.int64())] + [pa.field(n, t) for n, t in types.items()])
+    offset = 0
+    with pq.ParquetWriter(out, target) as writer:
+        for f in files:
+            part = pq.read_table(f)
+            cols = [pa.array(np.arange(offset, offset + part.num_rows), pa.int64())]
+            for name, typ in types.items():
+                cols.append(part[name].cast(typ) if name in part.column_names else pa.nulls(part.num_rows, typ))
+            writer.write_table(pa.Table.from_arrays(cols, schema=target))
+            offset += part.num_rows
 
 
 def _resumable_temp_dir(dest: Path, settings: dict) -> tuple[Path, int]:

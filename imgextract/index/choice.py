@@ -60,11 +60,13 @@ def choose_factory(n: int, d: int, budget: int) -> str:
                      f"give at least --max-memory {math.ceil(n * 16 * 1.2 / 2**30)}G")
 
 
-def training_sample(total: int, factory: str, seed: int = 0) -> np.ndarray:
+def training_sample(total: int, factory: str, seed: int = 0, limit: int | None = None) -> np.ndarray:
     """Sorted row ids to train on: min(N, 64·K) rows, K the number of lists (faiss asks for 39·K
-    to 256·K; autofaiss trains on about 100 per list; k-means cost grows with the sample)."""
+    to 256·K; autofaiss trains on about 100 per list; k-means cost grows with the sample), and at
+    most ``limit`` (the rows a quarter of the memory budget holds as float32)."""
     m = re.search(r"IVF(\d+)", factory)
     want = total if not m else min(total, 64 * int(m.group(1)))
+    want = min(want, max(1, limit)) if limit is not None else want
     rng = np.random.default_rng(seed)
     return np.sort(rng.choice(total, want, replace=False)) if want < total else np.arange(total)
 

@@ -3,7 +3,10 @@
 An index is a folder ``indexes/NAME/`` (or under ``$IMGEXTRACT_INDEX_DIR``)::
 
     index.faiss      inner-product FAISS index over L2-normalised embeddings
-    images.parquet   id, path, caption, sha256, width, height, phash, dhash, whash, extra columns
+    index.ivfdata    an IVF index's lists (codes and ids), memory-mapped; index.faiss refers to it
+    vectors.f16      every vector as float16, memory-mapped, for exact re-ranking
+    images.parquet   id, path, caption, sha256, width, height, phash, dhash, whash (null unless
+                     built with --hashes), extra columns
     embedder.json    the embedder record (spec, dimension, preprocessing, weights fingerprint)
     skipped.json     unreadable images, listed with the reason
     thumbs/HxW.f16   box thumbnails (float16, rows of by×bx×3 block means) of the training
@@ -21,8 +24,11 @@ half-built index that looks complete.
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import json
 import os
+import sys
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -139,6 +145,27 @@ class TrainingIndex:
         return load_embedder(self.embedder["spec"], device)
 
 
+_STDOUT_LOCK = threading.Lock()
+_LIBC = ctypes.CDLL(None)
+
+
+@contextlib.contextmanager
+def faiss_quiet():
+    """Silence what faiss's C++ prints on standard output (on-disk lists say "resizing ..." and
+    "updating ondisk filename ..."): imgextract's stdout carries results only."""
+    with _STDOUT_LOCK:
+        sys.stdout.flush()
+        saved = os.dup(1)
+        try:
+            with open(os.devnull, "wb") as null:
+                os.dup2(null.fileno(), 1)
+            yield
+        finally:
+            _LIBC.fflush(None)   # C's buffered stdout goes to /dev/null, not to the restored stdout
+            os.dup2(saved, 1)
+            os.close(saved)
+
+
 def open_index(name_or_path: str | Path, gpu: str = "auto") -> TrainingIndex:
     path = resolve_index(name_or_path)
     files = [path / "index.faiss", path / "images.parquet", path / "embedder.json"]
@@ -153,8 +180,13 @@ def open_index(name_or_path: str | Path, gpu: str = "auto") -> TrainingIndex:
         raise InputError(f"index folder {path} lacks {', '.join(missing)}",
                          "rebuild it with `imgextract index build`")
     embedder = json.loads((path / "embedder.json").read_text())
-    try:  # IVF lists stay on disk, paged in as searched
-        index = faiss.read_index(str(path / "index.faiss"), faiss.IO_FLAG_MMAP | faiss.IO_FLAG_READ_ONLY)
+    # IVF lists stay on disk, paged in as searched: in index.faiss (IO_FLAG_MMAP), or in index.ivfdata
+    # beside it, which faiss maps itself (IO_FLAG_MMAP or READ_ONLY there make its searches crash)
+    flags = faiss.IO_FLAG_ONDISK_SAME_DIR if (path / IVFDATA).is_file() else \
+        faiss.IO_FLAG_MMAP | faiss.IO_FLAG_READ_ONLY
+    try:
+        with faiss_quiet():
+            index = faiss.read_index(str(path / "index.faiss"), flags)
     except RuntimeError:
         index = faiss.read_index(str(path / "index.faiss"))
     apply(index, embedder.get("faiss_params") or {})
@@ -176,6 +208,7 @@ def open_index(name_or_path: str | Path, gpu: str = "auto") -> TrainingIndex:
 THUMBS = "thumbs"
 
 VECTORS = "vectors.f16"
+IVFDATA = "index.ivfdata"
 
 
 def size_key(size: tuple[int, int]) -> str:

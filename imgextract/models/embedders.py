@@ -45,6 +45,8 @@ def _normalise(x: np.ndarray) -> np.ndarray:
 
 def square_crop(image: Image.Image) -> Image.Image:
     w, h = image.size
+    if w == h:
+        return image   # nothing to crop: no copy
     s = min(w, h)
     left, top = (w - s) // 2, (h - s) // 2
     return image.crop((left, top, left + s, top + s))
@@ -57,6 +59,7 @@ class PixelEmbedder:
     side: int = 16
     spec: str = "pixel"
     dim: int = field(init=False)
+    per_image: bool = True   # no batch speed-up: an index build embeds each image in its decoding thread
 
     def __post_init__(self) -> None:
         self.dim = self.side * self.side * 3
@@ -64,7 +67,7 @@ class PixelEmbedder:
     def embed(self, images: list[Image.Image]) -> np.ndarray:
         if not images:
             return np.zeros((0, self.dim), np.float32)
-        thumbs = [np.asarray(square_crop(im.convert("RGB")).resize((self.side, self.side), Image.BOX),
+        thumbs = [np.asarray(square_crop(im if im.mode == "RGB" else im.convert("RGB")).resize((self.side, self.side), Image.BOX),
                              dtype=np.float32).reshape(-1) / 255.0 for im in images]
         x = np.stack(thumbs)
         x -= x.mean(axis=1, keepdims=True)

@@ -159,7 +159,8 @@ def _entry(tid: int, grp: pd.DataFrame, record: dict | None, params: dict, index
     meta = [("generations", f"{len(grp)}" + (f" of {n_drawn} drawn" if n_drawn else "")),
             ("copy", f"{what}; copied share {share:.2f}, copied area {float(best.get('copied_area') or 0):.2f}"),
             ("tiled L2 best / median", f"{best['tiled_l2']:.4f} / {grp['tiled_l2'].median():.4f}"),
-            ("phash distance (best)", int(grp["phash_distance"].min())),
+            ("phash distance (best)", int(grp.loc[grp["phash_distance"] >= 0, "phash_distance"].min())
+             if (grp["phash_distance"] >= 0).any() else "not computed"),
             ("prompt(s)", " | ".join(prompts[:5]) + (f" (+{len(prompts) - 5})" if len(prompts) > 5 else "")),
             ("training caption", best.get("train_caption")), ("best seed", best.get("seed")),
             ("source", source), ("licence", licence),

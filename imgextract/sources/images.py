@@ -49,7 +49,8 @@ def open_rgb(path: Path, data: bytes | None = None, min_side: int = 1) -> Image.
                     raise BadImage(path, f"{im.width}x{im.height} pixels is too small for a "
                                          f"{min_side}x{min_side} tile grid")
                 im.load()
-                im = ImageOps.exif_transpose(im)
+                if im.getexif().get(ORIENTATION, 1) != 1:   # most files need no turn: no copy for them
+                    im = ImageOps.exif_transpose(im)
                 return _to_rgb(im)
     except BadImage:
         raise
@@ -81,9 +82,10 @@ def _to_rgb(im: Image.Image) -> Image.Image:
         im = im.convert("RGBA")
         background = Image.new("RGBA", im.size, (255, 255, 255, 255))
         return Image.alpha_composite(background, im).convert("RGB")
-    return im.convert("RGB")
+    return im if im.mode == "RGB" else im.convert("RGB")
 
 
+ORIENTATION = 0x0112   # the EXIF tag exif_transpose reads
 FOLLOW_LINKS = "IMGEXTRACT_FOLLOW_LINKS"
 
 

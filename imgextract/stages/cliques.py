@@ -37,12 +37,15 @@ def pairwise_tiled_l2(images: np.ndarray, grid: int = distance.DEFAULT_GRID, dev
     ``T·Tᵀ`` (BLAS recognises the symmetric product), the squared norms from its diagonal, and
     ``‖a−b‖² = ‖a‖² + ‖b‖² − 2a·b``; the tile buffer is reused, and values stay in the input's
     units until the end. ``device="cuda"`` (or ``auto`` with a GPU that torch sees) runs the same
-    arithmetic in torch on the GPU.
+    arithmetic in torch on the GPU; ``device="torch"`` runs that torch code on the CPU, so the GPU's
+    arithmetic is checked where there is no GPU (``scripts/gpu_check.py --small``).
     """
     n, h, w, c = images.shape
     scale = 255.0 if images.dtype == np.uint8 else 1.0
     ys, xs = distance.tile_edges(h, grid), distance.tile_edges(w, grid)
-    if device != "cpu" and _torch_cuda(device):
+    if device == "torch":
+        worst = _pairwise_torch(images, ys, xs, "cpu")
+    elif device != "cpu" and _torch_cuda(device):
         worst = _pairwise_torch(images, ys, xs, "cuda")
     else:
         worst = np.zeros((n, n), dtype=np.float64)

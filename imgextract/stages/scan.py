@@ -96,12 +96,20 @@ EXACT_MARGIN = 0.10
 
 
 class TrainingImages:
-    """Training images as uint8 arrays at a requested size, with a bounded, thread-safe cache."""
+    """Training images as uint8 arrays at a requested size, with a bounded, thread-safe cache.
+
+    Hashes: the index's, when built with ``--hashes``; otherwise computed here for the candidates
+    that are found copies (:meth:`hashes_of`), from the decoded original, once per process.
+    """
+
+    HASHED = 65536  # hashes remembered (a few hundred bytes each)
 
     def __init__(self, index: TrainingIndex, capacity: int = 256):
         self.paths = index.table["path"].tolist()
+        self.stored = {name: index.table[name].tolist() for name in hashes.HASHES if name in index.table}
         self.capacity = capacity
         self._cache: OrderedDict = OrderedDict()
+        self._hashes: OrderedDict = OrderedDict()
         self._lock = threading.Lock()
 
     def get(self, train_id: int, size: tuple[int, int]) -> np.ndarray | None:
@@ -110,16 +118,37 @@ class TrainingImages:
             if key in self._cache:
                 self._cache.move_to_end(key)
                 return self._cache[key]
-        try:  # decoded outside the lock; two threads may decode the same image once each
-            path = self.paths[train_id]
-            arr = distance.to_uint8(open_rgb(Path(path)), size) if path else None  # "": pixels unavailable
-        except BadImage:
-            arr = None
+        image = self._open(train_id)  # decoded outside the lock; two threads may decode the same image once each
+        arr = distance.to_uint8(image, size) if image is not None else None
         with self._lock:
             self._cache[key] = arr
             if len(self._cache) > self.capacity:
                 self._cache.popitem(last=False)
         return arr
+
+    def _open(self, train_id: int):
+        try:
+            path = self.paths[train_id]
+            return open_rgb(Path(path)) if path else None  # "": pixels unavailable
+        except BadImage:
+            return None
+
+    def hashes_of(self, train_id: int, compute: bool = False) -> dict:
+        """The image's hashes: stored in the index, or remembered, or (``compute``) hashed now from
+        its decoded original; {} when none (or its pixels cannot be read)."""
+        if len(self.stored) == len(hashes.HASHES) and all(
+                isinstance(col[train_id], str) and col[train_id] for col in self.stored.values()):
+            return {name: col[train_id] for name, col in self.stored.items()}
+        with self._lock:
+            if train_id in self._hashes or not compute:
+                return self._hashes.get(train_id, {})
+        image = self._open(train_id)
+        found = hashes.image_hashes(image) if image is not None else {}
+        with self._lock:
+            self._hashes[train_id] = found
+            if len(self._hashes) > self.HASHED:
+                self._hashes.popitem(last=False)
+        return found
 
 
 MAX_GRID = 64
@@ -360,7 +389,11 @@ def match_generation(gen: Generation, sim_row: np.ndarray, id_row: np.ndarray, i
             rel_all[readable] = relative_distance(plain[readable], params.relative_n, params.alpha)
             rel[wanted] = rel_all[wanted]
     tids = [cand[j][1] for j in range(k)]
-    hd = {name: _hash_distances(gen.hashes[name], tab[name].iloc[tids].tolist()) for name in hashes.HASHES}
+    memorized = [bool(not np.isnan(tiled[j]) and is_memorized(float(tiled[j]), float(rel[j]), kind[j], params))
+                 for j in range(k)]
+    # hashes where they are evidence: every copy found (the others' come only from an index built --hashes)
+    known = [train.hashes_of(t, compute=memorized[j] or kind[j] != "none") for j, t in enumerate(tids)]
+    hd = {name: _hash_distances(gen.hashes[name], [h.get(name) for h in known]) for name in hashes.HASHES}
     rows = []
     for j, (rank, t, s) in enumerate(cand[:k]):
         jd = judged.get(j)
@@ -374,12 +407,13 @@ def match_generation(gen: Generation, sim_row: np.ndarray, id_row: np.ndarray, i
             "copied_share": jd.share if jd else 0.0, "copied_area": jd.area if jd else 0.0,
             "copy_mask": jd.mask_hex if jd else "", "copy_offset": list(map(float, jd.offset)) if jd else [],
             "template_members": [cand[order[m]][1] for m in jd.template_members] if jd else [],
-            "memorized": bool(available and is_memorized(float(tiled[j]), float(rel[j]), kind[j], params))})
+            "memorized": memorized[j]})
     return rows
 
 
 def _hash_distances(query: str, others: list) -> np.ndarray:
-    """Hamming distances; -1 where the training image has no hash (its pixels were never available)."""
+    """Hamming distances; -1 where the training image has no hash: its pixels are unavailable, or it
+    is no copy and the index stores no hashes (built without ``--hashes``)."""
     out = np.full(len(others), -1, np.int64)
     have = [i for i, h in enumerate(others) if isinstance(h, str) and h]
     if have:

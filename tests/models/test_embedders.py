@@ -39,3 +39,12 @@ def test_pixel_descriptor_is_normalised_and_finds_copies(photos):
 def test_bad_specs_are_refused(spec, words):
     with pytest.raises(InputError, match=words):
         load_embedder(spec)
+
+
+def test_pixel_embedder_gives_the_same_vector_alone_as_in_a_batch(photos):
+    """An index build embeds pixel vectors one image at a time in its decoding threads; queries come
+    in batches: the two must agree to the bit."""
+    from imgextract.models.embedders import load_embedder
+    e = load_embedder("pixel")
+    ims = [photos[n] for n in ["astronaut", "coffee", "chelsea", "rocket", "camera"]]
+    assert e.per_image and np.array_equal(e.embed(ims), np.stack([e.embed([im])[0] for im in ims]))

@@ -19,11 +19,7 @@ def test_pairwise_matrix_equals_direct_per_pair_computation(photos):
     assert np.allclose(fast, fast.T) and (np.diag(fast) == 0).all()
     assert np.allclose(pairwise_tiled_l2(floats, grid=4), fast, atol=1e-4)  # float input too
     # the GPU path's arithmetic (torch), run on the CPU here
-    from imgextract.stages.cliques import _pairwise_torch
-    worst = _pairwise_torch(imgs, distance.tile_edges(48, 4), distance.tile_edges(70, 4), "cpu")
-    on_torch = np.sqrt(np.maximum(worst, 0)) / 255
-    np.fill_diagonal(on_torch, 0)
-    assert np.allclose(on_torch, fast, atol=1e-4)
+    assert np.allclose(pairwise_tiled_l2(imgs, grid=4, device="torch"), fast, atol=1e-4)
 
 
 def _planted(n=60, k=12, p=0.1, seed=0):
