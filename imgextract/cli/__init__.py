@@ -73,6 +73,12 @@ def main() -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("warning: %(message)s"))
     logging.getLogger("imgextract").addHandler(handler)
+    said = logging.StreamHandler(sys.stderr)      # notes: what the tool decided for the user (e.g. a file's form)
+    said.setFormatter(logging.Formatter("note: %(message)s"))
+    note = logging.getLogger("imgextract.note")
+    note.addHandler(said)
+    note.setLevel(logging.INFO)
+    note.propagate = False
     usage_error = _click_exception()
     try:
         code = app(standalone_mode=False)

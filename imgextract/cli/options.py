@@ -32,7 +32,8 @@ MinShare = Annotated[float, typer.Option(help="A copy covers at least this share
                                               "(and 10% of the generation's): a substantial portion.")]
 OutFolder = Annotated[Path, typer.Option(help="Output folder.")]
 Captions = Annotated[Path, typer.Argument(
-    help=".txt (one caption per line) or CSV/JSONL/Parquet with a caption column.")]
+    help=".txt (one caption per line), CSV/JSONL/Parquet with a caption column, or a published prompt set "
+         "(Webster's sdv1_500_memorized.jsonl, MemBench's SD1_final.csv).")]
 
 
 def sampling(samples: int = 1, batch_size: int = 1, steps: int = 50, guidance: float = 7.5,

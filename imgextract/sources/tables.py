@@ -36,6 +36,58 @@ SOURCE_COLUMNS = ("url", "source", "source_url")        # where a training image
 
 LICENSE_COLUMNS = ("license", "licence", "license_url", "rights")  # img2dataset writes LICENSE
 
+# The literature's prompt sets as published, told apart by their columns (data, not code paths):
+# their training images' URLs become ``train_urls`` and Webster's LAION row ``laion_index``.
+PROMPT_SETS = {
+    "webster": {"columns": ("caption", "index", "url"), "urls": "url", "index": "index",
+                "says": "Webster's memorized-prompt set (sdv1_500_memorized.jsonl: caption, LAION index, url)"},
+    "membench": {"columns": ("prompt", "urls"), "urls": "urls", "index": None,
+                 "says": "MemBench's trigger-prompt set (SD1_final.csv: prompt, urls as a list)"},
+}
+MAX_URLS_TEXT = 65536   # a cell of MemBench's URL lists; more is not a list of training images
+
+notes = logging.getLogger("imgextract.note")   # said to the user as "note: ..." (cli.main)
+
+
+def prompt_set(columns) -> str | None:
+    """Which published prompt set a caption table is, by its columns (None: a plain table)."""
+    have = set(columns)
+    return next((name for name, form in PROMPT_SETS.items() if set(form["columns"]) <= have), None)
+
+
+def _row_number(value, row: int, path: Path) -> int | None:
+    """Webster's ``index``: a LAION row number (a whole number >= 0), or empty."""
+    if value is None:
+        return None
+    try:
+        n = float(str(value).strip())
+    except ValueError:
+        n = float("nan")
+    if not np.isfinite(n) or n != int(n) or n < 0:
+        raise InputError(f"{path}: 'index' in row {row + 1} is {value!r}, not a LAION row number",
+                         "give the row as a whole number >= 0, or leave it empty")
+    return int(n)
+
+
+def _url_list(value, row: int, path: Path) -> list[str]:
+    """A MemBench ``urls`` cell: a Python-literal list of URL strings (or one URL), bounded."""
+    import ast
+    if value is None:
+        return []
+    text = str(value).strip()
+    if not text.startswith("["):
+        return [text] if text else []
+    try:
+        if len(text) > MAX_URLS_TEXT:
+            raise ValueError("too long")
+        urls = ast.literal_eval(text)
+    except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+        urls = None
+    if not isinstance(urls, list) or not all(isinstance(u, str) for u in urls):
+        raise InputError(f"{path}: 'urls' in row {row + 1} is not a list of URLs",
+                         "write it as MemBench does, e.g. ['https://a.jpg', 'https://b.jpg'], or leave it empty")
+    return urls
+
 
 def role_column(columns, candidates: tuple[str, ...], given: str | None = None, *, what: str = "",
                 source: Path | None = None, required: bool = False) -> str | None:
@@ -165,7 +217,9 @@ def read_captions(path: Path, caption_column: str | None = None) -> pa.Table:
 
     Returns a table with ``caption_id`` (string), ``caption``, ``train_path`` (nullable:
     the training image the caption belongs to) and ``copies`` (nullable: how often that
-    image was in the training set, when known). A value that would become a nonsense prompt
+    image was in the training set, when known). The published prompt sets (:data:`PROMPT_SETS`:
+    Webster's jsonl, MemBench's CSV) are recognised by their columns, said in a note, and add
+    ``train_urls`` (and Webster's ``laion_index``). A value that would become a nonsense prompt
     (lists, non-UTF-8 bytes, a caption spanning lines from an unclosed quote) or a bad id or
     copy count is an error naming the row; empty captions are skipped with a counted warning.
     """
@@ -209,6 +263,14 @@ def read_captions(path: Path, caption_column: str | None = None) -> pa.Table:
                  if table[pcol][i].as_py() is not None else None for i in rows] if pcol else [None] * len(rows)
         copies = [_copies(v, i, path) for i, v in zip(rows, (_column(table, kcol, path, "copies")[i] for i in rows))] \
             if kcol else [None] * len(rows)
+        form = prompt_set(table.column_names)
+        if form:
+            spec = PROMPT_SETS[form]
+            cells = _column(table, spec["urls"], path, "urls")
+            urls = [_url_list(cells[i], i, path) for i in rows]
+            if spec["index"]:
+                values = _column(table, spec["index"], path, "index")
+                laion = [_row_number(values[i], i, path) for i in rows]
         if "family" in table.column_names:  # a toy's copies.csv: the template family of each image, if any
             values = _column(table, "family", path, "family")
             family = [str(values[i]) if values[i] not in (None, "") else None for i in rows]
@@ -236,6 +298,11 @@ def read_captions(path: Path, caption_column: str | None = None) -> pa.Table:
     }
     if path.suffix.lower() != ".txt" and "family" in table.column_names:
         columns["family"] = pa.array(family, pa.string())
+    if path.suffix.lower() != ".txt" and form:   # said once the whole file is read: an error comes alone
+        notes.info("%s: read as %s", path, PROMPT_SETS[form]["says"])
+        columns["train_urls"] = pa.array(urls, pa.list_(pa.string()))
+        if PROMPT_SETS[form]["index"]:
+            columns["laion_index"] = pa.array(laion, pa.int64())
     return pa.table(columns)
 
 

@@ -76,9 +76,16 @@ def _caption_cases(tmp_path: Path) -> list:
     null_ids.write_text("id,caption\n1,a cat\n,a dog\n")
     quote = tmp_path / "quote.csv"
     quote.write_text('caption\n"a cat\na dog\na fish\n')
+    membench = tmp_path / "SD1_final.csv"    # MemBench's form, one urls cell not a list of strings
+    membench.write_text('prompt,urls\na cat,"[\'https://a/1.jpg\']"\na dog,"[1, 2]"\n')
+    webster = tmp_path / "sdv1_500_memorized.jsonl"
+    webster.write_text('{"caption": "a cat", "index": 5, "url": "https://a/1.jpg"}\n'
+                       '{"caption": "a dog", "index": -3, "url": "https://a/2.jpg"}\n')
     return [(latin_txt, ["latin.txt", "not UTF-8", "line 1"]), (latin_csv, ["latin.csv", "not UTF-8"]),
             (copies, ["copies.csv", "row 2", "'many'"]), (lists, ["lists.jsonl", "lists", "row 1"]),
-            (null_ids, ["ids.csv", "row 2"]), (quote, ["quote.csv"])]
+            (null_ids, ["ids.csv", "row 2"]), (quote, ["quote.csv"]),
+            (membench, ["SD1_final.csv", "'urls' in row 2", "not a list of URLs"]),
+            (webster, ["sdv1_500_memorized.jsonl", "'index' in row 2", "LAION row"])]
 
 
 def test_bad_caption_tables(tmp_path, tiny_pipeline_dir):
@@ -116,3 +123,30 @@ def test_ctrl_c_during_generate(tmp_path, tiny_pipeline_dir):
     interrupted = [ln for ln in err.splitlines() if ln.startswith("interrupted:")]
     assert interrupted == ["interrupted: finished shards are kept; run the same command again to resume"], err
     assert "Traceback" not in err
+
+
+def test_published_prompt_sets_are_read_as_they_are_and_said(tmp_path, tiny_pipeline_dir):
+    """Webster's jsonl (caption, LAION index, url) and MemBench's CSV (prompt, urls as a Python list), as
+    published: the form is said in a note, and the training images' URLs travel with the captions."""
+    webster = tmp_path / "sdv1_500_memorized.jsonl"
+    webster.write_text('{"caption": "Living in the Light with Ann Graham Lotz", "index": 24397, '
+                       '"url": "https://images.example/lotz.jpg"}\n'
+                       '{"caption": "The No Limits Business Woman Podcast", "index": 131087, '
+                       '"url": "https://images.example/podcast.jpg"}\n')
+    code, out, err = run("generate", webster, "--model", tiny_pipeline_dir, "--out", tmp_path / "w", "--samples", "1",
+                         "--steps", "1", "--size", "32", "32")
+    assert code == 0, err
+    assert first(err) == f"note: {webster}: read as Webster's memorized-prompt set " \
+                         "(sdv1_500_memorized.jsonl: caption, LAION index, url)"
+    caps = pd.read_parquet(tmp_path / "w" / "captions.parquet")
+    assert caps["caption"].tolist()[0] == "Living in the Light with Ann Graham Lotz"
+    assert caps["laion_index"].tolist() == [24397, 131087]
+    assert [list(u) for u in caps["train_urls"]] == [["https://images.example/lotz.jpg"],
+                                                     ["https://images.example/podcast.jpg"]]
+    membench = tmp_path / "SD1_final.csv"
+    membench.write_text('prompt,urls\n"Mothers influence on her young hippo, a photograph",'
+                        '"[\'https://a.example/1.jpg\', \'https://a.example/2.jpg\']"\n')
+    from imgextract.sources.tables import read_captions
+    t = read_captions(membench).to_pydict()
+    assert t["caption"] == ["Mothers influence on her young hippo, a photograph"]
+    assert t["train_urls"] == [["https://a.example/1.jpg", "https://a.example/2.jpg"]] and "laion_index" not in t
