@@ -24,7 +24,6 @@ and 24 images of 64 px: the figures mean nothing there, but every path runs and 
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import platform
 import sys

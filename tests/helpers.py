@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import http.server
 import io
 import os
+import signal
 import struct
 import subprocess
 import sys
+import threading
+import time
 import zlib
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import pandas as pd
@@ -138,3 +143,29 @@ def manifests(run_dir: Path) -> pd.DataFrame:
 
 def png_bytes(run_dir: Path) -> int:
     return sum(p.stat().st_size for p in (run_dir / "samples").rglob("*.png"))
+
+
+@contextlib.contextmanager
+def kill_once(ready: Callable[[], bool], name: str):
+    """While the block runs: once ``ready()`` holds, SIGKILL the first process whose command line names
+    ``name`` (a Ray worker class). Yields the list of killed pids (empty when none was found)."""
+    killed, stop = [], threading.Event()
+
+    def watch() -> None:
+        while not stop.is_set():
+            if ready():
+                ps = subprocess.run(["ps", "-eo", "pid=,args="], capture_output=True, text=True).stdout
+                for line in ps.splitlines():
+                    pid, _, args = line.strip().partition(" ")
+                    if name in args and int(pid) != os.getpid():
+                        os.kill(int(pid), signal.SIGKILL)
+                        killed.append(int(pid))
+                        return
+            time.sleep(0.1)
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    try:
+        yield killed
+    finally:
+        stop.set()
+        watcher.join(5)

@@ -168,7 +168,7 @@ def verdicts(run: Path, works: list[Path], prompts: list[tuple[str, str]], sampl
             continue
         hits = m[m["memorized"]]
         best = strongest_first(hits).iloc[0] if len(hits) else m.sort_values("tiled_l2").iloc[0]
-        hashed = m.loc[m["phash_distance"] >= 0, "phash_distance"]   # -1: that candidate was never decoded
+        hashed = m.loc[m["phash_distance"] >= 0, "phash_distance"]   # -1: no hash (pixels unavailable)
         best_t, best_p = float(best["tiled_l2"]), int(hashed.min()) if len(hashed) else None
         rel = m["relative_l2"].dropna()
         if len(hits):

@@ -23,7 +23,6 @@ from typing import Generator, Iterator
 
 import faiss
 import numpy as np
-import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
@@ -125,7 +124,7 @@ def prepare(source: Path, name: str, embedder_spec: str = "pixel", *, batch_size
     ``thumb_sizes``: generation sizes to store thumbnails at besides each image's own; None: no
     thumbnails at all (LAION scale: scans then decode their candidates, see ARCHITECTURE.md).
     ``hashes``: also store every image's perceptual hashes. Off by default: they cost more than the
-    image's decode, and scans hash the few candidates they decode (``stages.scan.TrainingImages``)."""
+    image's decode, and scans hash the copies they find (``stages.scan.TrainingImages``)."""
     dest = resolve_index(name)
     if batch_size < 1:
         raise InputError(f"--batch-size {batch_size}", "give a positive number of images per batch")
@@ -282,11 +281,9 @@ class PartBuilder:
             _write_part(self.parts_dir, i, [], np.zeros((0, self.embedder.dim), np.float32),
                         [{"path": bad.path, "reason": bad.reason}], {}, {})
             loaded = None
-        if loaded is None:
-            pass
-        elif isinstance(loaded, dict):  # precomputed vectors: nothing to decode
+        if isinstance(loaded, dict):  # precomputed vectors: nothing to decode
             _write_part(self.parts_dir, i, loaded["rows"], loaded["vectors"], [], loaded["statuses"], {})
-        else:
+        elif loaded is not None:
             records, statuses = loaded
             yield from _build_part(self.parts_dir, i, records, statuses, self.embedder, self.batch_size,
                                    self.thumb_sizes, self.pool, self.with_hashes)
@@ -407,7 +404,7 @@ def _assemble(source: Path, tmp: Path, dest: Path, plan, embedder: Embedder, fac
     (tmp / f"{THUMBS}.json").write_text(json.dumps(thumb_info, indent=2, sort_keys=True))
     record = {**embedder.record(), "imgextract_index": 1, "faiss_factory": chosen,
               "faiss_params": searched["params"], "recall_at_10": searched["recall_at_10"],
-              "max_memory": max_memory, "hashes": "every image" if with_hashes else "candidates, when scanned",
+              "max_memory": max_memory, "hashes": "every image" if with_hashes else "copies, when a scan finds them",
               "source": str(Path(source).resolve()), "source_kind": plan.kind,
               "source_statuses": dict(statuses)}
     (tmp / MARKER).write_text(json.dumps(record, indent=2, sort_keys=True))

@@ -55,18 +55,23 @@ def prompt_set(columns) -> str | None:
     return next((name for name, form in PROMPT_SETS.items() if set(form["columns"]) <= have), None)
 
 
-def _row_number(value, row: int, path: Path) -> int | None:
-    """Webster's ``index``: a LAION row number (a whole number >= 0), or empty."""
-    if value is None:
+def _whole_number(value, least: int, row: int, path: Path, column: str, what: str, remedy: str) -> int | None:
+    """A cell that must be a whole number >= ``least`` ('3' is fine; 'many', 2.5 or NaN are not), or empty."""
+    if value is None or (isinstance(value, float) and np.isnan(value)):
         return None
     try:
         n = float(str(value).strip())
     except ValueError:
         n = float("nan")
-    if not np.isfinite(n) or n != int(n) or n < 0:
-        raise InputError(f"{path}: 'index' in row {row + 1} is {value!r}, not a LAION row number",
-                         "give the row as a whole number >= 0, or leave it empty")
+    if not np.isfinite(n) or n != int(n) or n < least:
+        raise InputError(f"{path}: '{column}' in row {row + 1} is {value!r}, not {what}", remedy)
     return int(n)
+
+
+def _row_number(value, row: int, path: Path) -> int | None:
+    """Webster's ``index``: a LAION row number."""
+    return _whole_number(value, 0, row, path, "index", "a LAION row number",
+                         "give the row as a whole number >= 0, or leave it empty")
 
 
 def _url_list(value, row: int, path: Path) -> list[str]:
@@ -307,17 +312,9 @@ def read_captions(path: Path, caption_column: str | None = None) -> pa.Table:
 
 
 def _copies(value, row: int, path: Path) -> int | None:
-    """A copy count must be a whole number >= 1 (or empty): '3' is fine, 'many' or 2.5 are not."""
-    if value is None or (isinstance(value, float) and np.isnan(value)):
-        return None
-    try:
-        n = float(str(value).strip())
-    except ValueError:
-        n = float("nan")
-    if not np.isfinite(n) or n != int(n) or n < 1:
-        raise InputError(f"{path}: 'copies' in row {row + 1} is {value!r}, not a whole number >= 1",
+    """A copy count: a whole number >= 1, or empty."""
+    return _whole_number(value, 1, row, path, "copies", "a whole number >= 1",
                          "write each copy count as a number like 3, or leave it empty")
-    return int(n)
 
 
 def plan(source: Path, image_column: str | None = None, caption_column: str | None = None) -> SourcePlan:

@@ -42,6 +42,7 @@ from typing import Iterator
 import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
+from PIL import Image
 from threadpoolctl import threadpool_limits
 
 from imgextract import copies, distance, folders, hashes, rundir
@@ -110,6 +111,7 @@ class TrainingImages:
         self.capacity = capacity
         self._cache: OrderedDict = OrderedDict()
         self._hashes: OrderedDict = OrderedDict()
+        self._native: dict[int, tuple[int, int]] = {}   # (H, W) of each image decoded here
         self._lock = threading.Lock()
 
     def get(self, train_id: int, size: tuple[int, int]) -> np.ndarray | None:
@@ -121,6 +123,8 @@ class TrainingImages:
         image = self._open(train_id)  # decoded outside the lock; two threads may decode the same image once each
         arr = distance.to_uint8(image, size) if image is not None else None
         with self._lock:
+            if image is not None:
+                self._native[train_id] = (image.height, image.width)
             self._cache[key] = arr
             if len(self._cache) > self.capacity:
                 self._cache.popitem(last=False)
@@ -142,7 +146,10 @@ class TrainingImages:
         with self._lock:
             if train_id in self._hashes or not compute:
                 return self._hashes.get(train_id, {})
-        image = self._open(train_id)
+            native = self._native.get(train_id)
+            same = self._cache.get((train_id, native)) if native else None
+        # a cached array at the image's own size is its decoded pixels: no second decode
+        image = Image.fromarray(same) if same is not None else self._open(train_id)
         found = hashes.image_hashes(image) if image is not None else {}
         with self._lock:
             self._hashes[train_id] = found

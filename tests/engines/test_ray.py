@@ -2,33 +2,14 @@
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import threading
-import time
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
-from helpers import CAPTIONS, SAMPLES, manifests, run, write_config
+from helpers import CAPTIONS, SAMPLES, kill_once, manifests, run, write_config
 
 pytest.importorskip("ray")
-
-
-def _kill_first_draw_worker(run_dir: Path, killed: list, stop: threading.Event) -> None:
-    """Once the first shard has landed, SIGKILL the Ray process that draws samples."""
-    while not stop.is_set():
-        if list((run_dir / "samples").glob("shard-*.parquet")):
-            ps = subprocess.run(["ps", "-eo", "pid=,args="], capture_output=True, text=True).stdout
-            for line in ps.splitlines():
-                pid, _, args = line.strip().partition(" ")
-                if "DrawWorker" in args and int(pid) != os.getpid():
-                    os.kill(int(pid), signal.SIGKILL)
-                    killed.append(int(pid))
-                    return
-        time.sleep(0.2)
 
 
 @pytest.fixture(scope="module")
@@ -36,12 +17,9 @@ def ray_run(evidence_run):
     """The same audit on a local Ray (2 CPUs), --keep all, with a draw worker SIGKILLed mid-run."""
     folder, model, _ = evidence_run
     run_dir = folder / "ray"
-    killed, stop = [], threading.Event()
-    watcher = threading.Thread(target=_kill_first_draw_worker, args=(run_dir, killed, stop), daemon=True)
-    watcher.start()
-    code, out, err = run("run", write_config(folder, model, "ray", engine="ray"), cwd=folder, timeout=600)
-    stop.set()
-    watcher.join(5)
+    # once the first shard has landed, the Ray process that draws samples is killed
+    with kill_once(lambda: bool(list((run_dir / "samples").glob("shard-*.parquet"))), "DrawWorker") as killed:
+        code, out, err = run("run", write_config(folder, model, "ray", engine="ray"), cwd=folder, timeout=600)
     assert code == 0, err
     return run_dir, out, killed
 

@@ -3,34 +3,13 @@ and the index equal to a local build of the same img2dataset output."""
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import threading
-import time
-from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import pytest
 
-from helpers import img2dataset, run
+from helpers import img2dataset, kill_once, run
 
 pytest.importorskip("ray")
-
-
-def _kill_a_part_worker(tmp: Path, killed: list, stop: threading.Event) -> None:
-    """Once a first part is done, SIGKILL the Ray process that builds parts (it is sleeping after it)."""
-    while not stop.is_set():
-        if list(tmp.glob("parts/*.done.json")):
-            ps = subprocess.run(["ps", "-eo", "pid=,args="], capture_output=True, text=True).stdout
-            for line in ps.splitlines():
-                pid, _, args = line.strip().partition(" ")
-                if "PartWorker" in args and int(pid) != os.getpid():
-                    os.kill(int(pid), signal.SIGKILL)
-                    killed.append(int(pid))
-                    return
-        time.sleep(0.1)
 
 
 def test_index_built_on_ray_equals_the_local_build_and_survives_a_killed_worker(served, tmp_path):
@@ -39,13 +18,10 @@ def test_index_built_on_ray_equals_the_local_build_and_survives_a_killed_worker(
     env = {"IMGEXTRACT_INDEX_DIR": str(tmp_path)}
     code, out, err = run("index", "build", shards, "--name", "local", env_extra=env)
     assert code == 0, err
-    killed, stop = [], threading.Event()
-    watcher = threading.Thread(target=_kill_a_part_worker, args=(tmp_path / ".ray.tmp", killed, stop), daemon=True)
-    watcher.start()
-    code, out, err = run("index", "build", shards, "--name", "ray", "--engine", "ray",
-                         env_extra={**env, "IMGEXTRACT_SLOW_PART": "1.5"}, timeout=600)
-    stop.set()
-    watcher.join(5)
+    # once a first part is done, its worker (sleeping after it) is killed: that part is built again
+    with kill_once(lambda: bool(list((tmp_path / ".ray.tmp").glob("parts/*.done.json"))), "PartWorker") as killed:
+        code, out, err = run("index", "build", shards, "--name", "ray", "--engine", "ray",
+                             env_extra={**env, "IMGEXTRACT_SLOW_PART": "1.5"}, timeout=600)
     assert code == 0, err
     assert killed, "no part worker was found to kill"
     local, ray = tmp_path / "local", tmp_path / "ray"

@@ -6,7 +6,6 @@ The server listens on 127.0.0.1 for the module's lifetime; every handler loop is
 
 from __future__ import annotations
 
-import functools
 import http.server
 import json
 import threading
@@ -17,7 +16,6 @@ from urllib.parse import unquote
 import numpy as np
 import pandas as pd
 import pytest
-from PIL import Image
 
 from helpers import near_copy, run
 
