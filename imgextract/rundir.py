@@ -122,8 +122,11 @@ def planned_shards(run: Path) -> int | None:
     run = Path(run)
     try:
         sampling = read_json(run / RUN_JSON)["sampling"]
-        n = pq.read_metadata(run / CAPTIONS).num_rows * int(sampling["samples"])
-    except (OSError, KeyError, ValueError):
+        if "samples" in pq.read_schema(run / CAPTIONS).names:   # counts of their own (generate.SAMPLES_COLUMN)
+            n = sum(map(int, pq.read_table(run / CAPTIONS, columns=["samples"])["samples"].to_pylist()))
+        else:
+            n = pq.read_metadata(run / CAPTIONS).num_rows * int(sampling["samples"])
+    except (OSError, KeyError, ValueError, TypeError):
         return None
     return -(-n // int(sampling["shard_size"]))
 

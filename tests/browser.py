@@ -82,6 +82,8 @@ def check_page(path: Path, screenshot: str | None = None) -> PageCheck:
             n, bad = check.all_images_decode()
             assert not check.errors, check.errors
             assert not bad, bad[:5]
+            wide = check.page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
+            assert wide <= 1, f"{path.name} runs {wide} px past the window: text or a table does not wrap"
             check.images = n
             if screenshot:
                 check.screenshot(screenshot)

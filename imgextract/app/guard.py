@@ -80,12 +80,16 @@ class Guard:
         self.source_col = role_column(self.index.table.columns, SOURCE_COLUMNS)
         self.license_col = role_column(self.index.table.columns, LICENSE_COLUMNS)
 
+    def match(self, image: Image.Image, sims, ids) -> list[dict]:
+        """The copy verdict of ``image`` against its searched candidates (one row each, by rank)."""
+        return match_image(image, sims, ids, self.index, self.train, self.params)
+
     def check(self, image: Image.Image, origin: str = "ordinary") -> GuardVerdict:
         """Verdict for one generated image; ``origin`` says how it was produced (ordinary|targeted)."""
         t0 = time.perf_counter()
         image = image.convert("RGB")
         sims, ids = self.index.search(self.embedder.embed([image]), self.params.k)
-        matches = match_image(image, sims[0], ids[0], self.index, self.train, self.params)
+        matches = self.match(image, sims[0], ids[0])
         if matches and all(m["pixels"] == "unavailable" for m in matches):
             return GuardVerdict(False, "not tested: the nearest training images' pixels are unavailable (an "
                                 "embeddings index built without --images)", None, None, None, None, None, None,

@@ -20,6 +20,15 @@ def check(
     captions: Annotated[Optional[Path], typer.Option(help="Table with a file column and a caption column.")] = None,
     samples: Annotated[int, typer.Option(help="Samples per work.")] = 8,
     out: Annotated[Path, typer.Option(help="Folder for the index, samples and check.html.")] = Path("imgextract-check"),
+    index: Annotated[Optional[str], typer.Option(
+        "--index", help="The model's training index: find each work's copies in it and sample their captions first "
+                        "(name under ./indexes or $IMGEXTRACT_INDEX_DIR, or a path).")] = None,
+    reconstruct: Annotated[bool, typer.Option(
+        help="Search for any input that draws a work no prompt reproduced, with the same search on --null images "
+             "as its calibration.")] = False,
+    null: Annotated[Optional[Path], typer.Option(
+        help="Folder of calibration images the model never saw (needed by --reconstruct; none ship).")] = None,
+    reconstruct_steps: Annotated[int, typer.Option(help="Optimiser steps of each reconstruction search.")] = 150,
     steps: Steps = 50,
     guidance: Guidance = 7.5,
     seed: Seed = 0,
@@ -28,18 +37,21 @@ def check(
     size: Size = None,
     device: Device = "auto",
 ) -> None:
-    """Artist's check: can this model reproduce my images? One verdict per work.
+    """Artist's check: is my work in the training set, and can this model reproduce it? One verdict per work.
 
-    Example: imgextract check ./my-paintings --model stable-diffusion-v1-5/stable-diffusion-v1-5 --samples 16
+    Example: imgextract check ./my-paintings --model stable-diffusion-v1-5/stable-diffusion-v1-5 --index laion-subset
     """
     from imgextract.app.artist import run_check
+    from imgextract.stages.reconstruct import Budget
     from imgextract.models.pipelines import quiet_libraries
     quiet_libraries()
     result, page = run_check(works, model, out, caption, captions, samples, steps, guidance, seed, device,
                              tuple(size) if size else None, say=lambda line: typer.echo(line, err=True),
-                             scheduler=scheduler, dtype=dtype)
+                             scheduler=scheduler, dtype=dtype, training_index=index, reconstruct=reconstruct,
+                             null=null, budget=Budget(steps=reconstruct_steps, seed=seed))
     for v in result:
-        typer.echo(f"{Path(v.work).name}: {v.sentence()}")
+        terms = f" [{'; '.join(v.terms())}]" if v.verdict != "unreadable" else ""
+        typer.echo(f"{Path(v.work).name}: {v.sentence()}{terms}")
     typer.echo(f"page: {page.resolve()} (verdicts in {(out / 'check.json').resolve()})")
 
 

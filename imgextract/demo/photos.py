@@ -32,3 +32,15 @@ def photo(name: str) -> Image.Image:
     elif arr.dtype != np.uint8:
         arr = (np.clip(arr, 0, 1) * 255).astype(np.uint8)
     return Image.fromarray(arr).convert("RGB")
+
+
+def faces(n: int, size: int = 32) -> list[tuple[str, Image.Image]]:
+    """``n`` of scikit-image's 200 real 25×25 face photographs (``lfw_subset``), as RGB at ``size``: distinct
+    real photographs the demo's and the tests' toy models never train on: calibration images for the
+    reconstruction null (``scripts/eval_triage.py``'s ``+faces`` models do train on them)."""
+    import skimage.data
+    arr = skimage.data.lfw_subset()
+    if not 1 <= n <= len(arr):
+        raise ValueError(f"asked for {n} faces; there are {len(arr)}")
+    return [(f"face-{i:03d}", Image.fromarray((np.clip(arr[i], 0, 1) * 255).astype(np.uint8)).convert("RGB")
+             .resize((size, size), Image.BICUBIC)) for i in range(n)]

@@ -35,8 +35,9 @@ th{background:#f4f4f4} table.sortable th{cursor:pointer} table.sortable th:after
 .summary dl{display:grid;grid-template-columns:max-content 1fr;gap:.2em 1em;margin:.5em 0}.summary dt{color:#555}
 .summary pre{white-space:pre-wrap;background:#fff;border:1px solid #ddd;padding:.6em;font-size:.85em}
 .finding,.entry{border:1px solid #ddd;border-radius:6px;padding:1em;margin:1em 0}.finding{display:flex;gap:1.2em}
-.finding.hit,.entry{border-color:#c0392b}.term{color:#c0392b}
-.pair{display:flex;gap:.8em;flex-wrap:nowrap;align-items:flex-start}.strip{display:flex;gap:.4em;flex-wrap:wrap}
+.finding.hit,.entry{border-color:#c0392b}.term{color:#c0392b}.finding>div{min-width:0;overflow-wrap:anywhere}
+.terms .term{display:inline-block;border:1px solid #c0392b;border-radius:1em;padding:.1em .7em;margin:0 .4em .3em 0}
+.pair{display:flex;gap:.8em;flex-wrap:wrap;align-items:flex-start}.strip{display:flex;gap:.4em;flex-wrap:wrap}
 .pair figure,.strip figure{margin:0;text-align:center}.pair figure{width:256px}
 .pair img{width:256px;height:256px;object-fit:contain;border:1px solid #aaa}
 .strip img{width:96px;height:96px;object-fit:contain;border:1px solid #aaa}

@@ -24,35 +24,117 @@ def _other_prompt(v) -> str:
             f"tiled L2 {o['tiled_l2']:.3f}).</p>")
 
 
-def write_check_page(out: Path, run: Path, result: list, work_ids: list[str]) -> Path:
+def _link(url: str | None) -> str:
+    """A stranger's URL as text, a link only when it is http(s) (never javascript: or data:)."""
+    e = html.escape
+    if not url:
+        return "<span class=muted>no URL</span>"
+    if url.lower().startswith(("http://", "https://")):
+        return f"<a href='{e(url)}' rel='noopener noreferrer nofollow'>{e(url)}</a>"
+    return f"<code>{e(url)}</code>"
+
+
+def _training_copies(v) -> str:
+    """The work's copies in the training set: the first half of the artist's question."""
+    e = html.escape
+    if v.training_copies is None:
+        return ""
+    if not v.training_copies:
+        return ("<section class='training'><h3>In the training set: not found</h3><p class=muted>No training image "
+                "in the index is a pixel-verified copy of this work (whole, portion or template). A similar-looking "
+                "neighbour does not count.</p></section>")
+    rows = "".join(
+        f"<tr data-train-id='{c['id']}'><td><img src='{thumbnail_uri(c['path'])}' alt='training copy' "
+        f"style='width:64px;height:64px;object-fit:contain'></td><td>#{c['id']}</td><td>{_link(c['url'])}</td>"
+        f"<td>{e(c['caption'] or '')}</td><td>{e(c['license'] or 'not recorded')}</td>"
+        f"<td>{e(c['kind'])}, {c['share']:.0%}</td></tr>" for c in v.training_copies)
+    n = len(v.training_copies)
+    return (f"<section class='training'><h3>In the training set: {n} cop{'y' if n == 1 else 'ies'}</h3>"
+            f"<table><thead><tr><th>image</th><th>id</th><th>URL</th><th>caption</th><th>licence</th><th>copy</th>"
+            f"</tr></thead><tbody>{rows}</tbody></table></section>")
+
+
+def _prompts(v) -> str:
+    e = html.escape
+    if not v.prompts:
+        return ""
+    items = "".join(f"<li data-caption-id='{e(p.caption_id)}'>“{e(p.prompt)}” <span class=muted>({e(p.source)}"
+                    f"{f', {p.copies} training copies' if p.copies else ''}; {p.samples} samples)</span></li>"
+                    for p in v.prompts)
+    return f"<p class=muted>Prompts sampled, in order:</p><ol class='prompts'>{items}</ol>"
+
+
+def _reproduced_by(v, record: dict) -> str:
+    """The caption and seed that drew the copy, the pair side by side."""
+    e = html.escape
+    by = v.reproduced_by
+    if not by:
+        return ""
+    return (f"<section class='reproduced'><h3>Reproduced by “{e(by['prompt'])}” ({e(by['source'])}), seed "
+            f"{by['seed']}</h3><div class=pair><figure><img src='{thumbnail_uri(v.work)}' alt='your work'>"
+            f"<figcaption>your work</figcaption></figure><figure><img src='{thumbnail_uri(by['generation_path'])}' "
+            f"alt='the sample that copies it'><figcaption>sample, seed {by['seed']}<br><code>"
+            f"{e(shlex.join(regenerate_command(record, by['prompt'], int(by['seed']))))}</code></figcaption>"
+            f"</figure></div></section>")
+
+
+def _reconstruction(v) -> str:
+    e = html.escape
+    r = v.reconstruction
+    if not r:
+        return ""
+    null = r["null"]
+    rate = (f"{null['reconstructed']} of {null['images']} calibration images ({null['rate']:.0%}, 95% CI "
+            f"{null['ci_low']:.0%}–{null['ci_high']:.0%})")
+    pair = ""
+    if r["reconstructed"]:
+        head = f"Reconstructable: the search drew a {e(r['kind'])} copy ({r['share']:.0%})"
+        pair = (f"<div class=pair><figure><img src='{thumbnail_uri(v.work)}' alt='your work'><figcaption>your work"
+                f"</figcaption></figure><figure><img src='{thumbnail_uri(r['best_path'])}' alt='reconstructed sample'>"
+                f"<figcaption>searched input, seed {r['seed']}</figcaption></figure></div>")
+    else:
+        head = f"Not reconstructed by the search ({r['search_steps']} steps, {r['samples']} samples)"
+    return (f"<section class='reconstruction'><h3>{head}</h3><p>The same search, with the same budget, reconstructed "
+            f"{rate} the model never saw. {e(r['meaning'])}</p>{pair}</section>")
+
+
+def write_check_page(out: Path, run: Path, result: list, work_ids: list[str], training_index=None) -> Path:
     """check.html: one card per work (``result``: the artist's verdicts, ``work_ids`` their caption ids)."""
     e = html.escape
     record = rundir.read_json(run / rundir.RUN_JSON)
     matches = pd.read_parquet(run / rundir.MATCHES)
     marks = pd.read_parquet(run / WATERMARKS) if (run / WATERMARKS).is_file() else None
     marked = int(marks["watermark"].fillna(False).sum()) if marks is not None else 0
+    searched = (f"Each work was first searched in the training index <code>{e(str(training_index.path))}</code> "
+                f"({len(training_index.table)} images) for pixel-verified copies; the captions of its copies were "
+                f"sampled first." if training_index is not None else
+                "No training index was given (<code>--index</code>): whether a work is in the training set was not "
+                "tested.")
     parts = [f"<p class=muted>model "
-             f"<code>{e(record['model']['id'])}</code>, {record['sampling']['samples']} samples per work, "
+             f"<code>{e(record['model']['id'])}</code>, {record['sampling']['samples']} samples per prompt, "
              f"{record['sampling']['steps']} steps, guidance {record['sampling']['guidance']}, scheduler "
              f"{e(str(record['sampling']['scheduler']))}, {record['sampling']['height']}x{record['sampling']['width']} px, "
              f"{e(record['sampling']['dtype'])} on {e(record['sampling']['device'])}; stock watermarks found in "
-             f"{marked} samples. Each work is judged on the samples drawn for its own prompt.</p>"]
+             f"{marked} samples. Each work is judged on the samples drawn for its own prompts.</p><p>{searched}</p>"]
     for v in result:
         if v.verdict == "unreadable":
             parts.append(f"<div class='finding'><div><h2>{e(Path(v.work).name)}: unreadable</h2>"
                          f"<p>{e(v.sentence())}</p></div></div>")
             continue
         own = work_ids[result.index(v)]
-        m = matches[(matches["train_path"] == v.work) & (matches["caption_id"] == own)].sort_values("tiled_l2").head(4)
+        ids = [p.caption_id for p in v.prompts] if v.prompts else [own]
+        m = matches[(matches["train_path"] == v.work) & (matches["caption_id"].isin(ids))].sort_values("tiled_l2").head(4)
         gens = "".join(
             f"<figure data-caption-id='{e(str(r['caption_id']))}' data-seed='{int(r['seed'])}'>"
             f"<img src='{thumbnail_uri(r['generation_path'])}' alt='sample'><figcaption>tiled L2 "
             f"{r['tiled_l2']:.3f} · seed {int(r['seed'])}<br><code>"
             f"{e(shlex.join(regenerate_command(record, r['caption'], int(r['seed']))))}</code></figcaption></figure>"
             for _, r in m.iterrows())
+        terms = "".join(f"<span class='term'>{e(t)}</span> " for t in v.terms())
         parts.append(f"<div class='finding{' hit' if v.verdict == 'reproduced' else ''}' data-work-id='{own}'><div>"
-                     f"<h2>{e(Path(v.work).name)}: {e(v.verdict)}</h2><p>{e(v.sentence())}</p>"
-                     f"<p class=muted>prompt ({e(v.prompt_source)}): “{e(v.prompt)}”</p><div class=pair>"
+                     f"<h2>{e(Path(v.work).name)}: {e(v.verdict)}</h2><p class='terms'>{terms}</p>"
+                     f"<p>{e(v.sentence())}</p>{_training_copies(v)}{_reproduced_by(v, record)}{_reconstruction(v)}"
+                     f"{_prompts(v)}<p class=muted>closest samples:</p><div class=pair>"
                      f"<figure><img src='{thumbnail_uri(v.work)}' alt='work'><figcaption>your work</figcaption>"
                      f"</figure>{gens}</div>{_other_prompt(v)}</div></div>")
     path = out / "check.html"

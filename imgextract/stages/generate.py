@@ -77,15 +77,27 @@ def png_bytes(image: Image.Image, meta: dict) -> bytes:
 
 def _captions_digest(table: pa.Table) -> str:
     h = hashlib.sha256()
-    for cid, cap in zip(table["caption_id"].to_pylist(), table["caption"].to_pylist()):
-        h.update(f"{cid}\t{cap}\n".encode())
+    counts = per_caption_samples(table)
+    for n, (cid, cap) in enumerate(zip(table["caption_id"].to_pylist(), table["caption"].to_pylist())):
+        h.update(f"{cid}\t{cap}\n".encode() if counts is None else f"{cid}\t{cap}\t{counts[n]}\n".encode())
     return h.hexdigest()
+
+
+SAMPLES_COLUMN = "samples"   # a caption table may give each caption its own count (the artist's check does)
+
+
+def per_caption_samples(captions: pa.Table) -> list[int] | None:
+    """The table's own sample count per caption, or None when every caption takes ``--samples``."""
+    if SAMPLES_COLUMN not in captions.column_names:
+        return None
+    return [int(n) for n in captions[SAMPLES_COLUMN].to_pylist()]
 
 
 def plan(captions: pa.Table, samples: int) -> list[tuple[int, str, str, int]]:
     """(caption row, caption id, caption, sample index), caption-major."""
     ids, caps = captions["caption_id"].to_pylist(), captions["caption"].to_pylist()
-    return [(row, cid, cap, i) for row, (cid, cap) in enumerate(zip(ids, caps)) for i in range(samples)]
+    counts = per_caption_samples(captions) or [samples] * len(ids)
+    return [(row, cid, cap, i) for row, (cid, cap, n) in enumerate(zip(ids, caps, counts)) for i in range(n)]
 
 
 def validate_sampling(cfg: SamplingConfig) -> None:

@@ -72,7 +72,7 @@ def test_check_cards_show_their_own_prompts_samples(tmp_path, memorizing_model):
     assert len(cards) == 3
     shown = 0
     for wid, body in cards:
-        for cid, seed in re.findall(r"data-caption-id='(w\d+)' data-seed='(\d+)'", body):
+        for cid, seed in re.findall(r"data-caption-id='(w[\d-]+t?\d*)' data-seed='(\d+)'", body):
             assert cid == wid and int(seed) in seeds_of[wid]
             shown += 1
     assert shown == 12  # 4 closest samples per card
@@ -92,3 +92,94 @@ def test_check_refuses_a_captions_table_that_matches_no_work(tmp_path, tiny_pipe
                         "--out", str(tmp_path / "c")], capture_output=True, text=True, timeout=300)
     assert p.returncode == 2 and p.stderr.startswith(f"error: captions file {table} names none of the 1 work(s)")
     assert not (tmp_path / "c").exists()
+
+
+def test_check_with_the_training_index_finds_each_works_copies_and_samples_their_captions(tmp_path, memorizing_model):
+    """The issue's acceptance: three works (memorized; in training but seen once; never trained on), the
+    artist knowing no caption. The training index is a LAION-like table (URL, licence, caption) of the
+    toy's training images plus a re-upload of the memorized one under a second caption."""
+    import subprocess
+    import sys
+    from imgextract.app.commands import build_index
+    from imgextract.demo.photos import faces
+    from imgextract.demo.toy import training_set
+    model, cfg = memorizing_model
+    items, held = training_set(cfg)
+    rows = [(str(model / "train" / f"{it.name}.png"), it.caption, f"https://example.org/{it.name}.jpg",
+             f"CC-BY {it.name}") for it in items]
+    reupload = tmp_path / "reupload.jpg"
+    Image.open(model / "train" / "astronaut.png").save(reupload, quality=95)
+    rows.append((str(reupload), "astronaut wallpaper <b>HD</b>", "javascript:alert(1)", None))
+    pd.DataFrame(rows, columns=["path", "caption", "url", "LICENSE"]).to_csv(tmp_path / "laion.csv", index=False)
+    build_index(tmp_path / "laion.csv", str(tmp_path / "laion-index"), "pixel", progress=False)
+    works = tmp_path / "works"
+    works.mkdir()
+    Image.open(model / "train" / "astronaut.png").save(works / "a-my-painting.png")        # 60 copies in training
+    Image.open(model / "train" / f"{items[1].name}.png").save(works / "b-my-sketch.png")   # once
+    held[0].image.save(works / "c-my-study.png")                                          # never
+    null = tmp_path / "null"
+    null.mkdir()
+    for name, im in faces(2, cfg.size):
+        im.save(null / f"{name}.png")
+    exe = Path(sys.executable).parent / "imgextract"
+    p = subprocess.run([str(exe), "check", str(works), "--model", str(model), "--index", str(tmp_path / "laion-index"),
+                        "--samples", "4", "--steps", "25", "--guidance", "3", "--device", "cpu",
+                        "--reconstruct", "--null", str(null), "--reconstruct-steps", "30", "--out", str(tmp_path / "c")],
+                       capture_output=True, text=True, timeout=900)
+    assert p.returncode == 0, p.stderr
+    report = json.loads((tmp_path / "c" / "check.json").read_text())
+    a, b, c = sorted(report["works"], key=lambda w: w["work"])
+    assert [a["in_training"], b["in_training"], c["in_training"]] == [True, True, False]
+    assert c["training_copies"] == [] and "in the training set" not in c["terms"]
+    # the memorized work: both its training copies, its captions sampled first, weighted, then the file name
+    assert {t["caption"] for t in a["training_copies"]} == {items[0].caption, "astronaut wallpaper <b>HD</b>"}
+    assert all(t["kind"] == "whole" for t in a["training_copies"])
+    licensed = next(t for t in a["training_copies"] if t["caption"] == items[0].caption)
+    assert licensed["license"] == "CC-BY astronaut" and licensed["url"] == "https://example.org/astronaut.jpg"
+    assert [q["source"] for q in a["prompts"]] == ["training caption", "training caption", "file name"]
+    assert [q["samples"] for q in a["prompts"]] == [4, 4, 4] and a["samples_drawn"] == 12
+    assert a["verdict"] == "reproduced" and "regurgitated" in a["terms"]
+    assert a["reproduced_by"]["source"] == "training caption" and a["reproduced_by"]["prompt"] == items[0].caption
+    assert [t["caption"] for t in b["training_copies"]] == [items[1].caption]
+    assert b["prompts"][0] == {"caption_id": "w0001-t0", "prompt": items[1].caption, "source": "training caption",
+                               "samples": 4, "training_copies": 1}
+    assert c["prompts"] == [{"caption_id": "w0002", "prompt": "c my study", "source": "file name", "samples": 4,
+                             "training_copies": 0}]
+    # every sample records the caption that drew it, and the seed the verdict names is one of them
+    samples = pd.concat([pd.read_parquet(f) for f in (tmp_path / "c" / "run" / "samples").glob("shard-*.parquet")])
+    drawn = samples.groupby(["caption_id", "caption"]).size().to_dict()
+    assert drawn == {(q["caption_id"], q["prompt"]): q["samples"] for w in (a, b, c) for q in w["prompts"]}
+    assert a["reproduced_by"]["seed"] in set(samples.loc[samples["caption_id"] == a["reproduced_by"]["caption_id"],
+                                                         "seed"])
+    # reconstruction: searched for the works no prompt reproduced, with the null beside each result
+    assert c["verdict"] == "not reproduced"                  # a work the model never saw is not "reproduced"
+    searched = [w for w in (a, b, c) if w["verdict"] != "reproduced"]
+    for w in (a, b, c):
+        r = w["reconstruction"]
+        if w not in searched:
+            assert r is None
+            continue
+        assert r["null"]["images"] == 2 and r["search_steps"] == 30 and len(r["sample_paths"]) == 8
+        assert ("reconstructable" in w["terms"]) == r["reconstructed"]
+        assert r["meaning"]
+    assert report["null_calibration"]["images"] == 2
+    html = (tmp_path / "c" / "check.html").read_text()
+    assert "astronaut wallpaper &lt;b&gt;HD&lt;/b&gt;" in html and "<b>HD</b>" not in html
+    assert "href='javascript" not in html and "<code>javascript:alert(1)</code>" in html
+    assert html.count("class='training'") == 3 and html.count("class='reproduced'") == 3 - len(searched)
+    assert html.count("class='reconstruction'") == len(searched) and "In the training set: not found" in html
+    browser.check_page_if_available(tmp_path / "c" / "check.html", "check-training-copies.png")
+
+
+def test_sampling_plan_weights_training_captions_by_their_copies_within_the_budget():
+    from imgextract.app.artist import EXTRA_CAP, sampling_plan
+    copies = [{"caption": "a"}] * 5 + [{"caption": "b"}] * 2 + [{"caption": None}]
+    plan = sampling_plan(3, ("my title", "file name"), copies, 8)
+    assert [(p.caption_id, p.prompt, p.source, p.samples, p.copies) for p in plan] == [
+        ("w0003-t0", "a", "training caption", 17, 5), ("w0003-t1", "b", "training caption", 7, 2),
+        ("w0003", "my title", "file name", 8, 0)]
+    assert sum(p.samples for p in plan) == 8 * (1 + EXTRA_CAP)
+    # the artist's own prompt equal to a training caption is drawn once, as that caption
+    same = sampling_plan(0, ("b", "sidecar text"), copies, 4)
+    assert [(p.prompt, p.samples) for p in same] == [("a", 9), ("b", 7)]
+    assert [(p.prompt, p.samples) for p in sampling_plan(0, ("x", "file name"), [], 4)] == [("x", 4)]

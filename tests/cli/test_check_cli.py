@@ -39,3 +39,25 @@ def test_toy_train_refuses_a_foreign_folder(tmp_path):
     code, _, err = run("toy", "train", "--out", mine, "--vae-steps", "1", "--unet-steps", "1")
     expect_error(code, err, "not a toy model's")
     assert [p.name for p in mine.iterdir()] == ["essay.txt"]
+
+
+def test_check_reconstruct_needs_its_calibration_images_and_says_so_before_any_work(tmp_path, tiny_pipeline_dir,
+                                                                                   photos):
+    works = tmp_path / "works"
+    works.mkdir()
+    photos["chelsea"].resize((32, 32)).save(works / "cat.png")
+    base = ("check", works, "--model", tiny_pipeline_dir, "--samples", "1", "--steps", "1", "--out", tmp_path / "c")
+    code, _, err = run(*base, "--reconstruct")
+    expect_error(code, err, "--reconstruct needs calibration images the model never saw (--null FOLDER)")
+    code, _, err = run(*base, "--null", works)
+    expect_error(code, err, "--null was given without --reconstruct")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "notes.txt").write_text("no pictures here")
+    code, _, err = run(*base, "--reconstruct", "--null", empty)
+    expect_error(code, err, f"--null {empty} holds no readable image")
+    code, _, err = run(*base, "--reconstruct", "--null", works, "--reconstruct-steps", "0")
+    expect_error(code, err, "reconstruction steps is 0")
+    code, _, err = run(*base, "--index", "no-such-index")
+    expect_error(code, err, "index 'no-such-index' not found")
+    assert not (tmp_path / "c").exists()
