@@ -202,7 +202,7 @@ def run_watermarks(images: Path, out: Optional[Path], detector):
 def run_triage(captions: Path, model: str, out: Path, params, methods: tuple[str, ...], device: str = "auto",
                dtype: str = "auto", model_config: Optional[str] = None):
     """Rank captions by how likely they are memorized; the ranking is written to ``out``."""
-    from imgextract.models.pipelines import load_pipeline, quiet_libraries
+    from imgextract.models.pipelines import load_pipeline, quiet_libraries, set_scheduler
     from imgextract.sources.tables import read_captions
     from imgextract.stages.triage import METHODS, triage, write_triage
     if not methods or set(methods) - set(METHODS):
@@ -210,6 +210,7 @@ def run_triage(captions: Path, model: str, out: Path, params, methods: tuple[str
     table = read_captions(captions).to_pandas()
     quiet_libraries()
     loaded = load_pipeline(model, device, dtype, model_config)
+    set_scheduler(loaded.pipe, params.scheduler)
     result = triage(loaded, table, params, methods)
     write_triage(result, out, params)
     return result

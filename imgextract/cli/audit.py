@@ -114,11 +114,19 @@ def scan(
 def report(
     run: Annotated[Path, typer.Argument(help="Run folder (or scan output folder) with matches.parquet.")],
     title: Annotated[str, typer.Option(help="Page title.")] = "imgextract report",
+    paper: Annotated[bool, typer.Option(help="Print the papers' table (extraction rate by copy kind with CIs; recall "
+                                             "and false flags on labelled prompts) and write paper.json.")] = False,
 ) -> None:
     """Write a self-contained report.html with every finding side by side.
 
-    Example: imgextract report runs/sd15
+    Example: imgextract report runs/sd15   (--paper: the figures papers report, with their intervals)
     """
+    if paper:
+        from imgextract.report.paper import paper_text, write_paper
+        block, path = write_paper(run)
+        typer.echo(paper_text(block))
+        typer.echo(f"paper figures in {path}")
+        return
     from imgextract.report.report import render_report
     typer.echo(str(render_report(run, title)))
 
@@ -163,6 +171,22 @@ def cliques(
     typer.echo(f"cliques in {run / CLIQUES}")
 
 
+RunSettings = Annotated[Optional[Path], typer.Option(
+    "--run", help="A run folder: measure the model as it sampled (its guidance, steps and scheduler, which override "
+                  "--guidance and --schedule-steps); recorded with the result.")]
+
+
+def _triage_params(params, run: Optional[Path]):
+    """Triage's settings, from a run's run.json when given (said on stderr)."""
+    if run is None:
+        return params
+    from imgextract.stages.triage import params_of_run
+    params = params_of_run(run, params)
+    _err(f"note: measuring the model as {run} sampled it: guidance {params.guidance}, {params.schedule_steps} steps, "
+         f"{params.scheduler}")
+    return params
+
+
 def triage(
     captions: Captions,
     model: Model,
@@ -171,8 +195,9 @@ def triage(
     samples: Annotated[int, typer.Option(help="Seeds per caption.")] = 4,
     guidance: Annotated[float, typer.Option(help="Guidance for advancing latents and for the one-step images.")] = 7.5,
     schedule_steps: Annotated[int, typer.Option(help="Length of the sampling schedule.")] = 50,
-    methods: Annotated[Optional[str], typer.Option(help="Comma list of wen, attn, edge (default: the evaluated default "
+    methods: Annotated[Optional[str], typer.Option(help="Comma list of wen, attn, guide, edge (default: the evaluated default "
                                                         "score's method; the ranking uses it when computed).")] = None,
+    run: RunSettings = None,
     seed: Seed = 0, device: Device = "auto", dtype: Dtype = "auto", model_config: ModelConfig = None,
 ) -> None:
     """Rank captions by how likely they are memorized, cheaply (Webster; Wen et al.; Ren et al.).
@@ -182,7 +207,8 @@ def triage(
     from imgextract.app.commands import run_triage
     from imgextract.stages.triage import DEFAULT_EVIDENCE, DEFAULT_METHOD, SCORE_OF, TriageParams
     chosen = tuple(m.strip() for m in (methods or DEFAULT_METHOD).split(",") if m.strip())
-    params = TriageParams(steps=steps, samples=samples, schedule_steps=schedule_steps, guidance=guidance, seed=seed)
+    params = _triage_params(TriageParams(steps=steps, samples=samples, schedule_steps=schedule_steps,
+                                         guidance=guidance, seed=seed), run)
     result = run_triage(captions, model, out, params, chosen, device, dtype, model_config)
     key = result["ranked_by"].iat[0]
     why = DEFAULT_EVIDENCE if key == SCORE_OF[DEFAULT_METHOD] else \
@@ -193,6 +219,38 @@ def triage(
         cells = "  ".join(f"{SCORE_OF[m].removesuffix('_score')} {r[SCORE_OF[m]]:8.3f}" for m in chosen)
         typer.echo(f"  {cells}  {r['caption']}")
     typer.echo(f"triage in {out}")
+
+
+def triage_eval(
+    model: Model,
+    out: Annotated[Path, typer.Option(help="JSON file for the figures, the table and every prompt's scores.")],
+    memorized: Annotated[Optional[Path], typer.Option(
+        help="Memorized prompts (positives): Webster's jsonl, MemBench's CSV, a .txt or any caption table.")] = None,
+    clean: Annotated[Optional[Path], typer.Option(help="Non-memorized prompts (negatives), in any caption form.")] = None,
+    labelled: Annotated[Optional[Path], typer.Option(
+        help="Instead of the two files: one table with a caption and a memorized (1/0) column.")] = None,
+    methods: Annotated[str, typer.Option(help="Comma list of wen, attn, guide, edge.")] = "wen,attn,guide,edge",
+    steps: Annotated[int, typer.Option(help="Sampling steps measured by the noise-difference score.")] = 1,
+    samples: Annotated[int, typer.Option(help="Seeds per prompt.")] = 4,
+    guidance: Annotated[float, typer.Option(help="Guidance for advancing latents and for the one-step images.")] = 7.5,
+    schedule_steps: Annotated[int, typer.Option(help="Length of the sampling schedule.")] = 50,
+    bootstrap: Annotated[int, typer.Option(help="Bootstrap resamples for every interval.")] = 2000,
+    run: RunSettings = None,
+    seed: Seed = 0, device: Device = "auto", dtype: Dtype = "auto", model_config: ModelConfig = None,
+) -> None:
+    """Score detection of memorized prompts as the papers do: ROC AUC, TPR at 1% and 3% FPR, with CIs.
+
+    Example: imgextract triage-eval --memorized sdv1_500_memorized.jsonl --clean coco.txt --model M --out eval.json
+    """
+    from imgextract.app.triage_eval import run_triage_eval
+    from imgextract.stages.triage import TriageParams
+    params = _triage_params(TriageParams(steps=steps, samples=samples, schedule_steps=schedule_steps,
+                                         guidance=guidance, seed=seed), run)
+    chosen = tuple(m.strip() for m in methods.split(",") if m.strip())
+    result = run_triage_eval(model, out, params, memorized, clean, labelled, chosen, device, dtype, model_config,
+                             bootstrap, say=_err)
+    typer.echo(result["table"])
+    typer.echo(f"evaluation in {out}")
 
 
 def watermarks(
@@ -239,4 +297,4 @@ def demo(
 
 
 COMMANDS = {"generate": generate, "sample": sample, "scan": scan, "report": report, "run": run,
-            "cliques": cliques, "triage": triage, "watermarks": watermarks, "demo": demo}
+            "cliques": cliques, "triage": triage, "triage-eval": triage_eval, "watermarks": watermarks, "demo": demo}

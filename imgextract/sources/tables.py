@@ -276,6 +276,10 @@ def read_captions(path: Path, caption_column: str | None = None) -> pa.Table:
             if spec["index"]:
                 values = _column(table, spec["index"], path, "index")
                 laion = [_row_number(values[i], i, path) for i in rows]
+        lcol = role_column(table.column_names, LABEL_COLUMNS)
+        if lcol:   # a labelled prompt set: which prompts are memorized (triage-eval's ground truth)
+            values = _column(table, lcol, path, "label")
+            labels = [_label(values[i], i, path, lcol) for i in rows]
         if "family" in table.column_names:  # a toy's copies.csv: the template family of each image, if any
             values = _column(table, "family", path, "family")
             family = [str(values[i]) if values[i] not in (None, "") else None for i in rows]
@@ -303,12 +307,31 @@ def read_captions(path: Path, caption_column: str | None = None) -> pa.Table:
     }
     if path.suffix.lower() != ".txt" and "family" in table.column_names:
         columns["family"] = pa.array(family, pa.string())
+    if path.suffix.lower() != ".txt" and lcol:
+        columns["memorized"] = pa.array(labels, pa.bool_())
     if path.suffix.lower() != ".txt" and form:   # said once the whole file is read: an error comes alone
         notes.info("%s: read as %s", path, PROMPT_SETS[form]["says"])
         columns["train_urls"] = pa.array(urls, pa.list_(pa.string()))
         if PROMPT_SETS[form]["index"]:
             columns["laion_index"] = pa.array(laion, pa.int64())
     return pa.table(columns)
+
+
+LABEL_COLUMNS = ("memorized", "label", "is_memorized")
+TRUE_WORDS, FALSE_WORDS = {"1", "true", "yes", "y", "t"}, {"0", "false", "no", "n", "f"}
+
+
+def _label(value, row: int, path: Path, column: str) -> bool:
+    """A memorized/not label: a boolean, 0/1, or yes/no, true/false; an empty or other value is an error."""
+    if isinstance(value, bool):
+        return value
+    word = str(value).strip().lower() if value is not None else ""
+    if word.endswith(".0"):
+        word = word[:-2]
+    if word in TRUE_WORDS or word in FALSE_WORDS:
+        return word in TRUE_WORDS
+    raise InputError(f"{path}: '{column}' in row {row + 1} is {value!r}, not a yes/no label",
+                     "write 1 or 0 (true/false, yes/no) for every prompt")
 
 
 def _copies(value, row: int, path: Path) -> int | None:

@@ -17,6 +17,13 @@ attention-entropy score near chance on these toy models):
   of that distribution over the prompt's positions after the start token (higher = more
   concentrated). ``attn_end`` is the share on the end-of-text and padding positions (Chen et
   al. 2025 look at the end token's attention), kept as a column for evaluation.
+* ``guide_score`` (after Asthana & Belagiannis, ICLR 2026: the guidance's magnitude *and direction*
+  on pure noise, no denoising step): the guidance g_i = ε(x_T, c) − ε(x_T, ∅) of each seed at the
+  first step, where x_T is pure noise; the score is ‖mean_i g_i‖, large only when the guidance is
+  both strong and points the same way whatever the noise (a memorized prompt pulls every seed
+  toward one image; an ordinary prompt's pulls differ and cancel). ``guide_agreement`` =
+  ‖mean g‖ / mean ‖g‖ (1: every seed pulled the same way) is kept for evaluation. The calls are
+  Wen's first-step calls: asking for both costs Wen's.
 * ``edge_score`` (Webster 2023, black-box): ``samples`` seeds drawn with a single sampling
   step; Sobel edge magnitude of each image, binarised at its mean + one std, averaged across
   seeds into an agreement map; the score is the mean agreement over the pixels that are an
@@ -26,8 +33,9 @@ attention-entropy score near chance on these toy models):
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Generator
 
 import numpy as np
 import pandas as pd
@@ -35,6 +43,7 @@ import pandas as pd
 from imgextract import rundir
 from imgextract.errors import InputError
 from imgextract.models.pipelines import LoadedModel, native_size
+from imgextract.progress import Step
 from imgextract.stages.generate import render, sample_seed
 
 
@@ -45,6 +54,20 @@ class TriageParams:
     schedule_steps: int = 50    # length of the sampling schedule the first steps come from
     guidance: float = 7.5       # guidance used to advance the latent between measured steps
     seed: int = 0
+    scheduler: str | None = None   # the sampler, as the audit samples with it (None: the model's own)
+    run: str | None = None         # the run whose settings these are (triage --run), recorded with the ranking
+
+
+def params_of_run(run: Path, params: TriageParams) -> TriageParams:
+    """Triage measures the model as the audit samples it: guidance, schedule length and sampler from a run's
+    run.json (``steps`` and ``samples`` stay triage's own)."""
+    if not rundir.is_run_dir(Path(run)):
+        raise InputError(f"--run {run} is not an imgextract run folder (no run.json)",
+                         "point at the folder `imgextract generate` or `run` wrote")
+    s = rundir.read_json(Path(run) / rundir.RUN_JSON)["sampling"]
+    return replace(params, guidance=float(s["guidance"]), schedule_steps=int(s["steps"]),
+                   scheduler=str(s["scheduler"]), run=str(Path(run).resolve()),
+                   steps=min(params.steps, int(s["steps"])))
 
 
 def _to_epsilon(pred, x_t, t, scheduler):
@@ -104,11 +127,14 @@ def attention_features(token_attention, end: int) -> tuple[float, float]:
 
 
 def wen_score(loaded: LoadedModel, caption: str, caption_id: str, params: TriageParams,
-              size: tuple[int, int], attention: list | None = None) -> tuple[float, int]:
+              size: tuple[int, int], attention: list | None = None,
+              first_guidance: list | None = None) -> tuple[float, int]:
     """(mean ‖ε_c − ε_∅‖ over steps and seeds, UNet evaluations spent).
 
     With ``attention`` (a list), the conditional half's cross-attention per text position is
-    appended to it, one tensor per layer and step (see :class:`CrossAttentionRecorder`)."""
+    appended to it, one tensor per layer and step (see :class:`CrossAttentionRecorder`). With
+    ``first_guidance`` (a list), each seed's ε_c − ε_∅ at the first step (on pure noise) is
+    appended, flattened, for :func:`guidance_features`."""
     import torch
     pipe = loaded.pipe
     if not hasattr(pipe, "unet") or getattr(pipe.unet.config, "addition_embed_type", None):
@@ -136,6 +162,8 @@ def wen_score(loaded: LoadedModel, caption: str, caption_id: str, params: Triage
                 x = sched.scale_model_input(latents, t)
                 both = pipe.unet(torch.cat([x, x]), t, encoder_hidden_states=torch.cat([cond, uncond])).sample
                 eps_c, eps_u = (_to_epsilon(o, x, t, sched) for o in both.chunk(2))
+                if first_guidance is not None and not norms:
+                    first_guidance.extend((eps_c - eps_u).flatten(1).float().cpu().numpy())
                 norms.append((eps_c - eps_u).flatten(1).norm(dim=1).float().cpu().numpy())
                 guided = both.chunk(2)[1] + params.guidance * (both.chunk(2)[0] - both.chunk(2)[1])
                 latents = sched.step(guided, t, latents).prev_sample
@@ -145,6 +173,14 @@ def wen_score(loaded: LoadedModel, caption: str, caption_id: str, params: Triage
     if attention is not None:
         attention.extend(r[:n] for r in recorded)  # the conditional half of each batch
     return float(np.mean(norms)), 2 * n * params.steps
+
+
+def guidance_features(vectors: list) -> tuple[float, float]:
+    """(‖mean g‖, ‖mean g‖ / mean ‖g‖) of the seeds' first-step guidance vectors."""
+    g = np.asarray(vectors, dtype=np.float64)
+    mean_norm = float(np.linalg.norm(g, axis=1).mean())
+    consistent = float(np.linalg.norm(g.mean(axis=0)))
+    return consistent, consistent / mean_norm if mean_norm > 0 else 0.0
 
 
 def edge_consistency(images: list) -> float:
@@ -168,8 +204,8 @@ def edge_score(loaded: LoadedModel, caption: str, caption_id: str, params: Triag
     return edge_consistency(images), evals
 
 
-METHODS = ("wen", "attn", "edge")
-SCORE_OF = {"wen": "wen_score", "attn": "attn_score", "edge": "edge_score"}
+METHODS = ("wen", "attn", "guide", "edge")
+SCORE_OF = {"wen": "wen_score", "attn": "attn_score", "guide": "guide_score", "edge": "edge_score"}
 # The default ranking, chosen on a dev toy model by scripts/eval_triage.py and then measured on
 # toy models it never saw (README, "Triage"); `imgextract triage` prints both with every ranking.
 DEFAULT_METHOD = "edge"
@@ -180,7 +216,15 @@ DEFAULT_EVIDENCE = ("held-out pooled ROC AUC 0.968 [95% CI 0.916, 0.999] on 3 to
 def triage(loaded: LoadedModel, captions: pd.DataFrame, params: TriageParams,
            methods: tuple[str, ...] = ("wen", "edge"), sort_by: str | None = None) -> pd.DataFrame:
     """One row per caption: caption, the scores asked for, unet_evals, seconds (sorted by ``sort_by``,
-    default the first method's score). ``attn`` shares Wen's UNet calls: asking for both costs Wen's."""
+    default the first method's score). ``attn`` and ``guide`` share Wen's UNet calls."""
+    from imgextract.progress import drain
+    return drain(score_captions(loaded, captions, params, methods, sort_by))
+
+
+def score_captions(loaded: LoadedModel, captions: pd.DataFrame, params: TriageParams,
+                   methods: tuple[str, ...] = ("wen", "edge"),
+                   sort_by: str | None = None) -> Generator[Step, None, pd.DataFrame]:
+    """:func:`triage` as a stage: yields a step per caption, returns the table."""
     if params.steps < 1 or params.samples < 1 or params.steps > params.schedule_steps:
         raise InputError(f"triage steps={params.steps} samples={params.samples}",
                          "use --steps between 1 and --schedule-steps, and --samples >= 1")
@@ -191,16 +235,23 @@ def triage(loaded: LoadedModel, captions: pd.DataFrame, params: TriageParams,
     rows = []
     for cid, cap in zip(captions["caption_id"], captions["caption"]):
         row = {"caption_id": str(cid), "caption": cap, "wen_score": None, "attn_score": None, "attn_end": None,
-               "edge_score": None, "unet_evals": 0}
+               "guide_score": None, "guide_agreement": None, "edge_score": None, "unet_evals": 0}
         t0 = time.perf_counter()
-        if "wen" in methods or "attn" in methods:
+        if "wen" in methods or "attn" in methods or "guide" in methods:
             attention = [] if "attn" in methods else None
-            wen, evals = wen_score(loaded, cap, str(cid), params, size, attention)
+            first = [] if "guide" in methods else None
+            # the guidance score alone needs only the first step's calls
+            alone = not ("wen" in methods or "attn" in methods)
+            wen, evals = wen_score(loaded, cap, str(cid), replace(params, steps=1) if alone else params, size,
+                                   attention, first)
             if "wen" in methods:
                 row["wen_score"] = wen
             if attention is not None:
                 row["attn_score"], row["attn_end"] = attention_features(
                     mean_attention(attention), _end_position(loaded.pipe, cap))
+            if first is not None:
+                row["guide_score"], row["guide_agreement"] = guidance_features(first)
+                row["guide_unet_evals"] = 2 * params.samples
             row["unet_evals"] += evals
             row["wen_unet_evals"] = evals
         if "edge" in methods:
@@ -209,6 +260,7 @@ def triage(loaded: LoadedModel, captions: pd.DataFrame, params: TriageParams,
             row["edge_unet_evals"] = evals
         row["seconds"] = time.perf_counter() - t0
         rows.append(row)
+        yield Step("triage", len(rows), len(captions), "caption")
     table = pd.DataFrame(rows)
     key = sort_by or (SCORE_OF[DEFAULT_METHOD] if DEFAULT_METHOD in methods else SCORE_OF[methods[0]])
     table["ranked_by"] = key

@@ -107,3 +107,31 @@ def test_attention_score_is_the_cross_attention_computed_by_hand(tiny_model):
     assert neg_entropy == pytest.approx(float((p * np.log(p)).sum()), rel=1e-6)
     assert end_share == pytest.approx(float(p[end - 1:].sum()), rel=1e-6)
     assert 0 < end_share < 1
+
+
+def test_guide_score_is_the_norm_of_the_seed_averaged_first_step_guidance(tiny_model):
+    """Asthana & Belagiannis's signal, by hand: on pure noise, ε(x_T, c) − ε(x_T, ∅) per seed; strong and
+    aligned guidance survives the average over seeds, guidance that points elsewhere for every seed cancels."""
+    import numpy as np
+    from imgextract.stages.generate import sample_seed
+    from imgextract.stages.triage import guidance_features
+    pipe = tiny_model.pipe
+    params = TriageParams(steps=1, samples=3, schedule_steps=10, guidance=3.0, seed=4)
+    res = triage(tiny_model, __import__("pandas").DataFrame({"caption_id": ["7"], "caption": ["a red rocket"]}),
+                 params, ("guide",))
+    assert res["unet_evals"].iat[0] == 6 and res["guide_unet_evals"].iat[0] == 6 and res["wen_score"].isna().all()
+    with torch.no_grad():
+        cond, uncond = pipe.encode_prompt(["a red rocket"] * 3, "cpu", 1, True, negative_prompt=[""] * 3)
+        x = torch.stack([torch.randn((4, 16, 16), generator=torch.Generator().manual_seed(sample_seed(4, "7", i)))
+                         for i in range(3)]) * pipe.scheduler.init_noise_sigma
+        pipe.scheduler.set_timesteps(10)
+        t = pipe.scheduler.timesteps[0]
+        a = pipe.scheduler.alphas_cumprod[t]
+        eps = [(x - a.sqrt() * pipe.unet(x, t, encoder_hidden_states=c).sample) / (1 - a).sqrt() for c in (cond, uncond)]
+        g = (eps[0] - eps[1]).flatten(1).double().numpy()
+    assert res["guide_score"].iat[0] == pytest.approx(np.linalg.norm(g.mean(axis=0)), rel=1e-4)
+    assert res["guide_agreement"].iat[0] == pytest.approx(
+        np.linalg.norm(g.mean(axis=0)) / np.linalg.norm(g, axis=1).mean(), rel=1e-4)
+    aligned = guidance_features([np.ones(8), 2 * np.ones(8)])
+    opposed = guidance_features([np.ones(8), -np.ones(8)])
+    assert aligned[1] == pytest.approx(1.0) and opposed == (0.0, 0.0)

@@ -1,0 +1,46 @@
+"""`imgextract report RUN --paper`: the figures papers report, from the run's own evidence."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+
+from helpers import expect_error, run
+
+
+def test_paper_table_of_a_labelled_run(tmp_path, memorizing_model):
+    """A labelled prompt set (a memorized column) swept on the toy: the memorized caption is extracted, the
+    captions the model never saw are not, and the table says so with its intervals."""
+    from imgextract.demo.toy import training_set
+    model, cfg = memorizing_model
+    items, held = training_set(cfg)
+    rows = [(items[0].caption, 1)] + [(h.caption, 0) for h in held[:3]]
+    pd.DataFrame(rows, columns=["caption", "memorized"]).to_csv(tmp_path / "labelled.csv", index=False)
+    ix = {"IMGEXTRACT_INDEX_DIR": str(tmp_path / "ix")}
+    code, _, err = run("index", "build", model / "train", "--name", "toy", env_extra=ix)
+    assert code == 0, err
+    code, _, err = run("generate", tmp_path / "labelled.csv", "--model", model, "--out", tmp_path / "r", "--samples",
+                       "4", "--steps", "25", "--guidance", "3", "--device", "cpu", env_extra=ix)
+    assert code == 0, err
+    assert pd.read_parquet(tmp_path / "r" / "captions.parquet")["memorized"].tolist() == [True, False, False, False]
+    code, _, err = run("scan", tmp_path / "r", "--index", "toy", env_extra=ix)
+    assert code == 0, err
+    code, out, err = run("report", tmp_path / "r", "--paper")
+    assert code == 0, err
+    block = json.loads((tmp_path / "r" / "paper.json").read_text())
+    assert block["captions"] == 4 and block["extraction"]["with_copy"] == 1
+    assert block["by_kind"]["whole"]["with_copy"] == 1 and block["by_kind"]["template"]["with_copy"] == 0
+    e = block["extraction"]
+    assert e["ci_low"] <= e["share"] == 0.25 <= e["ci_high"]
+    lab = block["labelled"]
+    assert (lab["memorized_prompts"]["with_copy"], lab["memorized_prompts"]["prompts"]) == (1, 1)
+    assert (lab["clean_prompts"]["with_copy"], lab["clean_prompts"]["prompts"]) == (0, 3)
+    assert 0 < lab["clean_prompts"]["ci_high"] < 1       # 0 of 3 false flags still allows a rate up to ~56%
+    assert "| captions with a memorized sample (any kind) | 0.250 [" in out and "(false flags)" in out
+    assert "not measured" in block["sscd"]
+
+
+def test_paper_needs_a_scanned_run(tmp_path):
+    code, _, err = run("report", tmp_path, "--paper")
+    expect_error(code, err, f"{tmp_path} has no matches.parquet")
