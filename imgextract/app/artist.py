@@ -332,6 +332,8 @@ def null_images(null: Path | None, reconstruct: bool, say=print) -> list[tuple[s
     files, bad = list_image_files(null)
     images = []
     for f in files:
+        if len(images) > MAX_NULL:   # one past the cap, to say the rest were left out; no more is opened
+            break
         try:
             images.append((f.name, open_rgb(f, min_side=4)))
         except BadImage as exc:
@@ -341,7 +343,7 @@ def null_images(null: Path | None, reconstruct: bool, say=print) -> list[tuple[s
     if not images:
         raise InputError(f"--null {null} holds no readable image", "put calibration images (PNG/JPEG) in it")
     if len(images) > MAX_NULL:
-        say(f"--null {null}: using the first {MAX_NULL} of {len(images)} calibration images")
+        say(f"--null {null}: using the first {MAX_NULL} of its {len(files)} image files")
     return images[:MAX_NULL]
 
 

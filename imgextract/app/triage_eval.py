@@ -21,6 +21,7 @@ from typing import Callable
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 from imgextract import rundir
 from imgextract.errors import InputError
@@ -294,7 +295,7 @@ def toy_scores(spec: ToySpec, model: Path, run: Path) -> pd.DataFrame:
     edge = triage(loaded, table, TriageParams(steps=1, samples=4, guidance=3.0), ("edge",))
     table = table.merge(edge[["caption_id", "edge_score"]], on="caption_id")
     table["model"] = spec.name
-    rundir.write_parquet_atomic(cached, __import__("pyarrow").Table.from_pandas(table, preserve_index=False))
+    rundir.write_parquet_atomic(cached, pa.Table.from_pandas(table, preserve_index=False))
     table["label_any"] = (table["rate"] > 0.5).astype(int)
     table["label"] = own_labels(run, table)
     return table

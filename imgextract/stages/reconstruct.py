@@ -99,14 +99,14 @@ def fit_conditioning(loaded: LoadedModel, image: Image.Image, budget: Budget, si
     pipe = loaded.pipe
     unet, vae = pipe.unet, pipe.vae
     device, dtype = unet.device, unet.dtype
-    if budget.tokens > _empty(pipe, device).shape[1] - 1:
+    base = _empty(pipe, device)
+    if budget.tokens > base.shape[1] - 1:
         raise InputError(f"reconstruction tokens {budget.tokens} exceed the text encoder's length",
                          "use fewer tokens (4 is the default)")
     gen = torch.Generator("cpu").manual_seed(sample_seed(budget.seed, f"search:{tag}", 0))
     pixels = torch.from_numpy(to_uint8(image, size).copy()).permute(2, 0, 1)[None].float() / 127.5 - 1
     with torch.no_grad():
         z0 = vae.encode(pixels.to(device, vae.dtype)).latent_dist.mean.float() * vae.config.scaling_factor
-    base = _empty(pipe, device)
     free = base[:, 1:1 + budget.tokens].clone().requires_grad_(True)
     opt = torch.optim.Adam([free], lr=budget.lr)
     sched = DDPMScheduler.from_config(pipe.scheduler.config)
