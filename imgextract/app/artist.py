@@ -82,6 +82,7 @@ class WorkVerdict:
     prompts: list[Prompt] | None = None
     reproduced_by: dict | None = None  # {caption_id, prompt, source, seed} of the best copy
     reconstruction: dict | None = None
+    sscd_similarity: float | None = None   # with --descriptor: the best SSCD similarity of its samples to it
 
     @property
     def in_training(self) -> bool | None:
@@ -111,7 +112,8 @@ class WorkVerdict:
                 "copy_kind": self.kind, "copied_share": self.share, "in_training": self.in_training,
                 "training_copies": self.training_copies,
                 "prompts": [p.record() for p in self.prompts] if self.prompts is not None else None,
-                "reproduced_by": self.reproduced_by, "reconstruction": self.reconstruction}
+                "reproduced_by": self.reproduced_by, "reconstruction": self.reconstruction,
+                "sscd_similarity": self.sscd_similarity}
 
     def sentence(self) -> str:
         if self.verdict == "unreadable":
@@ -309,9 +311,10 @@ def verdicts(run: Path, works: list[Path], own_prompts: list[tuple[str, str]], p
             v = "close"
         else:
             v = f"not reproduced in {drawn} samples"
+        sscd = float(m["sscd_similarity"].max()) if "sscd_similarity" in m else None
         out.append(WorkVerdict(verdict=v, best_tiled_l2=best_t, best_phash=best_p, best_seed=int(best["seed"]),
                                best_exact=bool(best.get("exact", True)), kind=str(best["copy_kind"]),
-                               share=float(best["copied_share"]), reproduced_by=by, **base))
+                               share=float(best["copied_share"]), reproduced_by=by, sscd_similarity=sscd, **base))
     return out
 
 
@@ -387,12 +390,13 @@ def run_check(works_path: Path, model: str, out: Path, caption: str | None = Non
               seed: int = 0, device: str = "auto", size: tuple[int, int] | None = None,
               threshold: float = 0.15, say=print, scheduler: str | None = None,
               dtype: str = "auto", training_index: str | None = None, reconstruct: bool = False,
-              null: Path | None = None, budget=None) -> tuple[list[WorkVerdict], Path]:
+              null: Path | None = None, budget=None, descriptor: str | None = None) -> tuple[list[WorkVerdict], Path]:
     """The whole check; every argument is checked (model loaded, index opened, calibration images read)
     before anything is written."""
     from imgextract.app.commands import build_index, run_generation, run_scan
     from imgextract.folders import check_out_folder, claim_out_folder
     from imgextract.index.store import is_index_dir, open_index
+    from imgextract.models.descriptors import load_descriptor, resolved_spec, same_descriptor
     from imgextract.models.pipelines import load_pipeline
     from imgextract.progress import drain
     from imgextract.report.pages import write_check_page
@@ -413,6 +417,8 @@ def run_check(works_path: Path, model: str, out: Path, caption: str | None = Non
     from imgextract.stages.generate import validate_sampling
     validate_sampling(cfg)
     trained_on = open_index(training_index) if training_index is not None else None
+    descriptor = resolved_spec(descriptor)
+    wanted = load_descriptor(descriptor, device).record() if descriptor else None
     calibration = null_images(null, reconstruct, say) if reconstruct or null is not None else []
     from imgextract.stages.reconstruct import Budget, validate_budget
     budget = budget or Budget(seed=seed)
@@ -437,16 +443,21 @@ def run_check(works_path: Path, model: str, out: Path, caption: str | None = Non
     run = out / "run"
     loaded, _, _ = prepare_run(Path(str(works_path)), model, run, cfg, captions=table, write=False, loaded=loaded)
     claim_out_folder(out)
-    if not is_index_dir(index) or pd.read_parquet(index / "images.parquet")["path"].tolist() != [str(w) for w in works]:
+    stored = (rundir.read_json(index / "embedder.json").get("descriptors") or {}).get("sscd") \
+        if is_index_dir(index) else None
+    if not is_index_dir(index) or pd.read_parquet(index / "images.parquet")["path"].tolist() != [str(w) for w in works] \
+            or (wanted is not None and not same_descriptor(stored, wanted)):
         listing = out / "works.csv"
         out.mkdir(parents=True, exist_ok=True)
         with open(listing, "w", newline="", encoding="utf-8") as f:
             writer = csv.writer(f)
             writer.writerow(["path", "caption"])
             writer.writerows([str(w), p] for w, (p, _) in zip(works, prompts))
-        build_index(listing, str(index), "pixel", overwrite=True, progress=False, hashes=True)  # "close" reads them
+        build_index(listing, str(index), "pixel", overwrite=True, progress=False, hashes=True,  # "close" reads them
+                    descriptor=descriptor)
     run_generation(Path(str(works_path)), model, run, cfg, loaded=loaded, caption_table=table, say=say)
-    run_scan(run, str(index), run, k=min(10, len(works)), threshold=threshold, grid=4, relative_n=0, say=say)
+    run_scan(run, str(index), run, k=min(10, len(works)), threshold=threshold, grid=4, relative_n=0, say=say,
+             descriptor=descriptor)
     drain(run_watermarks(run, run, Detector()))
     result = verdicts(run, works, prompts, plans, training)
     record = rundir.read_json(run / rundir.RUN_JSON)

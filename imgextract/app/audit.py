@@ -21,7 +21,7 @@ from pathlib import Path
 from imgextract.errors import InputError
 
 SCAN_KEYS = {"k", "threshold", "grid", "relative_n", "alpha", "relative_threshold", "criterion", "exact_below",
-             "min_share"}
+             "min_share", "descriptor"}
 CLIQUE_KEYS = {"delta", "min_size", "max_cliques"}
 WATERMARK_KEYS = {"brands", "templates"}
 TOP_KEYS = {"out", "keep", "index", "generate", "scan", "cliques", "watermarks", "report", "engine"}
@@ -40,7 +40,7 @@ TYPES = {
                  "top": (WHOLE, 1)},
     "scan": {"k": (WHOLE, 1), "threshold": (NUMBER, 0), "grid": (WHOLE, 1), "relative_n": (WHOLE, 0),
              "alpha": (NUMBER, 0), "relative_threshold": (NUMBER, 0), "criterion": TEXT, "exact_below": (NUMBER, 0),
-             "min_share": (NUMBER, 0)},
+             "min_share": (NUMBER, 0), "descriptor": TEXT},
     "cliques": {"delta": (NUMBER, 0), "min_size": (WHOLE, 1), "max_cliques": (WHOLE, 1)},
     "watermarks": {"brands": TEXT, "templates": TEXT},
     "report": {"title": TEXT},
@@ -117,10 +117,11 @@ def engine_config(cfg: dict, path: Path):
     return engine
 
 
-def run_config(path: Path, keep: str | None = None, say=print) -> Path:
+def run_config(path: Path, keep: str | None = None, say=print, descriptor: str | None = None) -> Path:
     """index → sweep (generate and test each shard where it was drawn) → assemble → report.
 
-    ``keep`` (all | evidence | auto) overrides the file's ``keep``.
+    ``keep`` (all | evidence | auto) overrides the file's ``keep``; ``descriptor`` its ``[scan] descriptor``
+    (an index built here from ``[index] source`` stores that descriptor too).
     """
     from imgextract.stages.tester import check_keep
     path = Path(path)
@@ -164,6 +165,10 @@ def run_config(path: Path, keep: str | None = None, say=print) -> Path:
     s = cfg.get("scan", {})
     relative = {k: s[k] for k in ("relative_n", "alpha", "relative_threshold", "criterion", "exact_below", "min_share")
                 if k in s}
+    from imgextract.models.descriptors import resolved_spec
+    if descriptor or "descriptor" in s:   # a file named in the config is found beside it
+        kind, _, arg = (descriptor or s["descriptor"]).partition(":")
+        relative["descriptor"] = resolved_spec(f"{kind}:{_path(base, arg) if not descriptor else arg}")
     params = ScanParams(index=str(Path(index_path).resolve()), k=s.get("k", 10), threshold=s.get("threshold", 0.15),
                         grid=s.get("grid", 4), **relative)
     validate_params(params)
@@ -187,13 +192,16 @@ def run_config(path: Path, keep: str | None = None, say=print) -> Path:
         load_brands(Path(marks[0]) if marks[0] else None)
         load_templates(Path(marks[1]) if marks[1] else None)
     settings = SweepSettings(params, cliques, keep, watermarks=marks)
-    if "source" not in ix:
-        open_index(str(index_path))  # an index named but missing is refused now, not in the first test worker
+    if "source" not in ix or (index_path / "index.faiss").is_file():
+        # an index named but missing, or one without the descriptor asked for, is refused now, not in a test worker
+        from imgextract.stages.scan import described
+        described(open_index(str(index_path)), params)
     engine, device = prepare_engine(engine)
     loaded, _, _ = prepare_run(captions, model, out, sampling, captions=table, write=False, selection=selection,
                                storage=storage_record(settings), worker_device=device)
     if "source" in ix and not (index_path / "index.faiss").is_file():
-        build_index(_path(base, ix["source"]), str(index_path), ix.get("embedder", "pixel"), say=say, engine=engine)
+        build_index(_path(base, ix["source"]), str(index_path), ix.get("embedder", "pixel"), say=say, engine=engine,
+                    descriptor=params.descriptor)
     run_sweep(captions, model, out, sampling, settings, engine, loaded=loaded, caption_table=table,
               selection=selection, say=say)
     assemble_watermarks(out)  # before the scan's assembly, which folds each sample's mark into matches

@@ -52,6 +52,12 @@ def build_index(source: Path, name: str, embedder: str = "pixel", *, progress: b
         return show(events(), say) if progress else drain(events())
 
 
+def convert_sscd(src: Path, out: Path) -> dict:
+    """The SSCD release → safetensors (``models.descriptors.convert_sscd``, the one TorchScript reader)."""
+    from imgextract.models.descriptors import convert_sscd as convert
+    return convert(Path(src), Path(out))
+
+
 def index_duplicates(name: str, out: Path, threshold: float, similarity: float, k: int,
                      top: Optional[int] = None, captions_out: Optional[Path] = None, rank: str = "copies") -> dict:
     """Near-duplicate groups of an index into ``out``, the top captions into ``captions_out``, and the
@@ -157,7 +163,10 @@ def run_scan(generations: Path, index: str, out: Optional[Path], k: int, thresho
              **relative) -> Path:
     """Scan with progress, holding the output folder's lock; says what it resumed, added or dropped."""
     from imgextract.index.store import check_embedder, open_index
-    from imgextract.stages.scan import ScanParams, default_out, scan, validate_params
+    from imgextract.models.descriptors import resolved_spec
+    from imgextract.stages.scan import ScanParams, default_out, described, scan, validate_params
+    if relative.get("descriptor"):
+        relative["descriptor"] = resolved_spec(relative["descriptor"])
     params = ScanParams(index=index, k=k, threshold=threshold, grid=grid, **relative)
     validate_params(params)
     out = Path(out) if out else default_out(generations)
@@ -165,9 +174,10 @@ def run_scan(generations: Path, index: str, out: Optional[Path], k: int, thresho
     idx = open_index(index)
     if embedder:
         check_embedder(idx, embedder)
+    describe = described(idx, params, device)   # refused here, before any work, when the index lacks it
     claim_out_folder(out)
     with run_lock(out):
-        show(scan(generations, params, out, device=device, index=idx), say)
+        show(scan(generations, params, out, device=device, index=idx, describe=describe), say)
     return out
 
 

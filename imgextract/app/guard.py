@@ -24,7 +24,7 @@ from imgextract.index.store import TrainingIndex, open_index
 from imgextract.sources.images import open_rgb
 from imgextract.sources.tables import LICENSE_COLUMNS, SOURCE_COLUMNS, role_column
 from imgextract.copies import copy_words
-from imgextract.stages.scan import KIND_ORDER, ScanParams, TrainingImages, match_image
+from imgextract.stages.scan import KIND_ORDER, ScanParams, TrainingImages, described, match_image
 
 ORIGINS = {"ordinary": "regurgitated", "targeted": "extracted"}
 
@@ -44,6 +44,7 @@ class GuardVerdict:
     kind: str = "none"        # whole | portion | template | none (copies.py)
     share: float = 0.0        # copied share of the training image's detailed area
     template_members: int = 0
+    sscd_similarity: float | None = None   # with a descriptor: the SSCD similarity to that training image
 
     @property
     def tested(self) -> bool:
@@ -61,9 +62,10 @@ class GuardVerdict:
             return (f"no substantial replication: nearest training image {self.train_path} at tiled L2 "
                     f"{'' if self.exact else '>= '}{self.tiled_l2:.3f}")
         lic = f", licence: {self.license}" if self.license else ""
+        sscd = f", SSCD similarity {self.sscd_similarity:.3f}" if self.sscd_similarity is not None else ""
         return (f"{self.term}: substantially replicates training image #{self.train_id} "
                 f"({self.source}{lic}): {self.what()}; tiled L2 {self.tiled_l2:.3f}, "
-                f"phash distance {self.phash_distance}")
+                f"phash distance {self.phash_distance}{sscd}")
 
 
 
@@ -71,18 +73,23 @@ class Guard:
     """An index held open for repeated checks."""
 
     def __init__(self, index: str | Path | TrainingIndex, k: int = 10, threshold: float = 0.15, grid: int = 4,
-                 device: str = "cpu", min_share: float = 0.25):
+                 device: str = "cpu", min_share: float = 0.25, descriptor: str | None = None):
+        from imgextract.models.descriptors import resolved_spec
         self.index = index if isinstance(index, TrainingIndex) else open_index(index)
-        self.embedder = self.index.load_embedder(device)
         self.params = ScanParams(index=str(self.index.path), k=k, threshold=threshold, grid=grid, relative_n=0,
-                                 min_share=min_share)
+                                 min_share=min_share, descriptor=resolved_spec(descriptor))
+        self.describe = described(self.index, self.params, device)   # refused now if the index lacks it
+        self.embedder = self.index.load_embedder(device)
         self.train = TrainingImages(self.index, capacity=1024)
         self.source_col = role_column(self.index.table.columns, SOURCE_COLUMNS)
         self.license_col = role_column(self.index.table.columns, LICENSE_COLUMNS)
 
     def match(self, image: Image.Image, sims, ids) -> list[dict]:
         """The copy verdict of ``image`` against its searched candidates (one row each, by rank)."""
-        return match_image(image, sims, ids, self.index, self.train, self.params)
+        rows = match_image(image, sims, ids, self.index, self.train, self.params)
+        if self.describe is not None:
+            self.describe.annotate([image], [rows])
+        return rows
 
     def check(self, image: Image.Image, origin: str = "ordinary") -> GuardVerdict:
         """Verdict for one generated image; ``origin`` says how it was produced (ordinary|targeted)."""
@@ -110,11 +117,11 @@ class Guard:
                             float(best["tiled_l2"]), int(best["phash_distance"]) if best["phash_distance"] >= 0
                             else None, time.perf_counter() - t0,
                             bool(best["exact"]), best["copy_kind"], float(best["copied_share"]),
-                            len(best["template_members"]))
+                            len(best["template_members"]), best.get("sscd_similarity"))
 
 
 def guard_file(image: str | Path, index: str | Path | TrainingIndex, origin: str = "ordinary", k: int = 10,
-               threshold: float = 0.15, min_share: float = 0.25) -> GuardVerdict:
+               threshold: float = 0.15, min_share: float = 0.25, descriptor: str | None = None) -> GuardVerdict:
     """One-shot check of an image file, every argument checked first; for many images keep a
     ``Guard`` open instead."""
     from imgextract.errors import InputError
@@ -125,4 +132,4 @@ def guard_file(image: str | Path, index: str | Path | TrainingIndex, origin: str
         img = open_rgb(Path(image), min_side=4)
     except BadImage as bad:
         raise InputError(f"cannot read image {image} ({bad.reason})", "pass a readable PNG/JPEG/WebP image") from bad
-    return Guard(index, k=k, threshold=threshold, min_share=min_share).check(img, origin)
+    return Guard(index, k=k, threshold=threshold, min_share=min_share, descriptor=descriptor).check(img, origin)

@@ -1,7 +1,7 @@
 """Command line: each command checks its arguments and makes one call into :mod:`imgextract.app`.
 
 Every bad argument surfaces as one ``error:`` line with the remedy and exit code 2, before any
-work starts. Commands live in one module per group (index, audit, users, toy); options that
+work starts. Commands live in one module per group (index, audit, users, toy, convert); options that
 several commands share are declared once in :mod:`imgextract.cli.options`.
 """
 
@@ -12,13 +12,14 @@ import sys
 import typer
 
 from imgextract import errors
-from imgextract.cli import audit, index, toy, users
+from imgextract.cli import audit, convert, index, toy, users
 from imgextract.errors import InputError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Audit text-to-image diffusion models for memorized training images.")
 app.add_typer(index.app, name="index")
 app.add_typer(toy.app, name="toy")
+app.add_typer(convert.app, name="convert")
 for name, command in {**audit.COMMANDS, **users.COMMANDS}.items():
     app.command(name)(command)
 

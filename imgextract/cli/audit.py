@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from imgextract.cli.options import (Captions, Device, Dtype, Grid, Guidance, IndexName, K, MinShare, Model,
+from imgextract.cli.options import (Captions, Descriptor, Device, Dtype, Grid, Guidance, IndexName, K, MinShare, Model,
                                     ModelConfig, Samples, Scheduler, Seed, Size, Steps, Threshold, sampling)
 
 
@@ -98,6 +98,7 @@ def scan(
     exact_below: Annotated[Optional[float], typer.Option(
         help="Measure tiled L2 at full resolution where the thumbnail bound is below this (default: threshold "
              "+ 0.10); above it the row keeps the bound (exact = false). 2 measures everything.")] = None,
+    descriptor: Descriptor = None,
 ) -> None:
     """Find generations that copy indexed training images.
 
@@ -106,7 +107,7 @@ def scan(
     from imgextract.app.commands import run_scan
     out = run_scan(generations, index, out, k, threshold, grid, embedder, device, say=_err, relative_n=relative_n,
                    alpha=alpha, relative_threshold=relative_threshold, criterion=criterion, exact_below=exact_below,
-                   min_share=min_share)
+                   min_share=min_share, descriptor=descriptor)
     print_findings(out)
     typer.echo(f"matches in {out / 'matches.parquet'}")
 
@@ -137,6 +138,7 @@ def run(
                                                      "clique samples (every sample keeps its manifest row, hashes, "
                                                      "candidates and embedding); auto: all below 100k samples. "
                                                      "Overrides the file's keep.")] = None,
+    descriptor: Descriptor = None,
 ) -> None:
     """Run index → sweep (generate, then test each shard where it was drawn) → report from one config file.
 
@@ -144,7 +146,7 @@ def run(
     """
     from imgextract import rundir
     from imgextract.app.audit import run_config, verdict
-    path = run_config(config, keep=keep)
+    path = run_config(config, keep=keep, descriptor=descriptor)
     typer.echo(f"report: {path.resolve()}")
     typer.echo(verdict(rundir.read_json(path.parent / rundir.SUMMARY)))
 

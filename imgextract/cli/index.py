@@ -49,6 +49,9 @@ def index_build(
                                                         "without it a local Ray is started.")] = None,
     ray_workers: Annotated[int, typer.Option(help="--engine ray: part workers (each embeds on one GPU when the "
                                                   "cluster has GPUs).")] = 1,
+    descriptor: Annotated[Optional[str], typer.Option(
+        help="sscd:PATH.safetensors: also store every image's SSCD descriptor, so scans, runs, checks and "
+             "the guard given the same --descriptor report each candidate's SSCD similarity.")] = None,
 ) -> None:
     """Index training images.
 
@@ -75,7 +78,7 @@ def index_build(
     result = build_index(source, name, embedder, engine=cluster, batch_size=batch_size, overwrite=overwrite,
                          image_column=image_column, caption_column=caption_column, factory=factory, device=device,
                          max_memory=budget, thumb_sizes=None if no_thumbs else sizes, workers=workers or None, embeddings=embeddings,
-                         images=images, hashes=hashes)
+                         images=images, hashes=hashes, descriptor=descriptor)
     for note in result.notes:
         typer.echo(note, err=True)
     for s in result.skipped:

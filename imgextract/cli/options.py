@@ -30,6 +30,10 @@ Threshold = Annotated[float, typer.Option(help="Memorized when tiled L2 is below
 Grid = Annotated[int, typer.Option(help="Tiles per side for tiled L2.")]
 MinShare = Annotated[float, typer.Option(help="A copy covers at least this share of the training image's detailed area "
                                               "(and 10% of the generation's): a substantial portion.")]
+Descriptor = Annotated[Optional[str], typer.Option(
+    help="sscd:PATH.safetensors: add each candidate's SSCD similarity (sscd_similarity) and the share of "
+         "generations over 0.5 and 0.7; the index must be built with the same --descriptor "
+         "(make the file with `imgextract convert sscd`).")]
 OutFolder = Annotated[Path, typer.Option(help="Output folder.")]
 Captions = Annotated[Path, typer.Argument(
     help=".txt (one caption per line), CSV/JSONL/Parquet with a caption column, or a published prompt set "

@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 import typer
 
 from imgextract import errors
-from imgextract.cli.options import (Device, Dtype, Guidance, IndexName, K, MinShare, Model, Scheduler, Seed, Size,
+from imgextract.cli.options import (Descriptor, Device, Dtype, Guidance, IndexName, K, MinShare, Model, Scheduler, Seed, Size,
                                     Steps, Threshold)
 from imgextract.errors import InputError
 
@@ -29,6 +29,7 @@ def check(
     null: Annotated[Optional[Path], typer.Option(
         help="Folder of calibration images the model never saw (needed by --reconstruct; none ship).")] = None,
     reconstruct_steps: Annotated[int, typer.Option(help="Optimiser steps of each reconstruction search.")] = 150,
+    descriptor: Descriptor = None,
     steps: Steps = 50,
     guidance: Guidance = 7.5,
     seed: Seed = 0,
@@ -48,7 +49,7 @@ def check(
     result, page = run_check(works, model, out, caption, captions, samples, steps, guidance, seed, device,
                              tuple(size) if size else None, say=lambda line: typer.echo(line, err=True),
                              scheduler=scheduler, dtype=dtype, training_index=index, reconstruct=reconstruct,
-                             null=null, budget=Budget(steps=reconstruct_steps, seed=seed))
+                             null=null, budget=Budget(steps=reconstruct_steps, seed=seed), descriptor=descriptor)
     for v in result:
         terms = f" [{'; '.join(v.terms())}]" if v.verdict != "unreadable" else ""
         typer.echo(f"{Path(v.work).name}: {v.sentence()}{terms}")
@@ -89,6 +90,7 @@ def guard(
     threshold: Annotated[float, typer.Option(help="Memorized when tiled L2 is below this.")] = 0.15,
     k: Annotated[int, typer.Option("-k", help="Candidates tested.")] = 10,
     min_share: MinShare = 0.25,
+    descriptor: Descriptor = None,
 ) -> None:
     """Release guard: does this image substantially replicate an indexed training image?
 
@@ -98,7 +100,7 @@ def guard(
     from imgextract.app.guard import ORIGINS, guard_file
     if origin not in ORIGINS:
         raise InputError(f"--origin {origin}", "use ordinary or targeted")
-    verdict = guard_file(image, index, origin, k=k, threshold=threshold, min_share=min_share)
+    verdict = guard_file(image, index, origin, k=k, threshold=threshold, min_share=min_share, descriptor=descriptor)
     if not verdict.tested:   # exit 0 would read as "does not replicate"
         raise InputError(f"{image} could not be checked: {verdict.term.removeprefix('not tested: ')}",
                          f"rebuild index {index} (with --images when its pixels are elsewhere)")

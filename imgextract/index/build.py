@@ -30,7 +30,8 @@ from imgextract import distance, hashes
 from imgextract.errors import InputError
 from imgextract.folders import TEMP_MARKER, own_temp_dir, remove_own, replace_dir
 from imgextract.index.choice import choose_factory, training_sample, tune
-from imgextract.index.store import IVFDATA, MARKER, THUMBS, VECTORS, faiss_quiet, check_replaceable, resolve_index, size_key
+from imgextract.index.store import DESCRIPTORS, IVFDATA, MARKER, THUMBS, VECTORS, faiss_quiet, check_replaceable, resolve_index, size_key
+from imgextract.models.descriptors import load_descriptor, resolved_spec
 from imgextract.models.embedders import Embedder, load_embedder
 from imgextract.progress import Step
 from imgextract.rundir import read_json, write_json_atomic
@@ -111,26 +112,34 @@ class BuildJob:
     max_memory: int
     overwrite: bool
     hashes: bool = False
+    descriptor: object = None     # models.descriptors: stored per image for the scans' similarity column
 
 
 def prepare(source: Path, name: str, embedder_spec: str = "pixel", *, batch_size: int = 64,
             overwrite: bool = False, image_column: str | None = None, caption_column: str | None = None,
             factory: str = "auto", max_memory: int = 4 * 2**30, device: str = "auto", thumb_sizes: tuple = (),
             workers: int | None = None, embeddings: bool = False, images: Path | None = None,
-            hashes: bool = False) -> BuildJob:
+            hashes: bool = False, descriptor: str | None = None) -> BuildJob:
     """Check every argument, load the embedder and plan the source's parts (its form detected by
     ``sources.plan_source``); nothing is written.
 
     ``thumb_sizes``: generation sizes to store thumbnails at besides each image's own; None: no
     thumbnails at all (LAION scale: scans then decode their candidates, see ARCHITECTURE.md).
     ``hashes``: also store every image's perceptual hashes. Off by default: they cost more than the
-    image's decode, and scans hash the copies they find (``stages.scan.TrainingImages``)."""
+    image's decode, and scans hash the copies they find (``stages.scan.TrainingImages``).
+    ``descriptor``: a ``models.descriptors`` spec (``sscd:PATH``) whose vector of every image is
+    stored in ``descriptors/NAME.f16``, so a scan can report the candidates' similarity under it."""
     dest = resolve_index(name)
     if batch_size < 1:
         raise InputError(f"--batch-size {batch_size}", "give a positive number of images per batch")
     if dest.exists() and not dest.is_dir():
         raise InputError(f"--name {name} names a file ({dest})", "choose a name that is a folder or does not exist")
     check_replaceable(dest, overwrite)
+    if descriptor is not None and embeddings:
+        raise InputError(f"--descriptor {descriptor}: an --embeddings source is indexed from its vectors, without "
+                         "decoding an image to describe", "index the img2dataset shards themselves (SOURCE = the "
+                         "shard folder) to store descriptors, or drop --descriptor")
+    described = load_descriptor(resolved_spec(descriptor), device) if descriptor is not None else None
     embedder = load_embedder(embedder_spec, device)
     if factory != "auto":
         _check_factory(factory, embedder.dim)
@@ -141,11 +150,12 @@ def prepare(source: Path, name: str, embedder_spec: str = "pixel", *, batch_size
                 "image_column": image_column,
                 "caption_column": caption_column, "parts": [p.name for p in plan.parts],
                 "images": str(Path(images).resolve()) if images is not None else None, "hashes": bool(hashes),
-                "embeddings": bool(embeddings)}
+                "embeddings": bool(embeddings),
+                "descriptor": described.record() if described is not None else None}
     return BuildJob(Path(source), dest, plan, settings, embedder, batch_size, factory,
                     [tuple(t) for t in thumb_sizes] if thumb_sizes is not None else None,
                     workers or os.cpu_count() or 1, max_memory, overwrite,
-                    bool(hashes))
+                    bool(hashes), described)
 
 
 def _check_factory(factory: str, dim: int) -> None:
@@ -194,6 +204,7 @@ def load_training_image(rec, thumb_sizes: list[tuple[int, int]] | None, with_has
 
 
 PARTS = "parts"
+DESCRIBED = "descriptor"    # parts/NNNNN.descriptor.npy: the part's descriptor vectors
 
 BUILD_JSON = "build.json"
 
@@ -211,7 +222,7 @@ def begin(job: BuildJob) -> tuple[Path, int, list[int]]:
 def finish(job: BuildJob, tmp: Path, resumed: int) -> BuildResult:
     """Every part done: assemble them into the index folder (the same on every engine)."""
     return _assemble(job.source, tmp, job.dest, job.plan, job.embedder, job.factory, resumed, job.max_memory,
-                     job.hashes)
+                     job.hashes, job.descriptor)
 
 
 def local_parts(job: BuildJob, tmp: Path, todo: list[int]) -> Generator[Step, None, None]:
@@ -220,7 +231,7 @@ def local_parts(job: BuildJob, tmp: Path, todo: list[int]) -> Generator[Step, No
     what = f"index {job.dest.name}"
     done = total - sum(job.plan.parts[i].size for i in todo)
     builder = PartBuilder(tmp / PARTS, job.plan, job.embedder, job.batch_size, job.thumb_sizes, job.workers,
-                          job.hashes)
+                          job.hashes, job.descriptor)
     try:
         for i in todo:
             for seen in builder.steps(i):
@@ -249,8 +260,9 @@ class PartBuilder:
     killed worker is simply redone; nothing counts until its ``done.json`` exists."""
 
     def __init__(self, parts_dir: Path, plan, embedder: Embedder, batch_size: int,
-                 thumb_sizes: list[tuple[int, int]], workers: int, with_hashes: bool):
+                 thumb_sizes: list[tuple[int, int]], workers: int, with_hashes: bool, descriptor=None):
         self.parts_dir, self.plan, self.embedder = Path(parts_dir), plan, embedder
+        self.descriptor = descriptor
         self.batch_size, self.thumb_sizes, self.with_hashes = batch_size, thumb_sizes, with_hashes
         self.pool = ThreadPoolExecutor(max_workers=max(1, workers))
 
@@ -264,9 +276,10 @@ class PartBuilder:
                            embeddings=settings["embeddings"], images=images, embedder=embedder)
         if [p.name for p in plan.parts] != settings["parts"]:
             raise RuntimeError(f"source {settings['source']} changed while its index was being built")
+        described = settings.get("descriptor")
         return cls(Path(tmp) / PARTS, plan, embedder, batch_size,
                    [tuple(t) for t in settings["thumb_sizes"]] if settings["thumb_sizes"] is not None else None,
-                   workers, settings["hashes"])
+                   workers, settings["hashes"], load_descriptor(described["spec"], device) if described else None)
 
     def __call__(self, i: int) -> int:
         for _ in self.steps(i):
@@ -279,27 +292,33 @@ class PartBuilder:
             loaded = self.plan.parts[i].load()
         except BadPart as bad:   # listed in skipped.json; the other parts are built
             _write_part(self.parts_dir, i, [], np.zeros((0, self.embedder.dim), np.float32),
-                        [{"path": bad.path, "reason": bad.reason}], {}, {})
+                        [{"path": bad.path, "reason": bad.reason}], {}, {}, self._no_descriptors())
             loaded = None
         if isinstance(loaded, dict):  # precomputed vectors: nothing to decode
-            _write_part(self.parts_dir, i, loaded["rows"], loaded["vectors"], [], loaded["statuses"], {})
+            _write_part(self.parts_dir, i, loaded["rows"], loaded["vectors"], [], loaded["statuses"], {},
+                        self._no_descriptors())
         elif loaded is not None:
             records, statuses = loaded
             yield from _build_part(self.parts_dir, i, records, statuses, self.embedder, self.batch_size,
-                                   self.thumb_sizes, self.pool, self.with_hashes)
+                                   self.thumb_sizes, self.pool, self.with_hashes, self.descriptor)
         if os.environ.get("IMGEXTRACT_SLOW_PART"):  # test hook: time to interrupt a build after a part
             time.sleep(float(os.environ["IMGEXTRACT_SLOW_PART"]))
+
+    def _no_descriptors(self) -> np.ndarray | None:
+        return np.zeros((0, self.descriptor.dim), np.float32) if self.descriptor is not None else None
 
     def close(self) -> None:
         self.pool.shutdown()
 
 
 def _build_part(parts_dir: Path, i: int, records: list, statuses, embedder: Embedder, batch_size: int,
-                thumb_sizes: list[tuple[int, int]], pool: ThreadPoolExecutor, with_hashes: bool) -> Iterator[int]:
-    """Rows, vectors and thumbnails of one part, written to ``parts/NNNNN.*``; ``.done.json`` last.
-    Yields how many of the part's records are done."""
+                thumb_sizes: list[tuple[int, int]], pool: ThreadPoolExecutor, with_hashes: bool,
+                descriptor=None) -> Iterator[int]:
+    """Rows, vectors (and descriptors) and thumbnails of one part, written to ``parts/NNNNN.*``;
+    ``.done.json`` last. Yields how many of the part's records are done."""
     rows: list[dict] = []
     vectors: list[np.ndarray] = []
+    described: list[np.ndarray] = []
     skipped: list[dict] = []
     thumbs = ThumbWriter(parts_dir / f"{i:05d}.thumbs")
     batches = list(_chunks(records, batch_size))
@@ -316,6 +335,8 @@ def _build_part(parts_dir: Path, i: int, records: list, statuses, embedder: Embe
         if kept:
             vectors.append(np.stack([got["vector"] for _, got in kept]) if inline is not None else
                            embedder.embed([got["image"] for _, got in kept]))
+            if descriptor is not None:
+                described.append(descriptor.embed([got["image"] for _, got in kept]))
         for rec, got in kept:
             im = got["image"]
             thumbs.add(len(rows), got["thumbs"])
@@ -325,19 +346,23 @@ def _build_part(parts_dir: Path, i: int, records: list, statuses, embedder: Embe
         yield seen
     thumb_info = thumbs.close()
     matrix = np.concatenate(vectors).astype(np.float32) if vectors else np.zeros((0, embedder.dim), np.float32)
-    _write_part(parts_dir, i, rows, matrix, skipped, statuses, thumb_info)
+    desc = None if descriptor is None else \
+        np.concatenate(described).astype(np.float32) if described else np.zeros((0, descriptor.dim), np.float32)
+    _write_part(parts_dir, i, rows, matrix, skipped, statuses, thumb_info, desc)
 
 
 def _write_part(parts_dir: Path, i: int, rows: list[dict], matrix: np.ndarray, skipped: list, statuses,
-                thumb_info: dict) -> None:
+                thumb_info: dict, descriptors: np.ndarray | None = None) -> None:
     np.save(parts_dir / f"{i:05d}.vectors.npy", matrix)
+    if descriptors is not None:
+        np.save(parts_dir / f"{i:05d}.{DESCRIBED}.npy", descriptors)
     pq.write_table(pa.Table.from_pylist(rows) if rows else pa.table({}), parts_dir / f"{i:05d}.rows.parquet")
     write_json_atomic(parts_dir / f"{i:05d}.done.json", {"rows": len(rows), "skipped": skipped,
                                                        "statuses": dict(statuses), "thumbs": thumb_info})
 
 
 def _assemble(source: Path, tmp: Path, dest: Path, plan, embedder: Embedder, factory: str,
-              resumed: int, max_memory: int, with_hashes: bool = False) -> BuildResult:
+              resumed: int, max_memory: int, with_hashes: bool = False, descriptor=None) -> BuildResult:
     """The parts, in order, become one index: global ids, one FAISS index, thumbnails per size.
 
     Memory stays within ``max_memory`` whatever the row count: the table and the vectors are
@@ -402,11 +427,19 @@ def _assemble(source: Path, tmp: Path, dest: Path, plan, embedder: Embedder, fac
         thumb_info[key] = {"rows": sum(p[2]["rows"] for p in pieces), "shape": pieces[0][2]["shape"],
                            "blocks": distance.THUMB_BLOCKS}
     (tmp / f"{THUMBS}.json").write_text(json.dumps(thumb_info, indent=2, sort_keys=True))
+    described = {}
+    if descriptor is not None:
+        name = descriptor.record()["name"]
+        (tmp / DESCRIPTORS).mkdir(exist_ok=True)
+        with open(tmp / DESCRIPTORS / f"{name}.f16", "wb") as f:
+            for i, _, _ in filled:
+                f.write(np.load(parts_dir / f"{i:05d}.{DESCRIBED}.npy").astype(np.float16).tobytes())
+        described[name] = descriptor.record()
     record = {**embedder.record(), "imgextract_index": 1, "faiss_factory": chosen,
               "faiss_params": searched["params"], "recall_at_10": searched["recall_at_10"],
               "max_memory": max_memory, "hashes": "every image" if with_hashes else "copies, when a scan finds them",
               "source": str(Path(source).resolve()), "source_kind": plan.kind,
-              "source_statuses": dict(statuses)}
+              "source_statuses": dict(statuses), "descriptors": described}
     (tmp / MARKER).write_text(json.dumps(record, indent=2, sort_keys=True))
     (tmp / "skipped.json").write_text(json.dumps(skipped, indent=2))
     remove_own(parts_dir, tmp)

@@ -13,6 +13,8 @@ An index is a folder ``indexes/NAME/`` (or under ``$IMGEXTRACT_INDEX_DIR``)::
                      images as fitted to H×W, for the scan's lower bound (distance.py)
     thumbs/HxW.ids   int64 index row of each thumbnail row
     thumbs.json      {"HxW": {"rows": n, "shape": [by, bx, 3], "blocks": 32}}
+    descriptors/NAME.f16  built with --descriptor: every image's copy-detection descriptor (float16,
+                     row i = image i; NAME = sscd), recorded under "descriptors" in embedder.json
 
 Every image gets a thumbnail at its own size (no resize needed, so it is cheap); ``--thumb-size``
 adds thumbnails of every image fitted to a generation size (e.g. 512x512 when the training
@@ -144,6 +146,11 @@ class TrainingIndex:
     def load_embedder(self, device: str = "auto") -> Embedder:
         return load_embedder(self.embedder["spec"], device)
 
+    def descriptor_vectors(self, name: str) -> np.ndarray:
+        """Stored descriptors of every row (memory-mapped float16); check_descriptor first."""
+        dim = self.embedder["descriptors"][name]["dimension"]
+        return np.memmap(self.path / DESCRIPTORS / f"{name}.f16", np.float16, "r", shape=(len(self.table), dim))
+
 
 _STDOUT_LOCK = threading.Lock()
 _LIBC = ctypes.CDLL(None)
@@ -206,6 +213,7 @@ def open_index(name_or_path: str | Path, gpu: str = "auto") -> TrainingIndex:
 
 
 THUMBS = "thumbs"
+DESCRIPTORS = "descriptors"
 
 VECTORS = "vectors.f16"
 IVFDATA = "index.ivfdata"
@@ -246,3 +254,18 @@ def check_embedder(index: TrainingIndex, spec: str) -> None:
                          f"(see {index.path / 'embedder.json'}), not '{spec}'",
                          f"rebuild it with `imgextract index build SOURCE --name NAME --embedder {spec}` "
                          "or drop --embedder to use the index's own")
+
+
+def check_descriptor(index: TrainingIndex, record: dict, spec: str) -> None:
+    """Refuse a descriptor the index has no stored vectors of: a training image is never decoded
+    to describe it at scan time, so the index must have been built with the same weights."""
+    from imgextract.models.descriptors import same_descriptor
+    name = record["name"]
+    stored = (index.embedder.get("descriptors") or {}).get(name)
+    rebuild = (f"rebuild the index with it: imgextract index build SOURCE --name {index.path} --descriptor {spec} "
+               "--overwrite (or drop --descriptor)")
+    if stored is None:
+        raise InputError(f"index {index.path} was built without the {name} descriptor", rebuild)
+    if not same_descriptor(stored, record) or not (index.path / DESCRIPTORS / f"{name}.f16").is_file():
+        raise InputError(f"index {index.path} stores {name} descriptors of other weights ({stored.get('spec')}, "
+                         f"fingerprint {stored.get('weights_fingerprint')}) than {spec}", rebuild)

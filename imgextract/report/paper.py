@@ -9,7 +9,8 @@ What the memorization literature reports for a model, computed from the run's ow
   the same share among the labelled-memorized prompts (recall) and among the clean ones (false
   flags), each with its Wilson interval;
 * the share of generations over SSCD similarity 0.5 and 0.7 (Somepalli/DCR, MemBench; Wen et al.'s
-  "memorized"): only with an SSCD descriptor, which this run did not have, so it says so.
+  "memorized") with Wilson intervals, when the scan had an SSCD descriptor (``--descriptor``); else
+  it says it was not measured.
 """
 
 from __future__ import annotations
@@ -56,7 +57,7 @@ def paper_figures(run: Path) -> dict:
     any_hit = ids.isin(kinds_of.index).to_numpy()
     block = {"run": str(run.resolve()), "captions": int(len(ids)), "extraction": _share(any_hit.astype(float)),
              "by_kind": {k: _share(np.array([k in kinds_of.get(c, set()) for c in ids], float)) for k in KINDS},
-             "sscd": "not measured: the run had no SSCD descriptor",
+             "sscd": summary.get("sscd") or "not measured: the scan had no SSCD descriptor (--descriptor sscd:PATH)",
              "labelled": None}
     captions = run / rundir.CAPTIONS
     if captions.is_file():
@@ -88,7 +89,14 @@ def paper_text(block: dict) -> str:
                           ("clean prompts with a copy (false flags)", "clean_prompts")):
             r = block["labelled"][key]
             lines.append(f"| {name} | {_ci(r, 'rate')} | {r['with_copy']}/{r['prompts']} |")
-    lines.append(f"| generations over SSCD 0.5 / 0.7 | {block['sscd']} | - |")
+    sscd = block["sscd"]
+    if isinstance(sscd, dict):
+        for t in ("0.5", "0.7"):
+            r = sscd[f"over_{t}"]
+            lines.append(f"| generations over SSCD {t} | {_ci({**r, 'rate': r['share']}, 'rate')} | "
+                         f"{r['generations']}/{sscd['generations']} |")
+    else:
+        lines.append(f"| generations over SSCD 0.5 / 0.7 | {sscd} | - |")
     return "\n".join(lines)
 
 

@@ -50,6 +50,7 @@ from imgextract.errors import InputError
 from imgextract.index.store import TrainingIndex, open_index
 from imgextract.models.embedders import Embedder
 from imgextract.progress import Note, Step
+from imgextract.stats import wilson_ci
 from imgextract.sources.images import BadImage, list_image_files, open_rgb
 from imgextract.sources.tables import LICENSE_COLUMNS, SOURCE_COLUMNS, role_column
 
@@ -76,6 +77,7 @@ class ScanParams:
     criterion: str = "copy"         # copy | tiled | relative | either | both
     exact_below: float | None = None  # tiled L2 measured exactly below this (None: threshold + 0.10)
     min_share: float = copies.CopyRule.min_share   # a copy covers this share of the image's detail, at least
+    descriptor: str | None = None   # models.descriptors spec (sscd:PATH, absolute): adds sscd_similarity per row
 
     def rule(self) -> copies.CopyRule:
         return copies.CopyRule(threshold=self.threshold, grid=self.grid, min_share=self.min_share)
@@ -88,6 +90,8 @@ class ScanParams:
     def key(self, index: TrainingIndex) -> str:
         """Same parameters on the same index (however it was named) → the same scan folder."""
         params = {**asdict(self), "index": str(Path(index.path).resolve())}
+        if params["descriptor"] is None:
+            del params["descriptor"]    # keys of scans without one stay as they were
         blob = json.dumps({**params, "layout": SCAN_LAYOUT, "embedder": index.embedder.get("spec"),
                            "weights": index.embedder.get("weights_fingerprint")}, sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:12]
@@ -160,6 +164,32 @@ class TrainingImages:
 
 MAX_GRID = 64
 SCAN_LAYOUT = 4  # 2: folder shards keyed by file; 3: exact and pixels columns; 4: the copy verdict. Not mixed
+
+
+class Described:
+    """A descriptor and the index's stored vectors of it: each candidate row gets NAME_similarity."""
+
+    def __init__(self, index: TrainingIndex, spec: str, device: str = "auto"):
+        from imgextract.index.store import check_descriptor
+        from imgextract.models.descriptors import load_descriptor
+        self.descriptor = load_descriptor(spec, device)
+        record = self.descriptor.record()
+        check_descriptor(index, record, spec)
+        self.column = f"{record['name']}_similarity"
+        self.stored = index.descriptor_vectors(record["name"])
+
+    def annotate(self, images: list, matched: list[list[dict]]) -> None:
+        """Each image's candidate rows gain the cosine similarity of their descriptors."""
+        if not images:
+            return
+        vectors = self.descriptor.embed(images)
+        for vector, rows in zip(vectors, matched):
+            for row in rows:
+                row[self.column] = float(np.asarray(self.stored[row["train_id"]], np.float32) @ vector)
+
+
+def described(index: TrainingIndex, params: ScanParams, device: str = "auto") -> Described | None:
+    return Described(index, params.descriptor, device) if params.descriptor else None
 
 
 def validate_params(params: ScanParams) -> None:
@@ -294,14 +324,15 @@ def load_generation(path: str, min_side: int) -> Generation:
 
 def scan_shard(rows: pd.DataFrame, index: TrainingIndex, embedder: Embedder, train: TrainingImages,
                params: ScanParams, workers: int | None = None, data: list[bytes] | None = None,
-               collect: dict | None = None) -> tuple[pd.DataFrame, list[dict]]:
+               collect: dict | None = None, describe: Described | None = None) -> tuple[pd.DataFrame, list[dict]]:
     """Matches for one shard of generations, plus the generations that could not be read.
 
     Decoding, hashing and candidate tests run on a thread pool, CHUNK generations at a time;
     the output keeps the order of ``rows``. ``data``: the generations' bytes when they are in
     memory (a sweep tests samples where they were drawn, before any is written). ``collect``:
     a dict that receives, per row, the decoded ``generations`` and the embedder's ``vectors``
-    (None for an unreadable one), for what the caller keeps of each sample.
+    (None for an unreadable one), for what the caller keeps of each sample. ``describe``: every
+    candidate row also gets the descriptor's similarity (``sscd_similarity``).
     """
     out, skipped = [], []
     paths = rows["generation_path"].tolist()
@@ -327,8 +358,10 @@ def scan_shard(rows: pd.DataFrame, index: TrainingIndex, embedder: Embedder, tra
                 continue
             vectors = embedder.embed([g.image for _, g in kept])
             sims, ids = index.search(vectors, max(params.k, params.relative_n + 1))
-            matched = pool.map(lambda a: match_generation(a[0], a[1], a[2], index, train, params),
-                               zip([g for _, g in kept], sims, ids))
+            matched = list(pool.map(lambda a: match_generation(a[0], a[1], a[2], index, train, params),
+                                    zip([g for _, g in kept], sims, ids)))
+            if describe is not None:
+                describe.annotate([g.image for _, g in kept], matched)
             for (row_i, g), vector, matches in zip(kept, vectors, matched):
                 if collect is not None:
                     gens[row_i], vecs[row_i] = g, vector
@@ -339,7 +372,7 @@ def scan_shard(rows: pd.DataFrame, index: TrainingIndex, embedder: Embedder, tra
                                 "seed": _int_or_none(meta.get("seed")), **m})
     if collect is not None:
         collect.update(generations=gens, vectors=vecs)
-    return pd.DataFrame(out, columns=MATCH_COLUMNS), skipped
+    return pd.DataFrame(out, columns=MATCH_COLUMNS + ([describe.column] if describe is not None else [])), skipped
 
 
 def match_image(image, sim_row: np.ndarray, id_row: np.ndarray, index: TrainingIndex, train: TrainingImages,
@@ -477,7 +510,7 @@ def default_out(generations: Path) -> Path:
 
 
 def scan(generations: Path, params: ScanParams, out: Path | None = None, device: str = "auto",
-         index: TrainingIndex | None = None) -> Iterator[Step | Note]:
+         index: TrainingIndex | None = None, describe: Described | None = None) -> Iterator[Step | Note]:
     """Scan every shard not yet scanned, then write matches.parquet and summary.json.
 
     Yields a :class:`Note` for what the user should know (resume, incomplete run) and a
@@ -493,12 +526,14 @@ def scan(generations: Path, params: ScanParams, out: Path | None = None, device:
     folders.mark_output(out)   # the folder is the scan's: a later scan may write here again
     rundir.write_json_atomic(work / "params.json", {**asdict(params), "embedder": index.embedder})
     embedder = None
+    if describe is None and plan.todo:
+        describe = described(index, params, device)
     train = TrainingImages(index)
     finished = len(plan.shards) - len(plan.todo)
     yield Step("scan", finished, len(plan.shards), "shard")
     for name, rows in plan.todo:
         embedder = embedder or index.load_embedder(device)
-        matches, skipped = scan_shard(rows, index, embedder, train, params)
+        matches, skipped = scan_shard(rows, index, embedder, train, params, describe=describe)
         rundir.write_json_atomic(work / f"{name}.skipped.json", skipped)
         if plan.current is not None:
             rundir.write_parquet_atomic(work / f"{name}.files.parquet", rows.rename(columns={"generation_path": "path"}))
@@ -586,7 +621,9 @@ def summarize(matches: pd.DataFrame, generations_total: int, skipped: list[dict]
                                 "memorized_samples": int(m), "rate": m / gens if gens else 0.0,
                                 "best_tiled_l2": float(top["tiled_l2"]),
                                 "best_exact": bool(top["exact"]) if "exact" in grp else True})
+    shares = descriptor_shares(matches)
     return {
+        **({"sscd": shares} if shares else {}),
         "parameters": {**asdict(params), "index_path": str(index.path), "embedder": index.embedder.get("spec")},
         "generations": int(generations_total),
         "generations_scanned": int(matches["generation_path"].nunique()),
@@ -596,6 +633,23 @@ def summarize(matches: pd.DataFrame, generations_total: int, skipped: list[dict]
         "memorized_images": sorted(per_image, key=lambda r: r["best_tiled_l2"]),
         "per_caption": per_caption,
     }
+
+
+def descriptor_shares(matches: pd.DataFrame, column: str = "sscd_similarity") -> dict | None:
+    """The share of generations whose best candidate is over each of the papers' SSCD thresholds
+    (Somepalli et al. and MemBench: 0.5; Wen et al.: 0.7 "memorized"), with Wilson intervals.
+    The candidates are the k the index's embedder retrieved, so a pair it did not retrieve is not counted."""
+    from imgextract.models.descriptors import SHARES
+    if column not in matches.columns or not len(matches):
+        return None
+    best = matches.groupby("generation_path")[column].max()
+    n = int(best.notna().sum())
+    out = {"generations": n, "column": column, "candidates": "the k nearest by the index's embedder"}
+    for t in SHARES:
+        hits = int((best > t).sum())
+        lo, hi = wilson_ci(hits, n)
+        out[f"over_{t:g}"] = {"generations": hits, "share": hits / n if n else 0.0, "ci_low": lo, "ci_high": hi}
+    return out
 
 
 def strongest_first(rows: pd.DataFrame) -> pd.DataFrame:

@@ -40,7 +40,7 @@ from imgextract.hashes import HASHES
 from imgextract.index.store import open_index
 from imgextract.stages.cliques import CLIQUES, CliqueParams, clique_of_images, clique_row, confirm
 from imgextract.stages.generate import DrawnShard, manifest_path
-from imgextract.stages.scan import ScanParams, TrainingImages, scan_shard, strongest_first
+from imgextract.stages.scan import ScanParams, TrainingImages, described, scan_shard, strongest_first
 from imgextract.stages.watermarks import WATERMARKS, Detector, load_brands, load_templates
 
 KEEP_MODES = ("auto", "all", "evidence")
@@ -100,6 +100,7 @@ class ShardTester:
         self.index = open_index(settings.scan.index)
         self.embedder = self.index.load_embedder(device)
         self.train = TrainingImages(self.index)
+        self.describe = described(self.index, settings.scan, device)
         self.work = self.out / rundir.SCAN / settings.scan.key(self.index)
         self.work.mkdir(parents=True, exist_ok=True)
         self.detector = None
@@ -123,7 +124,7 @@ class ShardTester:
         rows = pd.DataFrame([{**d.meta, "generation_path": p} for d, p in zip(drawn, paths)])
         collect: dict = {}
         matches, skipped = scan_shard(rows, self.index, self.embedder, self.train, s.scan, self.workers,
-                                      data=[d.data for d in drawn], collect=collect)
+                                      data=[d.data for d in drawn], collect=collect, describe=self.describe)
         gens = collect["generations"]
         cliques = self._cliques(rows, paths, gens)
         marks = self._watermarks(paths, gens)
