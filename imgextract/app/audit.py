@@ -133,7 +133,6 @@ def run_config(path: Path, keep: str | None = None, say=print, descriptor: str |
     from imgextract.folders import check_out_folder
     from imgextract.engines import prepare_engine
     from imgextract.index.store import open_index, resolve_index
-    from imgextract.models.pipelines import quiet_libraries
     from imgextract.report.report import render_report
     from imgextract.sources.tables import read_captions
     from imgextract.stages.cliques import CliqueParams, check_can_flag, validate_params as validate_cliques
@@ -141,7 +140,6 @@ def run_config(path: Path, keep: str | None = None, say=print, descriptor: str |
     from imgextract.stages.scan import ScanParams, validate_params
     from imgextract.stages.tester import (SweepSettings, align_shard_size, assemble_cliques, assemble_watermarks,
                                           resolve_keep, storage_record)
-    quiet_libraries()
     base = path.resolve().parent
     out = _path(base, cfg.get("out", "runs/audit"))
     check_out_folder(out, f"config file {path}: out")   # before the index is built or a model loaded

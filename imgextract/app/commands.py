@@ -150,8 +150,8 @@ def train_toy(out: Path, cfg, images: Optional[Path] = None) -> None:
     """Train (or resume) the toy model into ``out``, holding its lock."""
     from imgextract.demo.toy import check_toy_folder, train
     from imgextract.models.pipelines import quiet_libraries
-    quiet_libraries()
     check_toy_folder(Path(out))
+    quiet_libraries()
     with run_lock(out):
         show(train(out, cfg, images))
 

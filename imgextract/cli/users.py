@@ -44,8 +44,6 @@ def check(
     """
     from imgextract.app.artist import run_check
     from imgextract.stages.reconstruct import Budget
-    from imgextract.models.pipelines import quiet_libraries
-    quiet_libraries()
     result, page = run_check(works, model, out, caption, captions, samples, steps, guidance, seed, device,
                              tuple(size) if size else None, say=lambda line: typer.echo(line, err=True),
                              scheduler=scheduler, dtype=dtype, training_index=index, reconstruct=reconstruct,

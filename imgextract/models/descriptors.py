@@ -129,7 +129,8 @@ class SSCDDescriptor:
                                  f"ResNet-50, GeM p={GEM_P:g}, 2048->{SSCD_DIM} projection, L2-normalise"}
 
 
-def _load_sscd(arg: str, device: str) -> SSCDDescriptor:
+def _sscd_file(arg: str) -> Path:
+    """The file a ``sscd:`` spec names, checked: a safetensors file of a plausible size, never a pickle."""
     path = Path(arg).expanduser()
     if not arg:
         raise InputError("descriptor 'sscd:' names no file", "use --descriptor sscd:PATH.safetensors")
@@ -139,7 +140,14 @@ def _load_sscd(arg: str, device: str) -> SSCDDescriptor:
         raise InputError(f"descriptor file {path} not found", CONVERT_REMEDY)
     if path.suffix != ".safetensors":
         raise InputError(f"descriptor 'sscd:{arg}' is not a .safetensors file", CONVERT_REMEDY)
-    return SSCDDescriptor(path, device)
+    if path.stat().st_size > MAX_RELEASE:
+        raise InputError(f"descriptor file {path} is {path.stat().st_size:,} bytes, over the {MAX_RELEASE:,} an "
+                         "SSCD model can be", CONVERT_REMEDY)
+    return path
+
+
+def _load_sscd(arg: str, device: str) -> SSCDDescriptor:
+    return SSCDDescriptor(_sscd_file(arg), device)
 
 
 LOADERS: dict[str, Callable[[str, str], SSCDDescriptor]] = {"sscd": _load_sscd}
@@ -161,12 +169,7 @@ def resolved_spec(spec: str | None) -> str | None:
     kind, _, arg = spec.partition(":")
     if kind not in LOADERS:
         raise InputError(f"unknown descriptor '{spec}'", "use sscd:PATH.safetensors (see imgextract convert sscd)")
-    path = Path(arg).expanduser()
-    if weights.is_pickle(path):
-        weights.refuse(f"descriptor '{spec}'", path, CONVERT_REMEDY)
-    if not arg or not path.is_file() or path.suffix != ".safetensors":
-        raise InputError(f"descriptor '{spec}' names no .safetensors file", CONVERT_REMEDY)
-    return f"{kind}:{path.resolve()}"
+    return f"{kind}:{_sscd_file(arg).resolve()}"
 
 
 def same_descriptor(a: dict | None, b: dict | None) -> bool:

@@ -142,14 +142,18 @@ class TrainingImages:
             return None
 
     def hashes_of(self, train_id: int, compute: bool = False) -> dict:
-        """The image's hashes: stored in the index, or remembered, or (``compute``) hashed now from
-        its decoded original; {} when none (or its pixels cannot be read)."""
+        """The image's hashes: stored in the index; else, with ``compute``, remembered or hashed now
+        from its decoded original; {} otherwise (or when its pixels cannot be read). Without
+        ``compute`` nothing remembered is returned, so whether a row has hashes never depends on
+        which generation a worker thread happened to finish first."""
         if len(self.stored) == len(hashes.HASHES) and all(
                 isinstance(col[train_id], str) and col[train_id] for col in self.stored.values()):
             return {name: col[train_id] for name, col in self.stored.items()}
+        if not compute:
+            return {}
         with self._lock:
-            if train_id in self._hashes or not compute:
-                return self._hashes.get(train_id, {})
+            if train_id in self._hashes:
+                return self._hashes[train_id]
             native = self._native.get(train_id)
             same = self._cache.get((train_id, native)) if native else None
         # a cached array at the image's own size is its decoded pixels: no second decode

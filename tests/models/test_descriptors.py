@@ -163,6 +163,13 @@ def test_a_descriptor_the_index_lacks_is_refused_before_any_work(described, sscd
     code, _, err = run("scan", d["gens"], "--index", "sscd-ix", "--out", out, "--descriptor", f"sscd:{release[0]}",
                        env_extra=d["ix"])
     expect_error(code, err, "pickle", "imgextract convert sscd")
+    huge = d["root"] / "huge.safetensors"
+    with open(huge, "wb") as f:   # sparse: no disk used, yet over any SSCD model's size
+        f.truncate(3 << 30)
+    code, _, err = run("scan", d["gens"], "--index", "sscd-ix", "--out", out, "--descriptor", f"sscd:{huge}",
+                       env_extra=d["ix"])
+    expect_error(code, err, "bytes, over the")
+    huge.unlink()
     code, _, err = run("guard", d["gens"] / "moon.png", "--index", "plain-ix", "--descriptor", f"sscd:{sscd_file}",
                        env_extra=d["ix"])
     expect_error(code, err, "built without the sscd descriptor")
