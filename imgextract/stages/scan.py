@@ -35,7 +35,7 @@ import os
 import threading
 from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Iterator
 
@@ -115,6 +115,7 @@ class TrainingImages:
         self.capacity = capacity
         self._cache: OrderedDict = OrderedDict()
         self._hashes: OrderedDict = OrderedDict()
+        self._thumbs: OrderedDict = OrderedDict()
         self._native: dict[int, tuple[int, int]] = {}   # (H, W) of each image decoded here
         self._lock = threading.Lock()
 
@@ -133,6 +134,25 @@ class TrainingImages:
             if len(self._cache) > self.capacity:
                 self._cache.popitem(last=False)
         return arr
+
+    THUMBS = 16384  # thumbnails made on demand, remembered (6 KB each at 32×32 blocks)
+
+    def thumb(self, train_id: int, size: tuple[int, int]) -> np.ndarray | None:
+        """The box thumbnail the index would store for this image at ``size`` (float16, bit for bit),
+        made from its decoded pixels when the index holds none: the screen then prunes candidates of an
+        index built without thumbnails too, so only the few it lets through are judged."""
+        key = (train_id, size)
+        with self._lock:
+            if key in self._thumbs:
+                self._thumbs.move_to_end(key)
+                return self._thumbs[key]
+        arr = self.get(train_id, size)
+        made = None if arr is None else distance.block_means(arr).astype(np.float16)
+        with self._lock:
+            self._thumbs[key] = made
+            if len(self._thumbs) > self.THUMBS:
+                self._thumbs.popitem(last=False)
+        return made
 
     def _open(self, train_id: int):
         try:
@@ -313,13 +333,21 @@ class Generation:
 
     image: object           # PIL image (for the embedder)
     pixels: np.ndarray      # uint8 (H, W, 3)
-    hashes: dict
     blocks: np.ndarray      # distance.block_means(pixels)
+    _hashes: dict | None = field(default=None, repr=False)
+
+    @property
+    def hashes(self) -> dict:
+        """Hashed when first asked: a scan or guard needs them only for rows with a training hash (the
+        copies it finds), a sweep for every sample's record. Two threads may hash it once each."""
+        if self._hashes is None:
+            self._hashes = hashes.image_hashes(self.image)
+        return self._hashes
 
 
 def as_generation(image) -> Generation:
     pixels = distance.to_uint8(image)
-    return Generation(image, pixels, hashes.image_hashes(image), distance.block_means(pixels))
+    return Generation(image, pixels, distance.block_means(pixels))
 
 
 def load_generation(path: str, min_side: int) -> Generation:
@@ -399,11 +427,20 @@ def match_generation(gen: Generation, sim_row: np.ndarray, id_row: np.ndarray, i
     prune = params.criterion in ("tiled", "copy")
     could_copy = np.full(len(cand), by_copy)     # no thumbnail: judged at full resolution
     store = index.thumbs(size) if prune else None
+    found: dict[int, np.ndarray] = {}
     if store is not None:
         data, pos = store
-        have = [j for j, (_, t, _) in enumerate(cand) if pos[t] >= 0]
-        thumbs = data[pos[[cand[j][1] for j in have]]] if have else None
-        bound = distance.tiled_l2_bound(gen.blocks, thumbs, size, params.grid) if have else None
+        stored = [j for j, (_, t, _) in enumerate(cand) if pos[t] >= 0]
+        found = dict(zip(stored, data[pos[[cand[j][1] for j in stored]]])) if stored else {}
+    if prune and distance.tile_blocks(size[0], params.grid) is not None \
+            and distance.tile_blocks(size[1], params.grid) is not None:
+        # the k reported ones without a stored thumbnail get it made from their pixels (on demand)
+        made = {j: train.thumb(cand[j][1], size) for j in range(k) if j not in found}
+        found.update({j: t for j, t in made.items() if t is not None})   # None: unreadable, left NaN
+    if found:
+        have = sorted(found)
+        thumbs = np.stack([found[j] for j in have])
+        bound = distance.tiled_l2_bound(gen.blocks, thumbs, size, params.grid)
         if bound is not None:
             tiled[have], plain[have] = bound
             first = [i for i, j in enumerate(have) if j < k]      # only the k reported are judged
@@ -437,7 +474,8 @@ def match_generation(gen: Generation, sim_row: np.ndarray, id_row: np.ndarray, i
                  for j in range(k)]
     # hashes where they are evidence: every copy found (the others' come only from an index built --hashes)
     known = [train.hashes_of(t, compute=memorized[j] or kind[j] != "none") for j, t in enumerate(tids)]
-    hd = {name: _hash_distances(gen.hashes[name], [h.get(name) for h in known]) for name in hashes.HASHES}
+    hd = {name: _hash_distances(gen.hashes[name], [h.get(name) for h in known]) if any(known) else
+          np.full(len(known), -1, np.int64) for name in hashes.HASHES}
     rows = []
     for j, (rank, t, s) in enumerate(cand[:k]):
         jd = judged.get(j)
@@ -547,7 +585,7 @@ def scan(generations: Path, params: ScanParams, out: Path | None = None, device:
     missing = index.sizes_without_thumbs()
     if missing and params.criterion in ("tiled", "copy"):
         yield Note(f"index {index.path} holds no thumbnails for {', '.join(missing)} generations, so every candidate "
-               f"was decoded (slower); rebuild it with `--thumb-size {missing[0]}` to prune on thumbnails")
+               f"was decoded to make its thumbnail (slower); rebuild it with `--thumb-size {missing[0]}` to store them")
     matches, skipped = _assemble(work, plan)
     marks_file = out / "watermarks.parquet"
     if marks_file.is_file():  # `imgextract watermarks` ran first: carry each generation's flag and box

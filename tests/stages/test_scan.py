@@ -114,6 +114,21 @@ def test_thumbnail_pruning_changes_no_verdict(generations, pixel_index, tmp_path
     assert (a.loc[~ex, "l2"] <= b.loc[~ex, "l2"]).all()
 
 
+def test_index_without_thumbnails_makes_them_on_demand(generations, pixel_index, train_dir, tmp_path):
+    """An index built --no-thumbs: the k candidates' thumbnails are made from their decoded pixels,
+    bit for bit the stored ones, so its scan prunes and judges exactly what the thumbnail index's does
+    (the 96 px generation has no stored thumbnails in either: made on demand in both)."""
+    from imgextract.app.commands import build_index
+    bare = build_index(train_dir, str(tmp_path / "bare"), "pixel", progress=False, thumb_sizes=None)
+    stored, made = tmp_path / "stored", tmp_path / "made"
+    list(scan(generations, ScanParams(index="train-pixel", k=5, relative_n=0), stored))
+    list(scan(generations, ScanParams(index=str(bare.path), k=5, relative_n=0), made))
+    a = pd.read_parquet(stored / "matches.parquet").set_index(["generation_path", "rank"]).sort_index()
+    b = pd.read_parquet(made / "matches.parquet").set_index(["generation_path", "rank"]).sort_index()
+    assert (~b["exact"]).sum() >= 5 and b["memorized"].sum() == 3     # pruned, and every planted copy found
+    pd.testing.assert_frame_equal(a, b)
+
+
 def test_duplication_view_from_run_captions():
     from imgextract.stages.scan import duplication_view
     train = pd.DataFrame({"id": [0, 1, 2, 3], "path": ["/t/a.png", "/t/b.png", "/t/c.png", "/t/d.png"]})
