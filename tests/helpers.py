@@ -154,7 +154,7 @@ def kill_once(ready: Callable[[], bool], name: str):
     def watch() -> None:
         while not stop.is_set():
             if ready():
-                ps = subprocess.run(["ps", "-eo", "pid=,args="], capture_output=True, text=True).stdout
+                ps = subprocess.run(["ps", "-ww", "-eo", "pid=,args="], capture_output=True, text=True).stdout
                 for line in ps.splitlines():
                     pid, _, args = line.strip().partition(" ")
                     if name in args and int(pid) != os.getpid():

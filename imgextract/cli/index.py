@@ -32,6 +32,9 @@ def index_build(
                                                        "size (512 or HxW; repeatable) so scans at that size prune fast. "
                                                        "Each image's own size is always stored.")] = [],
     workers: Annotated[int, typer.Option(help="Threads decoding and hashing images (0 = one per core).")] = 0,
+    processes: Annotated[int, typer.Option(help="Local engine: processes building parts side by side (0 = chosen: "
+                                                "one per core for the pixel embedder when there are 2+ parts and "
+                                                "2,048+ images, else 1).")] = 0,
     embeddings: Annotated[bool, typer.Option("--embeddings", help="SOURCE is clip-retrieval output (img_emb/, "
                           "metadata/): index its vectors as they are; --embedder names the model that made them.")] = False,
     images: Annotated[Optional[Path], typer.Option(help="With --embeddings: the img2dataset folder whose keys the "
@@ -67,6 +70,10 @@ def index_build(
     budget = parse_memory(max_memory)
     if workers < 0:
         raise InputError(f"--workers {workers}", "give 0 (one per core) or a positive number of threads")
+    if processes < 0:
+        raise InputError(f"--processes {processes}", "give 0 (chosen for you) or a positive number of processes")
+    if engine != "local" and processes:
+        raise InputError("--processes is for the local engine", "drop it, or use --ray-workers with --engine ray")
     from imgextract.engines import EngineConfig, validate_engine
     if engine == "local" and (address is not None or ray_workers != 1):
         raise InputError("--address and --ray-workers need --engine ray", "add --engine ray, or leave them out")
@@ -77,8 +84,9 @@ def index_build(
         validate_engine(cluster, "--engine")
     result = build_index(source, name, embedder, engine=cluster, batch_size=batch_size, overwrite=overwrite,
                          image_column=image_column, caption_column=caption_column, factory=factory, device=device,
-                         max_memory=budget, thumb_sizes=None if no_thumbs else sizes, workers=workers or None, embeddings=embeddings,
-                         images=images, hashes=hashes, descriptor=descriptor)
+                         max_memory=budget, thumb_sizes=None if no_thumbs else sizes, workers=workers or None,
+                         processes=processes or None, embeddings=embeddings, images=images, hashes=hashes,
+                         descriptor=descriptor)
     for note in result.notes:
         typer.echo(note, err=True)
     for s in result.skipped:

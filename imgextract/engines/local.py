@@ -39,8 +39,80 @@ def sweep(out: Path, todo: list[int], settings: SweepSettings, engine, loaded=No
             yield pending.result()
 
 
+PROCESS_MIN_IMAGES = 2048   # below this, a spawned process's start (~2 s of imports) outweighs what it saves
+
+
+def part_processes(job, todo: list[int]) -> int:
+    """How many processes build the parts ``todo`` side by side. Asked for (``--processes``), or else
+    one per core when the embedder works per image on the CPU (the pixel descriptor: its work per
+    image is short C calls with Python between them, which threads in one process take turns at,
+    under the GIL), there are two parts or more, and enough images to repay the processes' start;
+    1 otherwise: threads in this process (CLIP and SSCD batches already fill the cores)."""
+    if job.processes is not None:
+        return max(1, min(job.processes, len(todo)))
+    images = sum(job.plan.parts[i].size for i in todo)
+    if not getattr(job.embedder, "per_image", False) or job.descriptor is not None or images < PROCESS_MIN_IMAGES:
+        return 1
+    return max(1, min(job.workers, len(todo)))
+
+
 def build_parts(job, tmp: Path, todo: list[int], engine) -> Iterator:
-    """An index build's unfinished parts ``todo``, in this process (``index.build.PartBuilder`` on
-    a thread pool); yields progress per image."""
+    """An index build's unfinished parts ``todo`` on this machine: ``index.build.PartBuilder`` on a
+    thread pool in this process (progress per image), or the same callable in spawned processes,
+    one part each at a time (progress per part), as img2dataset's multiprocessing distributor does."""
     from imgextract.index.build import local_parts
-    yield from local_parts(job, tmp, todo)
+    n = part_processes(job, todo)
+    if n <= 1:
+        yield from local_parts(job, tmp, todo)
+    else:
+        yield from _parts_in_processes(job, tmp, todo, n)
+
+
+_BUILDER = None   # in a part process: its PartBuilder, made once by _start_part_process
+
+
+def _start_part_process(tmp: str, settings: dict, batch_size: int, threads: int, device: str) -> None:
+    global _BUILDER
+    import sys
+
+    from threadpoolctl import threadpool_limits
+
+    from imgextract.index.build import PartBuilder
+    threadpool_limits(limits=threads)    # the processes already fill the cores: no nested BLAS/OpenMP threads
+    _BUILDER = PartBuilder.where_it_runs(Path(tmp), settings, batch_size, threads, device)
+    if "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(threads)
+
+
+def _build_part_here(i: int) -> int:
+    return _BUILDER(i)
+
+
+def _parts_in_processes(job, tmp: Path, todo: list[int], n: int) -> Iterator:
+    """``todo`` on ``n`` spawned processes. A process that dies (killed, out of memory) leaves its part
+    without ``done.json``: the parts still unfinished are then built in this process."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+    from concurrent.futures.process import BrokenProcessPool
+
+    from imgextract.index.build import PARTS, local_parts
+    from imgextract.progress import Note, Step
+    sizes = [p.size for p in job.plan.parts]
+    total, done = sum(sizes), sum(sizes) - sum(sizes[i] for i in todo)
+    what = f"index {job.dest.name}"
+    yield Step(what, done, total, "img")
+    threads = max(1, job.workers // n)
+    pool = ProcessPoolExecutor(n, mp_context=multiprocessing.get_context("spawn"), initializer=_start_part_process,
+                               initargs=(str(tmp), job.settings, job.batch_size, threads,
+                                         getattr(job.embedder, "device", "cpu")))
+    try:
+        for finished in as_completed([pool.submit(_build_part_here, i) for i in todo]):
+            done += sizes[finished.result()]
+            yield Step(what, min(total, done), total, "img")
+    except BrokenProcessPool:
+        left = [i for i in todo if not (tmp / PARTS / f"{i:05d}.done.json").is_file()]
+        yield Note(f"a part process of index {job.dest.name} died: its {len(left)} unfinished part(s) are built "
+                   "in this process")
+        yield from local_parts(job, tmp, left)
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)

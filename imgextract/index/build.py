@@ -113,13 +113,14 @@ class BuildJob:
     overwrite: bool
     hashes: bool = False
     descriptor: object = None     # models.descriptors: stored per image for the scans' similarity column
+    processes: int | None = None  # local engine: parts built side by side in this many processes (None: auto)
 
 
 def prepare(source: Path, name: str, embedder_spec: str = "pixel", *, batch_size: int = 64,
             overwrite: bool = False, image_column: str | None = None, caption_column: str | None = None,
             factory: str = "auto", max_memory: int = 4 * 2**30, device: str = "auto", thumb_sizes: tuple = (),
             workers: int | None = None, embeddings: bool = False, images: Path | None = None,
-            hashes: bool = False, descriptor: str | None = None) -> BuildJob:
+            hashes: bool = False, descriptor: str | None = None, processes: int | None = None) -> BuildJob:
     """Check every argument, load the embedder and plan the source's parts (its form detected by
     ``sources.plan_source``); nothing is written.
 
@@ -132,6 +133,8 @@ def prepare(source: Path, name: str, embedder_spec: str = "pixel", *, batch_size
     dest = resolve_index(name)
     if batch_size < 1:
         raise InputError(f"--batch-size {batch_size}", "give a positive number of images per batch")
+    if processes is not None and processes < 1:
+        raise InputError(f"--processes {processes}", "give 0 (chosen for you) or a positive number of processes")
     if dest.exists() and not dest.is_dir():
         raise InputError(f"--name {name} names a file ({dest})", "choose a name that is a folder or does not exist")
     check_replaceable(dest, overwrite)
@@ -155,7 +158,7 @@ def prepare(source: Path, name: str, embedder_spec: str = "pixel", *, batch_size
     return BuildJob(Path(source), dest, plan, settings, embedder, batch_size, factory,
                     [tuple(t) for t in thumb_sizes] if thumb_sizes is not None else None,
                     workers or os.cpu_count() or 1, max_memory, overwrite,
-                    bool(hashes), described)
+                    bool(hashes), described, processes)
 
 
 def _check_factory(factory: str, dim: int) -> None:

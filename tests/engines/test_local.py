@@ -106,3 +106,39 @@ def test_cliques_that_can_never_flag_and_a_missing_index_are_refused_before_any_
     code, _, err = run("run", cfg, cwd=tmp_path)
     expect_error(code, err, "min_size = 10", "samples = 4")
     assert not (tmp_path / "r").exists() and not (tmp_path / "idx").exists()
+
+
+def test_index_parts_in_processes_equal_the_threaded_build_and_survive_a_killed_process(served, tmp_path):
+    """`index build --processes 2`: the parts built by spawned processes give the index a thread-pool
+    build gives; a part process SIGKILLed after its first part leaves the unfinished parts to this process."""
+    from helpers import img2dataset, kill_once
+    shards = img2dataset(served, "webdataset")
+    assert len(list(shards.glob("*.tar"))) >= 2
+    env = {"IMGEXTRACT_INDEX_DIR": str(tmp_path)}
+    code, _, err = run("index", "build", shards, "--name", "threads", "--processes", "1", env_extra=env)
+    assert code == 0, err
+    code, _, err = run("index", "build", shards, "--name", "procs", "--processes", "2", env_extra=env)
+    assert code == 0 and "died" not in err, err
+    with kill_once(lambda: bool(list((tmp_path / ".killed.tmp").glob("parts/*.done.json"))), "spawn_main") as killed:
+        code, _, err = run("index", "build", shards, "--name", "killed", "--processes", "2",
+                           env_extra={**env, "IMGEXTRACT_SLOW_PART": "1.5"}, timeout=600)
+    assert code == 0, err
+    assert killed and "a part process of index killed died" in err, err
+    a = pd.read_parquet(tmp_path / "threads" / "images.parquet")
+    for name in ("procs", "killed"):
+        b = tmp_path / name
+        assert len(a) >= 6 and a.equals(pd.read_parquet(b / "images.parquet"))
+        for f in ("vectors.f16", "index.faiss"):
+            assert (tmp_path / "threads" / f).read_bytes() == (b / f).read_bytes(), (name, f)
+        for f in sorted((tmp_path / "threads" / "thumbs").iterdir()):
+            assert f.read_bytes() == (b / "thumbs" / f.name).read_bytes()
+    assert not (tmp_path / ".killed.tmp").exists()
+
+
+def test_processes_are_refused_on_ray_and_below_one(tmp_path, train_dir):
+    env = {"IMGEXTRACT_INDEX_DIR": str(tmp_path)}
+    code, _, err = run("index", "build", train_dir, "--name", "x", "--processes", "-1", env_extra=env)
+    expect_error(code, err, "--processes -1")
+    code, _, err = run("index", "build", train_dir, "--name", "x", "--processes", "2", "--engine", "ray", env_extra=env)
+    expect_error(code, err, "--processes is for the local engine")
+    assert not list(tmp_path.iterdir())
