@@ -10,6 +10,10 @@ clip-retrieval writes them (img_emb/img_emb_N.npy + metadata/metadata_N.parquet,
 uses it) and through exact search, and the run prints the chosen factory, build seconds, peak
 RSS, index bytes, recall@10 and queries/s of both.
 
+With --autofaiss, autofaiss 2.18 (pinned, in its own venv under the work folder) builds its index of
+the same img_emb folder within the same budget, and the same queries are run against it: its build
+seconds, peak memory, recall@10 and queries/s print beside imgextract's.
+
 Ingest: INGEST JPEGs (--ingest-size, 512 px by default) of real photographs packed as img2dataset webdataset shards
 (NNNNN.tar + NNNNN.parquet + NNNNN_stats.json); `index build` on them (pixel embedder) against
 the decode-only floor: the same JPEG bytes read from the tars and decoded on all cores.
@@ -60,10 +64,11 @@ def write_vectors(folder: Path, n: int, d: int = 512, clusters: int = 4096, seed
 
 class PeakAnon:
     """The child's peak anonymous memory (RssAnon in /proc/PID/status), sampled every 50 ms: the
-    memory a build holds itself, as against the file pages it maps (ru_maxrss counts both)."""
+    memory a build holds itself, as against the file pages it maps; and its peak RSS (VmHWM, which
+    counts both)."""
 
     def __init__(self, pid: int):
-        self.pid, self.peak, self._stop = pid, 0, threading.Event()
+        self.pid, self.peak, self.hwm, self._stop = pid, 0, 0, threading.Event()
         self.thread = threading.Thread(target=self._run, daemon=True)
         self.thread.start()
 
@@ -76,13 +81,82 @@ class PeakAnon:
             for line in text.splitlines():
                 if line.startswith("RssAnon:"):
                     self.peak = max(self.peak, int(line.split()[1]) * 1024)
+                elif line.startswith("VmHWM:"):
+                    self.hwm = max(self.hwm, int(line.split()[1]) * 1024)
 
     def stop(self) -> None:
         self._stop.set()
         self.thread.join()
 
 
-def bench_vectors(work: Path, n: int, budget: str) -> None:
+AUTOFAISS_AVAILABLE = "16G"   # its current_memory_available: it refuses to build unless this exceeds the budget
+AUTOFAISS_PINS = ["autofaiss==2.18.0", "pyarrow<18"]   # autofaiss 2.18 pins numpy<2; pyarrow 18+ wants numpy 2
+
+AUTOFAISS_RUN = r"""
+import json, sys, time
+import numpy as np, faiss
+from autofaiss import build_index
+emb, out, budget, queries, truth = sys.argv[1:6]
+t = time.perf_counter()
+build_index(embeddings=emb, index_path=out + "/knn.index", index_infos_path=out + "/infos.json",
+            max_index_memory_usage=budget, current_memory_available=sys.argv[6], metric_type="ip", verbose=30)
+build_s = time.perf_counter() - t
+infos = json.load(open(out + "/infos.json"))
+index = faiss.read_index(out + "/knn.index", faiss.IO_FLAG_MMAP | faiss.IO_FLAG_READ_ONLY)
+faiss.ParameterSpace().set_index_parameters(index, infos["index_param"])
+q, truth = np.load(queries), np.load(truth)
+index.search(q[:10], 10)
+t = time.perf_counter()
+_, ids = index.search(q, 10)
+qps = len(q) / (time.perf_counter() - t)
+recall = float(np.mean([len(set(a) & set(b)) / 10 for a, b in zip(ids, truth)]))
+# at equal recall: the smallest value of its search knob (efSearch or nprobe) reaching imgextract's recall
+knob, target, equal = infos["index_param"].split("=")[0], float(sys.argv[7]), None
+for value in (2 ** i for i in range(0, 14)):
+    faiss.ParameterSpace().set_index_parameter(index, knob, value)
+    t = time.perf_counter()
+    _, ids = index.search(q, 10)
+    at_qps = len(q) / (time.perf_counter() - t)
+    at_recall = float(np.mean([len(set(a) & set(b)) / 10 for a, b in zip(ids, truth)]))
+    if at_recall >= target:
+        equal = {"knob": f"{knob}={value}", "recall": at_recall, "qps": at_qps}
+        break
+print(json.dumps({"build_s": build_s, "factory": infos["index_key"], "params": infos["index_param"],
+                  "recall": recall, "qps": qps, "equal": equal}))
+"""
+
+
+def autofaiss_python(work: Path) -> Path:
+    """A separate venv with autofaiss and what it pins (its numpy < 2 cannot share imgextract's)."""
+    venv = work / "autofaiss-venv"
+    py = venv / "bin" / "python"
+    if not py.is_file():
+        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+        subprocess.run([str(py), "-m", "pip", "install", "-q", *AUTOFAISS_PINS], check=True)
+    return py
+
+
+def bench_autofaiss(work: Path, emb: Path, budget: str, q: np.ndarray, truth: np.ndarray, recall: float) -> dict:
+    """autofaiss's build_index on the same img_emb folder, the same budget, queries and exact answers."""
+    py = autofaiss_python(work)
+    out = work / "autofaiss"
+    if out.exists():
+        remove_own(out, work)
+    out.mkdir()
+    np.save(out / "queries.npy", q)
+    np.save(out / "truth.npy", truth)
+    p = subprocess.Popen([str(py), "-c", AUTOFAISS_RUN, str(emb / "img_emb"), str(out), budget,
+                          str(out / "queries.npy"), str(out / "truth.npy"), AUTOFAISS_AVAILABLE, str(recall)], stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True)
+    mem = PeakAnon(p.pid)
+    stdout, err = p.communicate()
+    mem.stop()
+    if p.returncode:
+        raise SystemExit(f"autofaiss failed:\n{err[-3000:]}")
+    return {**json.loads(stdout.strip().splitlines()[-1]), "anon": mem.peak, "hwm": mem.hwm}
+
+
+def bench_vectors(work: Path, n: int, budget: str, autofaiss: bool = False) -> None:
     from imgextract.index.choice import exact_top
     from imgextract.index.store import open_index
     from imgextract.demo.tiny import save_tiny_clip
@@ -103,7 +177,7 @@ def bench_vectors(work: Path, n: int, budget: str) -> None:
     anon.stop()
     if p.returncode:
         raise SystemExit(err[-3000:])
-    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024
+    peak = anon.hwm or resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024
     limit = parse_memory(budget)
     os.environ["IMGEXTRACT_INDEX_DIR"] = str(work / "ix")
     idx = open_index("bench", gpu="off")
@@ -126,9 +200,20 @@ def bench_vectors(work: Path, n: int, budget: str) -> None:
     print(f"build           : {build_s:.0f} s, index folder {files / 2**30:.2f} GiB")
     print(f"memory          : peak anonymous {anon.peak / 2**30:.2f} GiB (sampled RssAnon) vs --max-memory "
           f"{limit / 2**30:.2f} GiB: {'within' if anon.peak <= limit else 'OVER'} the budget; peak RSS "
-          f"{peak / 2**30:.2f} GiB (ru_maxrss; counts memory-mapped file pages too)")
+          f"{peak / 2**30:.2f} GiB (VmHWM; counts memory-mapped file pages too)")
     print(f"search          : recall@10 {recall:.3f} vs exact (goal >= 0.95); {approx_qps:.0f} queries/s with "
           f"re-rank vs {exact_qps:.0f} queries/s exact (brute force over vectors.f16): {approx_qps / exact_qps:.1f}x")
+    if autofaiss:
+        a = bench_autofaiss(work, emb, budget, q, truth, recall)
+        e = a["equal"]
+        print(f"autofaiss 2.18  : {a['factory']} ({a['params']}), same vectors, budget and queries: build "
+              f"{a['build_s']:.0f} s (imgextract {build_s:.0f} s); peak anonymous {a['anon'] / 2**30:.2f} GiB "
+              f"(imgextract {anon.peak / 2**30:.2f}), peak RSS {a['hwm'] / 2**30:.2f} GiB (imgextract "
+              f"{peak / 2**30:.2f}); recall@10 {a['recall']:.3f} (imgextract {recall:.3f}); {a['qps']:.0f} queries/s "
+              f"(imgextract {approx_qps:.0f}: {approx_qps / a['qps']:.2f}x)")
+        print(f"at equal recall : autofaiss at {e['knob']}: recall@10 {e['recall']:.3f}, {e['qps']:.0f} queries/s; "
+              f"imgextract {approx_qps:.0f} at {recall:.3f}: {approx_qps / e['qps']:.2f}x (goal >= 1)" if e else
+              f"at equal recall : autofaiss's index does not reach recall {recall:.3f} at any setting tried")
 
 
 def write_tars(folder: Path, n: int, per_shard: int = 500, size: int = 256, seed: int = 0) -> list[bytes]:
@@ -198,13 +283,15 @@ def main() -> None:
     ap.add_argument("--ingest", type=int, default=2000, help="JPEGs in tars for the ingest comparison (0: skip)")
     ap.add_argument("--ingest-size", type=int, default=512, help="side of those JPEGs (img2dataset --image_size)")
     ap.add_argument("--workdir", type=Path, default=None)
+    ap.add_argument("--autofaiss", action="store_true",
+                    help="also build autofaiss's index of the same vectors (a venv in the work folder, pinned)")
     args = ap.parse_args()
     work = bench_workdir(args.workdir, "imgextract-bench-index-")
     try:
         if args.ingest:
             bench_ingest(work, args.ingest, args.ingest_size)
         if args.n:
-            bench_vectors(work, args.n, args.max_memory)
+            bench_vectors(work, args.n, args.max_memory, args.autofaiss)
     finally:
         if args.workdir is None:
             remove_own(work, work)
