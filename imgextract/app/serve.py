@@ -35,7 +35,7 @@ class ServeConfig:
     threshold: float = 0.15
     min_share: float = 0.25
     workers: int = 2              # checks at once (threads)
-    queue: int = 8                # checks waiting beyond those; more gets 503
+    queue: int = 30               # checks waiting beyond those (~0.5 s of work on 2 cores); more gets 503
     max_bytes: int = 20 * 1024 * 1024
     max_batch: int = 16
     api_keys: tuple = ()          # bearer keys; empty: no key asked

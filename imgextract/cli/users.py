@@ -115,7 +115,8 @@ def serve(
     api_key_file: Annotated[Optional[Path], typer.Option(help="File of bearer keys, one per line; requests "
                                                                "without one get 401.")] = None,
     workers: Annotated[int, typer.Option(help="Checks run at once (threads).")] = 2,
-    queue: Annotated[int, typer.Option(help="Checks that may wait beyond those; more get 503 with Retry-After.")] = 8,
+    queue: Annotated[int, typer.Option(help="Checks that may wait beyond those (30: about half a second of work "
+                                            "on 2 cores); more get 503 with Retry-After.")] = 30,
     max_bytes: Annotated[int, typer.Option(help="Largest image accepted, in bytes (413 above).")] = 20 * 1024 * 1024,
     max_batch: Annotated[int, typer.Option(help="Most images in one /v1/check/batch request.")] = 16,
     threshold: Threshold = 0.15,

@@ -135,7 +135,8 @@ class TrainingIndex:
 
         An approximate index is asked for more candidates, which are then re-ranked exactly
         against the stored vectors, so compression never reorders what reaches the pixel tests."""
-        return search(self.faiss_index, self.vectors, vectors, k)
+        depth = (self.embedder.get("faiss_params") or {}).get("rerank")   # tuned at build; None: the default
+        return search(self.faiss_index, self.vectors, vectors, k, depth)
 
     def vector_rows(self, start: int, stop: int) -> np.ndarray:
         """Stored vectors of rows [start, stop) as float32 (from vectors.f16, else from FAISS)."""

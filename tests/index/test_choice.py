@@ -57,3 +57,28 @@ def test_approximate_index_is_tuned_recorded_and_reranked_exactly(tmp_path):
     code, _, err = run("index", "build", tmp_path / "emb", "--name", "w", "--embeddings", "--embedder",
                        f"clip:{clip}", "--max-memory", "lots", env_extra=ix)
     assert code == 2 and err.startswith("error: --max-memory 'lots'"), err
+
+
+def test_coarse_codes_get_a_deeper_rerank_instead_of_more_lists():
+    """Codes too coarse to rank the true neighbours into the default 40 (4-byte PQ of tightly clustered
+    vectors): probing more lists stops paying, so tune re-ranks a deeper list, and search uses it."""
+    import faiss
+
+    from imgextract.index.choice import TARGET_RECALL, _recall, default_depth, exact_top, search, tune
+    rng = np.random.default_rng(3)
+    centers = rng.normal(size=(8, 64))
+    x = (centers[rng.integers(0, 8, 12000)] + 0.7 * rng.normal(size=(12000, 64))).astype(np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    index = faiss.index_factory(64, "IVF8,PQ4x4", faiss.METRIC_INNER_PRODUCT)
+    index.train(x)
+    index.add(x)
+    vectors = x.astype(np.float16)
+    got = tune(index, vectors)
+    assert got["recall_at_10"] >= TARGET_RECALL and got["params"]["rerank"] > default_depth(10)
+    queries = x[rng.choice(12000, 100, replace=False)] + 0.01 * rng.normal(size=(100, 64)).astype(np.float32)
+    queries /= np.linalg.norm(queries, axis=1, keepdims=True)
+    truth = exact_top(vectors, queries, 10)
+    index.nprobe = 8   # every list: what remains is the codes' ranking
+    shallow = _recall(search(index, vectors, queries, 10)[1], truth)
+    deep = _recall(search(index, vectors, queries, 10, got["params"]["rerank"])[1], truth)
+    assert shallow < 0.9 <= deep
