@@ -76,8 +76,8 @@ RERANK = (1, 4, 16, 64, 256)   # re-rank depths tried, as multiples of the defau
 
 def tune(index, vectors: np.ndarray, seed: int = 0) -> dict:
     """Raise nprobe / efSearch until recall@10 of :func:`search` (re-ranked) on held-out queries
-    reaches TARGET_RECALL; when doubling it stops paying (recall up by < 0.01), re-rank a deeper
-    list instead (``rerank``: compressed codes, e.g. PQ at 10^7+, can rank the true neighbours
+    reaches TARGET_RECALL; for compressed codes, when doubling it stops paying (recall up by < 0.01),
+    re-rank a deeper list instead (``rerank``: compressed codes, e.g. PQ at 10^7+, can rank the true neighbours
     below the default 40; the exact re-rank then recovers them).
 
     ``vectors``: every indexed vector (float16 memmap is fine), for the exact answers.
@@ -97,21 +97,34 @@ def tune(index, vectors: np.ndarray, seed: int = 0) -> dict:
     truth = exact_top(vectors, queries, k)
     knob, value, top = ("nprobe", 1, ivf.nlist) if ivf is not None else ("efSearch", 16, 4096)
     params, recall = {}, 0.0
-    for times in RERANK:
-        depth = min(n, default_depth(k) * times)
+    depths = [min(n, default_depth(k) * t) for t in (RERANK if not _full_codes(index) else RERANK[:1])]
+    for i, depth in enumerate(depths):
+        last = i == len(depths) - 1 or depth >= n   # the last depth raises the knob to its top, as ever
         before = None
         while True:
-            params = {knob: value, **({"rerank": depth} if times > 1 else {})}
+            params = {knob: value, **({"rerank": depth} if i > 0 else {})}
             apply(index, params)
             recall = _recall(search(index, vectors, queries, k, params.get("rerank"))[1], truth)
             if recall >= TARGET_RECALL:
                 return {"recall_at_10": recall, "params": params}
-            if value >= top or (before is not None and recall - before < 0.01):
+            if value >= top or (not last and before is not None and recall - before < 0.01):
                 break   # this depth has stopped paying: re-rank deeper at the same setting
             before, value = recall, min(value * 2, top)
-        if depth >= n:
+        if last:
             break
     return {"recall_at_10": recall, "params": params}
+
+
+def _full_codes(index) -> bool:
+    """Whether the index holds the vectors themselves (IVF-Flat, HNSW-Flat): its candidates come in
+    exact order already, so re-ranking deeper cannot help and only the knob is tuned."""
+    inner = faiss.downcast_index(index)
+    if isinstance(inner, faiss.IndexPreTransform):   # OPQ/PCA in front: codes of a transform
+        return False
+    ivf = _ivf(index)
+    if ivf is not None:
+        return isinstance(faiss.downcast_index(ivf), faiss.IndexIVFFlat)
+    return isinstance(inner, faiss.IndexHNSWFlat)
 
 
 def default_depth(k: int) -> int:

@@ -61,10 +61,11 @@ def test_approximate_index_is_tuned_recorded_and_reranked_exactly(tmp_path):
 
 def test_coarse_codes_get_a_deeper_rerank_instead_of_more_lists():
     """Codes too coarse to rank the true neighbours into the default 40 (4-byte PQ of tightly clustered
-    vectors): probing more lists stops paying, so tune re-ranks a deeper list, and search uses it."""
+    vectors): probing more lists stops paying, so tune re-ranks a deeper list, and search uses it. An
+    IVF-Flat index of the same vectors holds them whole (exact order already): nprobe alone is tuned."""
     import faiss
 
-    from imgextract.index.choice import TARGET_RECALL, _recall, default_depth, exact_top, search, tune
+    from imgextract.index.choice import TARGET_RECALL, _full_codes, _recall, default_depth, exact_top, search, tune
     rng = np.random.default_rng(3)
     centers = rng.normal(size=(8, 64))
     x = (centers[rng.integers(0, 8, 12000)] + 0.7 * rng.normal(size=(12000, 64))).astype(np.float32)
@@ -82,3 +83,9 @@ def test_coarse_codes_get_a_deeper_rerank_instead_of_more_lists():
     shallow = _recall(search(index, vectors, queries, 10)[1], truth)
     deep = _recall(search(index, vectors, queries, 10, got["params"]["rerank"])[1], truth)
     assert shallow < 0.9 <= deep
+    flat = faiss.index_factory(64, "IVF8,Flat", faiss.METRIC_INNER_PRODUCT)   # full vectors: only nprobe tuned
+    flat.train(x)
+    flat.add(x)
+    assert _full_codes(flat) and not _full_codes(index)
+    plain = tune(flat, vectors)
+    assert "rerank" not in plain["params"] and plain["recall_at_10"] >= TARGET_RECALL
