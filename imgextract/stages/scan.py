@@ -378,30 +378,45 @@ def scan_shard(rows: pd.DataFrame, index: TrainingIndex, embedder: Embedder, tra
         except BadImage as bad:
             return {"path": str(bad.path), "reason": bad.reason}
 
-    # one BLAS thread per worker: the pool already fills the cores, and nested BLAS threads made the
+    def emit(kept, vectors, futures):
+        matched = [f.result() for f in futures]
+        if describe is not None:
+            describe.annotate([g.image for _, g in kept], matched)
+        for (row_i, g), vector, matches in zip(kept, vectors, matched):
+            if collect is not None:
+                gens[row_i], vecs[row_i] = g, vector
+            meta = rows.iloc[row_i]
+            for m in matches:
+                out.append({"generation_path": meta["generation_path"], "caption_id": meta.get("caption_id"),
+                            "caption": meta.get("caption"), "sample_index": _int_or_none(meta.get("sample_index")),
+                            "seed": _int_or_none(meta.get("seed")), **m})
+
+    # A pipeline, so no core waits at a chunk's end: while the caller's thread embeds and searches one
+    # chunk, the workers decode the next and test the one before (at most three chunks in memory).
+    # One BLAS thread per worker: the pool already fills the cores, and nested BLAS threads made the
     # verdict's small matrix products 3x slower on 2 cores (bench_scan.py)
+    starts = list(range(0, len(paths), CHUNK))
     with ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 1) as pool, \
             threadpool_limits(limits=1, user_api="blas"):
-        for start in range(0, len(paths), CHUNK):
-            got = list(pool.map(load, range(start, min(start + CHUNK, len(paths)))))
+        def decode(start):
+            return [pool.submit(load, i) for i in range(start, min(start + CHUNK, len(paths)))]
+
+        loading = decode(starts[0]) if starts else []
+        testing: list = []      # chunks whose candidate tests are queued, oldest first
+        for n, start in enumerate(starts):
+            got = [f.result() for f in loading]
+            loading = decode(starts[n + 1]) if n + 1 < len(starts) else []
             kept = [(start + j, g) for j, g in enumerate(got) if isinstance(g, Generation)]
             skipped += [g for g in got if not isinstance(g, Generation)]
-            if not kept:
-                continue
-            vectors = embedder.embed([g.image for _, g in kept])
-            sims, ids = index.search(vectors, max(params.k, params.relative_n + 1))
-            matched = list(pool.map(lambda a: match_generation(a[0], a[1], a[2], index, train, params),
-                                    zip([g for _, g in kept], sims, ids)))
-            if describe is not None:
-                describe.annotate([g.image for _, g in kept], matched)
-            for (row_i, g), vector, matches in zip(kept, vectors, matched):
-                if collect is not None:
-                    gens[row_i], vecs[row_i] = g, vector
-                meta = rows.iloc[row_i]
-                for m in matches:
-                    out.append({"generation_path": meta["generation_path"], "caption_id": meta.get("caption_id"),
-                                "caption": meta.get("caption"), "sample_index": _int_or_none(meta.get("sample_index")),
-                                "seed": _int_or_none(meta.get("seed")), **m})
+            if kept:
+                vectors = embedder.embed([g.image for _, g in kept])
+                sims, ids = index.search(vectors, max(params.k, params.relative_n + 1))
+                testing.append((kept, vectors, [pool.submit(match_generation, g, s, i, index, train, params)
+                                                for (_, g), s, i in zip(kept, sims, ids)]))
+            while len(testing) > 1:
+                emit(*testing.pop(0))
+        while testing:
+            emit(*testing.pop(0))
     if collect is not None:
         collect.update(generations=gens, vectors=vecs)
     return pd.DataFrame(out, columns=MATCH_COLUMNS + ([describe.column] if describe is not None else [])), skipped

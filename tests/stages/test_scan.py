@@ -147,3 +147,31 @@ def test_duplication_view_from_run_captions():
     family = captions.assign(family=[None, None, None, "workshop"])
     view = {r["copies"]: r for r in duplication_view(matches, train, family)}
     assert view[1]["images"] == 1 and view[1]["samples"] == 1 and view[1]["memorized_samples"] == 0
+
+
+def test_shard_pipeline_keeps_row_order_across_chunks(generations, pixel_index, monkeypatch):
+    """Chunks of 2 (decode, embed and candidate tests of neighbouring chunks overlap) give the rows of
+    one chunk, in the input order, with the unreadable generation skipped and ``collect`` aligned."""
+    from imgextract.index.store import open_index
+    from imgextract.stages import scan as S
+    index = open_index("train-pixel")
+    embedder = index.load_embedder("cpu")
+    files = sorted(str(p) for p in generations.iterdir())
+    rows = pd.DataFrame({"generation_path": files[::-1]})       # not sorted: the order must be kept, not rebuilt
+    params = ScanParams(index="train-pixel", k=3)
+    whole, whole_bad = S.scan_shard(rows, index, embedder, S.TrainingImages(index), params, workers=2)
+    monkeypatch.setattr(S, "CHUNK", 2)
+    collect = {}
+    piped, piped_bad = S.scan_shard(rows, index, embedder, S.TrainingImages(index), params, workers=2,
+                                    collect=collect)
+    assert len(files) > 4 * 2                                  # several chunks in flight
+    pd.testing.assert_frame_equal(piped, whole)
+    assert piped["generation_path"].drop_duplicates().tolist() == [f for f in files[::-1]
+                                                                   if not f.endswith("broken.jpg")]
+    assert [b["path"] for b in piped_bad] == [b["path"] for b in whole_bad] == [str(generations / "broken.jpg")]
+    got = collect["generations"]
+    assert [g is None for g in got] == [f.endswith("broken.jpg") for f in rows["generation_path"]]
+    for f, g, v in zip(rows["generation_path"], got, collect["vectors"]):
+        if g is not None:
+            assert g.pixels.shape[:2] == Image.open(f).size[::-1]
+            np.testing.assert_array_equal(v, embedder.embed([g.image])[0])
