@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import imagehash
 import numpy as np
-import scipy.fftpack
 from PIL import Image
 
 HASHES = {"phash": imagehash.phash, "dhash": imagehash.dhash, "whash": imagehash.whash}
@@ -37,6 +36,7 @@ def image_hashes(image: Image.Image) -> dict[str, str]:
 def _phash(grey: Image.Image) -> imagehash.ImageHash:
     """imagehash.phash (hash_size 8, highfreq_factor 4) on an already greyscale image."""
     pixels = np.asarray(grey.resize((HASH_SIZE * 4, HASH_SIZE * 4), LANCZOS))
+    import scipy.fftpack   # here, not at the top: most processes never hash (0.25 s of imports)
     dct = scipy.fftpack.dct(scipy.fftpack.dct(pixels, axis=0), axis=1)[:HASH_SIZE, :HASH_SIZE]
     return imagehash.ImageHash(dct > np.median(dct))
 

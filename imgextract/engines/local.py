@@ -79,9 +79,15 @@ def _start_part_process(tmp: str, settings: dict, batch_size: int, threads: int,
 
     from imgextract.index.build import PartBuilder
     threadpool_limits(limits=threads)    # the processes already fill the cores: no nested BLAS/OpenMP threads
-    _BUILDER = PartBuilder.where_it_runs(Path(tmp), settings, batch_size, threads, device)
+    _BUILDER = PartBuilder.where_it_runs(Path(tmp), settings, batch_size, _decoders(threads), device)
     if "torch" in sys.modules:
         sys.modules["torch"].set_num_threads(threads)
+
+
+def _decoders(threads: int) -> int:
+    """Decoding threads of a part process: none when it has one core (images decoded where they are
+    embedded, no hand-over between threads), else one per core it has."""
+    return 0 if threads <= 1 else threads
 
 
 def _build_part_here(i: int) -> int:
@@ -105,14 +111,17 @@ def _parts_in_processes(job, tmp: Path, todo: list[int], n: int) -> Iterator:
     pool = ProcessPoolExecutor(n, mp_context=multiprocessing.get_context("spawn"), initializer=_start_part_process,
                                initargs=(str(tmp), job.settings, job.batch_size, threads,
                                          getattr(job.embedder, "device", "cpu")))
+    finished = False
     try:
-        for finished in as_completed([pool.submit(_build_part_here, i) for i in todo]):
-            done += sizes[finished.result()]
+        for part in as_completed([pool.submit(_build_part_here, i) for i in todo]):
+            done += sizes[part.result()]
             yield Step(what, min(total, done), total, "img")
+        finished = True
     except BrokenProcessPool:
         left = [i for i in todo if not (tmp / PARTS / f"{i:05d}.done.json").is_file()]
         yield Note(f"a part process of index {job.dest.name} died: its {len(left)} unfinished part(s) are built "
                    "in this process")
         yield from local_parts(job, tmp, left)
     finally:
-        pool.shutdown(wait=True, cancel_futures=True)
+        # every part written: the idle processes exit while the index is assembled, unwaited for
+        pool.shutdown(wait=not finished, cancel_futures=True)

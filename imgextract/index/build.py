@@ -16,7 +16,7 @@ import json
 import os
 import time
 from collections import Counter
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Generator, Iterator
@@ -256,6 +256,21 @@ def build(job: BuildJob) -> Generator[Step, None, BuildResult]:
     return finish(job, tmp, resumed)
 
 
+class _InOrder:
+    """An executor that runs each call where it is submitted (PartBuilder with no decoding threads)."""
+
+    def submit(self, fn, *args) -> Future:
+        done = Future()
+        try:
+            done.set_result(fn(*args))
+        except BaseException as exc:   # handed back through result(), as a pool's future would
+            done.set_exception(exc)
+        return done
+
+    def shutdown(self) -> None:
+        pass
+
+
 class PartBuilder:
     """One part of a build → ``parts/NNNNN.*``, ``.done.json`` last: the per-part callable every
     engine runs unchanged (:func:`local_parts` here, Ray's ``PartWorker``), as img2dataset hands
@@ -267,7 +282,9 @@ class PartBuilder:
         self.parts_dir, self.plan, self.embedder = Path(parts_dir), plan, embedder
         self.descriptor = descriptor
         self.batch_size, self.thumb_sizes, self.with_hashes = batch_size, thumb_sizes, with_hashes
-        self.pool = ThreadPoolExecutor(max_workers=max(1, workers))
+        # workers 0: every image in the calling thread. A part process is already one core's worth of
+        # work, and handing each image to a thread and back cost 0.4 of the 2.4 ms an image takes
+        self.pool = ThreadPoolExecutor(max_workers=workers) if workers > 0 else _InOrder()
 
     @classmethod
     def where_it_runs(cls, tmp: Path, settings: dict, batch_size: int, workers: int, device: str) -> "PartBuilder":
