@@ -1,5 +1,7 @@
 """Watermark detection with the real PP-OCRv4 models on real photographs with drawn marks."""
 
+import zlib
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -42,7 +44,8 @@ def test_user_brands_file(tmp_path):
 @pytest.mark.parametrize("brand,style", [("Getty Images", "single"), ("Shutterstock", "diagonal"),
                                          ("Alamy", "credit"), ("iStock", "single")])
 def test_drawn_marks_are_found(detector, brand, style):
-    rng = np.random.default_rng(hash((brand, style)) % 2**32)
+    # a fixed seed per case: hash() of a str changes with every interpreter (PYTHONHASHSEED)
+    rng = np.random.default_rng(zlib.crc32(f"{brand}|{style}".encode()))
     img = draw_mark(photo("coffee", 512, rng), brand, style, rng, font_files(), opacity=0.7)
     row = detector.detect(img)
     assert row["watermark"] and row["brand"] == brand, row["text"]
