@@ -228,9 +228,10 @@ def _zoom_matrix(n: int, zoom: float) -> np.ndarray:
 
 
 class Prepared:
-    """The generation's side of every pair it is judged in, computed once per generation: its pixels
-    at the judged size (``WORK``), their floats, and its grey spectra at the registration sides."""
-
+    """One side of every pair it is judged in, computed once: its pixels at the judged size (``WORK``),
+    their floats, its grey spectra at the registration sides (the generation's side), and its grey
+    image zoomed and transformed per (side, zoom) (the training side: a training image a sweep's
+    samples keep finding is prepared once, not once per sample)."""
 
     def __init__(self, gen: np.ndarray):
         self.size = gen.shape[:2]
@@ -243,6 +244,7 @@ class Prepared:
         self.floats = gen.astype(np.float32) / 255.0
         self.grey = Image.fromarray(gen).convert("L")
         self._spectra: dict = {}
+        self._zoomed: dict = {}
 
     def spectrum(self, long: int) -> tuple[np.ndarray, tuple[int, int]]:
         """The grey spectrum at the long side ``long``, and that (width, height)."""
@@ -252,24 +254,35 @@ class Prepared:
             self._spectra[long] = (_spectrum(np.asarray(grey, np.float32)), size)
         return self._spectra[long]
 
+    def zoomed_spectrum(self, size: tuple[int, int], zoom: float) -> np.ndarray:
+        """The spectrum of the grey image at ``size`` (width, height) zoomed by ``zoom`` about its centre,
+        less its mean: what registration correlates with the other side's spectrum."""
+        key = (size, zoom)
+        if key not in self._zoomed:
+            if size not in self._zoomed:
+                self._zoomed[size] = np.asarray(self.grey.resize(size, Image.BILINEAR), np.float32)
+            t = self._zoomed[size]
+            z = _zoom_matrix(size[1], zoom) @ t @ _zoom_matrix(size[0], zoom).T
+            self._zoomed[key] = sfft.rfft2(z - z.mean())
+        return self._zoomed[key]
 
-def register(gen: np.ndarray | Prepared, train: np.ndarray) -> tuple[float, float, float]:
-    """(dy, dx, zoom) that best maps the training image onto the generation (uint8 arrays of the judged size).
+
+def register(gen: np.ndarray | Prepared, train: np.ndarray | Prepared) -> tuple[float, float, float]:
+    """(dy, dx, zoom) that best maps the training image onto the generation (uint8 arrays of the judged size,
+    or either :class:`Prepared`).
 
     Coarse to fine: every zoom at ``FINE`` px, the best ``KEEP_ZOOMS`` again at ``COARSE`` px, the
     shift to a fraction of a pixel there (a parabola through the correlation peak); images of
     ``COARSE`` px or less have the shift refined at their own size."""
     gen = gen if isinstance(gen, Prepared) else Prepared(gen)
+    train = train if isinstance(train, Prepared) else Prepared(train)
     h, w = gen.pixels.shape[:2]
-    t_grey = Image.fromarray(train).convert("L")
 
     def peaks(long: int, zooms) -> list[tuple[float, float, float, float]]:
         fg, size = gen.spectrum(long)
-        t = np.asarray(t_grey.resize(size, Image.BILINEAR), np.float32)
-        stack = np.stack([_zoom_matrix(size[1], z) @ t @ _zoom_matrix(size[0], z).T for z in zooms])
-        cross = fg * np.conj(sfft.rfft2(stack - stack.mean(axis=(1, 2), keepdims=True)))
-        r = sfft.irfft2(cross / np.maximum(np.abs(cross), 1e-9), s=stack.shape[1:])
-        H, W = stack.shape[1:]
+        cross = fg * np.conj(np.stack([train.zoomed_spectrum(size, z) for z in zooms]))
+        H, W = size[1], size[0]
+        r = sfft.irfft2(cross / np.maximum(np.abs(cross), 1e-9), s=(H, W))
         out = []
         for i, zoom in enumerate(zooms):
             py, px = np.unravel_index(int(r[i].argmax()), (H, W))
@@ -287,7 +300,7 @@ def register(gen: np.ndarray | Prepared, train: np.ndarray) -> tuple[float, floa
     _, zoom, dy, dx = peaks(COARSE, [b[1] for b in best])[0]
     if max(h, w) <= COARSE:   # small images: the shift again at their own pixels (measured better at 32 px)
         fg, size = gen.spectrum(max(h, w))
-        moved = np.asarray(_zoomed(t_grey, zoom, dy, dx), np.float32)
+        moved = np.asarray(_zoomed(train.grey, zoom, dy, dx), np.float32)
         cross = fg * np.conj(_spectrum(moved))
         r = sfft.irfft2(cross / np.maximum(np.abs(cross), 1e-9), s=moved.shape)
         fy, fx = np.unravel_index(int(r.argmax()), r.shape)
@@ -296,24 +309,28 @@ def register(gen: np.ndarray | Prepared, train: np.ndarray) -> tuple[float, floa
     return dy, dx, zoom
 
 
-def judge(gen: np.ndarray | Prepared, train: np.ndarray, rule: CopyRule = CopyRule()) -> Judgement:
+def judge(gen: np.ndarray | Prepared, train: np.ndarray | Prepared, rule: CopyRule = CopyRule()) -> Judgement:
     """The verdict on one pair: uint8 (H, W, 3) arrays of the same size (the training image fitted).
 
-    ``gen`` may be :class:`Prepared` once for all its candidates. Pairs larger than ``WORK`` pixels a
-    side are judged box-downsampled to it (where the thresholds were calibrated); the offset is
-    reported in the generation's own pixels."""
+    Either side may be :class:`Prepared` once for all its pairs (a prepared training image must come from
+    the array fitted to this generation's size). Pairs larger than ``WORK`` pixels a side are judged
+    box-downsampled to it (where the thresholds were calibrated); the offset is reported in the
+    generation's own pixels."""
     gen = gen if isinstance(gen, Prepared) else Prepared(gen)
     h0, w0 = gen.size
     h, w = gen.pixels.shape[:2]
-    if (h, w) != train.shape[:2]:
-        train = np.asarray(Image.fromarray(train).resize((w, h), Image.BOX))
-    t = train.astype(np.float32) / 255.0
-    j = _verdict(gen.floats, t, None, rule, (0, 0, 1.0))
+    if not isinstance(train, Prepared):
+        if (h, w) != train.shape[:2]:
+            train = np.asarray(Image.fromarray(train).resize((w, h), Image.BOX))
+        train = Prepared(train)
+    if train.pixels.shape[:2] != (h, w):
+        raise ValueError(f"a training image prepared at {train.size} is judged against a generation of {gen.size}")
+    j = _verdict(gen.floats, train.floats, None, rule, (0, 0, 1.0))
     if rule.align and not (j.kind == "whole" and j.share >= 0.9):
         dy, dx, zoom = register(gen, train)
         moved = not (abs(dy) < 0.5 and abs(dx) < 0.5 and zoom == 1.0)
         if moved and abs(dy) <= MAX_SHIFT * h and abs(dx) <= MAX_SHIFT * w:
-            warped = _zoomed(Image.fromarray(train), zoom, dy, dx)
+            warped = _zoomed(Image.fromarray(train.pixels), zoom, dy, dx)
             aligned = _verdict(gen.floats, np.asarray(warped, np.float32) / 255.0,
                                _covered((w, h), zoom, dy, dx), rule, (round(dy), round(dx), zoom))
             order = {"whole": 2, "portion": 1, "none": 0}

@@ -43,6 +43,28 @@ def test_prepared_generation_gives_the_same_judgement(views):
         assert (a.kind, a.share, a.offset) == (b.kind, b.share, b.offset)
 
 
+def test_a_prepared_training_image_serves_every_generation_with_the_same_judgements(views):
+    """One Prepared training image (as a scan remembers it) judged against several generations, at 512 px
+    (judged box-downsampled) and at 200 px: the judgements of the plain arrays, field for field; a
+    training image prepared at another size is refused, not judged."""
+    rng = np.random.default_rng(5)
+    for side in (512, 200):
+        train = arr(views["chelsea"][0].resize((side, side), Image.BICUBIC))
+        ready = copies.Prepared(train)
+        moved = copies._zoomed(Image.fromarray(train), 1.04, 6.0, -4.0)
+        gens = [arr(moved), arr(cp.small_crop(Image.fromarray(train), 0.3, rng)),
+                arr(views["rocket"][0].resize((side, side))), arr(views["chelsea"][1].resize((side, side)))]
+        kinds = []
+        for gen in gens:
+            a, b = copies.judge(gen, train), copies.judge(copies.Prepared(gen), ready)
+            assert (a.kind, a.share, a.area, a.offset, a.tiled_l2, a.mask_hex) == \
+                   (b.kind, b.share, b.area, b.offset, b.tiled_l2, b.mask_hex)
+            kinds.append(a.kind)
+        assert kinds[0] == "whole" and kinds[2] == "none"     # both paths saw a copy and a distinct photograph
+    with pytest.raises(ValueError, match="prepared at"):
+        copies.judge(gens[0], copies.Prepared(arr(views["chelsea"][0].resize((96, 96)))))
+
+
 def test_screen_passes_every_kind_of_copy_and_drops_unrelated_photographs(views):
     rng = np.random.default_rng(2)
     copied = [

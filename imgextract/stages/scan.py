@@ -116,6 +116,7 @@ class TrainingImages:
         self._cache: OrderedDict = OrderedDict()
         self._hashes: OrderedDict = OrderedDict()
         self._thumbs: OrderedDict = OrderedDict()
+        self._prepared: OrderedDict = OrderedDict()
         self._native: dict[int, tuple[int, int]] = {}   # (H, W) of each image decoded here
         self._lock = threading.Lock()
 
@@ -152,6 +153,25 @@ class TrainingImages:
             self._thumbs[key] = made
             if len(self._thumbs) > self.THUMBS:
                 self._thumbs.popitem(last=False)
+        return made
+
+    PREPARED = 48   # training images prepared for the verdict, remembered (~2 MB each at 512 px)
+
+    def prepared(self, train_id: int, size: tuple[int, int]) -> copies.Prepared | None:
+        """The training image's side of the copy verdict at ``size``: a training image that many
+        generations are judged against (a memorized one, or a popular neighbour) is downsampled,
+        converted and transformed for registration once per process, not once per generation."""
+        key = (train_id, size)
+        with self._lock:
+            if key in self._prepared:
+                self._prepared.move_to_end(key)
+                return self._prepared[key]
+        arr = self.get(train_id, size)
+        made = None if arr is None else copies.Prepared(arr)
+        with self._lock:
+            self._prepared[key] = made
+            if len(self._prepared) > self.PREPARED:
+                self._prepared.popitem(last=False)
         return made
 
     def _open(self, train_id: int):
@@ -467,7 +487,7 @@ def match_generation(gen: Generation, sim_row: np.ndarray, id_row: np.ndarray, i
     # judged: what the screen let through, and every whole copy by Carlini's test (so none is missed unjudged)
     to_judge = [j for j in range(k) if exact[j] and (could_copy[j] or tiled[j] < params.threshold)]
     prepared = copies.Prepared(gen.pixels) if to_judge else None
-    judged = {j: copies.judge(prepared, train.get(cand[j][1], size), rule) for j in to_judge}
+    judged = {j: copies.judge(prepared, train.prepared(cand[j][1], size), rule) for j in to_judge}
     copies.mark_templates(list(judged.values()))
     order = list(judged)
     kind = {j: judged[j].kind if j in judged else "none" for j in range(k)}
