@@ -1,6 +1,6 @@
 """Benchmark: `scan` at Stable Diffusion resolution against the decode floor and a plain loop.
 
-    python scripts/bench_scan.py --train 200 --gens 40 --size 512
+    python scripts/bench_scan.py --train 200 --gens 200 --size 512
 
 Data: SIZE×SIZE PNG training images cut from real photographs (scikit-image, scikit-learn:
 random crops, flips, brightness), and generations of which about one in eight is a near-copy
@@ -14,8 +14,10 @@ Printed per generation, all measured in this run on the same files:
                 the top-k candidates decoded from disk: the obvious correct implementation;
   scan          `imgextract scan` with its defaults (whole command: index open, shards,
                 matches.parquet, summary.json), divided by the number of generations.
-The loop and the scan run twice: on the idle machine in the default environment (BLAS may use
-every core), and with a second process keeping one core busy (a loaded machine). Then the scan
+The loop and the scan run on the idle machine in the default environment (BLAS may use every
+core), and with a second process keeping one core busy (a loaded machine); in each, --rounds times
+alternated, and the figures are the medians (the host's speed drifts by tens of percent between
+minutes; every round's rows are checked identical). Then the scan
 runs once more with no thumbnail store (thumbnails "on demand": every candidate decoded) to
 price the thumbnails.
 Then it checks that the scan's whole-copy verdicts equal the loop's (Carlini's test sees only whole
@@ -134,7 +136,9 @@ def busy_core(seconds: int = 900):
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--train", type=int, default=200)
-    ap.add_argument("--gens", type=int, default=40)
+    ap.add_argument("--gens", type=int, default=200, help="generations (a sweep scans thousands: at 40 the command's "
+                    "fixed costs and the host's drift dominate)")
+    ap.add_argument("--rounds", type=int, default=3, help="alternated loop and scan runs per condition (medians)")
     ap.add_argument("--size", type=int, default=512)
     ap.add_argument("--workdir", type=Path, default=None, help="kept when given; a temporary folder otherwise")
     args = ap.parse_args()
@@ -162,29 +166,37 @@ def main() -> None:
         floor = decode_floor(gen_files, 1) / len(gen_files)
         print(f"decode floor    : {floor * 1000:7.1f} ms per generation (one core)")
         out = work / "scan-out"
-        loop, scan_ms = None, 0.0
+        loop, scan_ms, first, same_rounds = None, 0.0, None, True
         for loaded in (False, True):
             # as users run it: default environment (BLAS threads as the machine has them); then again
-            # with a second process keeping one core busy
+            # with a second process keeping one core busy. The machine's speed drifts (a shared host):
+            # loop and scan alternate over the rounds and each figure is the median of its rounds
+            l_all, s_all, t_all = [], [], []
             with busy_core() if loaded else contextlib.nullcontext():
-                loop_s, got_loop = plain_loop(gen_files, "bench", 10, distance.DEFAULT_THRESHOLD)
-                if out.exists():
-                    remove_own(out, work)
-                t = time.perf_counter()
-                list(scan(work / "gens", ScanParams(index="bench"), out))
-                s_ms = (time.perf_counter() - t) / len(gen_files) * 1000
-                t = time.perf_counter()
-                list(scan(work / "gens", ScanParams(index="bench", criterion="tiled"), work / "scan-tiled"))
-                t_ms = (time.perf_counter() - t) / len(gen_files) * 1000
-                remove_own(work / "scan-tiled", work)
-            l_ms = loop_s / len(gen_files) * 1000
+                for _ in range(args.rounds):
+                    loop_s, got_loop = plain_loop(gen_files, "bench", 10, distance.DEFAULT_THRESHOLD)
+                    l_all.append(loop_s / len(gen_files) * 1000)
+                    if out.exists():
+                        remove_own(out, work)
+                    t = time.perf_counter()
+                    list(scan(work / "gens", ScanParams(index="bench"), out))
+                    s_all.append((time.perf_counter() - t) / len(gen_files) * 1000)
+                    rows = pd.read_parquet(out / "matches.parquet")
+                    first = rows if first is None else first
+                    same_rounds = same_rounds and rows.equals(first)
+                    t = time.perf_counter()
+                    list(scan(work / "gens", ScanParams(index="bench", criterion="tiled"), work / "scan-tiled"))
+                    t_all.append((time.perf_counter() - t) / len(gen_files) * 1000)
+                    remove_own(work / "scan-tiled", work)
+            l_ms, s_ms, t_ms = (float(np.median(v)) for v in (l_all, s_all, t_all))
             how = "one core busy with another process" if loaded else "idle machine, default environment"
-            print(f"[{how}]")
-            print(f"  plain loop      : {l_ms:7.1f} ms per generation (one thread)")
-            print(f"  imgextract scan : {s_ms:7.1f} ms per generation (defaults, {cores} cores, whole command)")
+            print(f"[{how}; medians of {args.rounds} alternated rounds]")
+            print(f"  plain loop      : {l_ms:7.1f} ms per generation (one thread; rounds {', '.join(f'{x:.1f}' for x in l_all)})")
+            print(f"  imgextract scan : {s_ms:7.1f} ms per generation (defaults, {cores} cores, whole command; rounds "
+                  f"{', '.join(f'{x:.1f}' for x in s_all)})")
             print(f"  scan, tiled     : {t_ms:7.1f} ms per generation (--criterion tiled: Carlini's test alone)")
             print(f"  ratios          : naive / scan = {l_ms / s_ms:.1f}x (goal >= 4)   naive / scan tiled = "
-                  f"{l_ms / t_ms:.1f}x   scan / decode = {s_ms / (floor * 1000):.1f}x")
+                  f"{l_ms / t_ms:.1f}x   scan / decode = {s_ms / (floor * 1000):.1f}x", flush=True)
             if not loaded:
                 loop, scan_ms = got_loop, s_ms   # the idle run is the one the checks compare
         # thumbnails on demand: the same scan with no thumbnail store, every candidate decoded
@@ -234,8 +246,9 @@ def main() -> None:
               f"{m.loc[m['memorized'], 'generation_path'].nunique()} generations; exact rows {int(ex.sum())} of "
               f"{len(m)}; candidates identical {same_ids}; aligned whole-copy verdicts agree {verdicts} (differences "
               f"the verdict exists for: {other_kinds}); exact tiled_l2 equal "
-              f"{exact_equal} (max |diff| {exact_diff:.1e}, float32 rounding of the loop); bounds <= exact {bounds_ok}; hashes bit-identical {hashes_equal and hash_columns}")
-        if not (same_ids and verdicts and exact_equal and bounds_ok and hashes_equal and hash_columns):
+              f"{exact_equal} (max |diff| {exact_diff:.1e}, float32 rounding of the loop); bounds <= exact {bounds_ok}; hashes bit-identical {hashes_equal and hash_columns}; "
+              f"every round's rows identical {same_rounds}")
+        if not (same_ids and verdicts and exact_equal and bounds_ok and hashes_equal and hash_columns and same_rounds):
             raise SystemExit("MISMATCH: the fast scan disagrees with the plain loop")
     finally:
         if args.workdir is None:

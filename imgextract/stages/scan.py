@@ -20,7 +20,7 @@ only (NaN elsewhere), and the neighbours' L2 come from their thumbnails (lower b
 value is an *upper bound* on Carlini's (below 1 still proves "much closer to this image than to
 its neighbours") and costs no decode. Under the ``relative``, ``either`` and ``both`` criteria
 it is exact for every candidate and pruning is off. Generations are decoded, hashed and
-tested by a thread pool; rows keep the input order.
+tested by a thread pool, pipelined by chunks; rows keep the input order.
 
 Work runs over shards of generations (a run's sample shards, or chunks of a plain folder);
 each shard's matches land in ``scan/<params>/shard-NNNNN.parquet`` so a scan resumes, and
@@ -379,8 +379,8 @@ def scan_shard(rows: pd.DataFrame, index: TrainingIndex, embedder: Embedder, tra
                collect: dict | None = None, describe: Described | None = None) -> tuple[pd.DataFrame, list[dict]]:
     """Matches for one shard of generations, plus the generations that could not be read.
 
-    Decoding, hashing and candidate tests run on a thread pool, CHUNK generations at a time;
-    the output keeps the order of ``rows``. ``data``: the generations' bytes when they are in
+    Decoding, hashing and candidate tests run on a thread pool, CHUNK generations at a time,
+    pipelined; the output keeps the order of ``rows``. ``data``: the generations' bytes when they are in
     memory (a sweep tests samples where they were drawn, before any is written). ``collect``:
     a dict that receives, per row, the decoded ``generations`` and the embedder's ``vectors``
     (None for an unreadable one), for what the caller keeps of each sample. ``describe``: every
