@@ -121,20 +121,13 @@ class TrainingImages:
         self._lock = threading.Lock()
 
     def get(self, train_id: int, size: tuple[int, int]) -> np.ndarray | None:
-        key = (train_id, size)
-        with self._lock:
-            if key in self._cache:
-                self._cache.move_to_end(key)
-                return self._cache[key]
-        image = self._open(train_id)  # decoded outside the lock; two threads may decode the same image once each
-        arr = distance.to_uint8(image, size) if image is not None else None
-        with self._lock:
-            if image is not None:
-                self._native[train_id] = (image.height, image.width)
-            self._cache[key] = arr
-            if len(self._cache) > self.capacity:
-                self._cache.popitem(last=False)
-        return arr
+        def decode():
+            image = self._open(train_id)
+            if image is None:
+                return None
+            self._native[train_id] = (image.height, image.width)
+            return distance.to_uint8(image, size)
+        return self._remember(self._cache, self.capacity, (train_id, size), decode)
 
     THUMBS = 16384  # thumbnails made on demand, remembered (6 KB each at 32×32 blocks)
 
@@ -142,18 +135,10 @@ class TrainingImages:
         """The box thumbnail the index would store for this image at ``size`` (float16, bit for bit),
         made from its decoded pixels when the index holds none: the screen then prunes candidates of an
         index built without thumbnails too, so only the few it lets through are judged."""
-        key = (train_id, size)
-        with self._lock:
-            if key in self._thumbs:
-                self._thumbs.move_to_end(key)
-                return self._thumbs[key]
-        arr = self.get(train_id, size)
-        made = None if arr is None else distance.block_means(arr).astype(np.float16)
-        with self._lock:
-            self._thumbs[key] = made
-            if len(self._thumbs) > self.THUMBS:
-                self._thumbs.popitem(last=False)
-        return made
+        def make():
+            arr = self.get(train_id, size)
+            return None if arr is None else distance.block_means(arr).astype(np.float16)
+        return self._remember(self._thumbs, self.THUMBS, (train_id, size), make)
 
     PREPARED = 48   # training images prepared for the verdict, remembered (~2 MB each at 512 px)
 
@@ -161,17 +146,23 @@ class TrainingImages:
         """The training image's side of the copy verdict at ``size``: a training image that many
         generations are judged against (a memorized one, or a popular neighbour) is downsampled,
         converted and transformed for registration once per process, not once per generation."""
-        key = (train_id, size)
+        def make():
+            arr = self.get(train_id, size)
+            return None if arr is None else copies.Prepared(arr)
+        return self._remember(self._prepared, self.PREPARED, (train_id, size), make)
+
+    def _remember(self, cache: OrderedDict, capacity: int, key, make):
+        """``cache[key]``, made by ``make()`` outside the lock when missing (two threads may make the same
+        one once each); beyond ``capacity`` the least recently used goes."""
         with self._lock:
-            if key in self._prepared:
-                self._prepared.move_to_end(key)
-                return self._prepared[key]
-        arr = self.get(train_id, size)
-        made = None if arr is None else copies.Prepared(arr)
+            if key in cache:
+                cache.move_to_end(key)
+                return cache[key]
+        made = make()
         with self._lock:
-            self._prepared[key] = made
-            if len(self._prepared) > self.PREPARED:
-                self._prepared.popitem(last=False)
+            cache[key] = made
+            if len(cache) > capacity:
+                cache.popitem(last=False)
         return made
 
     def _open(self, train_id: int):
