@@ -12,9 +12,12 @@ copies and is fooled by look-alike grey textures. The judgement here:
    is cut into a grid of blocks: 16×16 (16 px blocks at 256 px), halved for small images until a
    block has at least ``MIN_BLOCK`` pixels a side (4×4 at 32 px). A block is *copied* when it has detail (the training block's grey std is at least
    ``detail``: a flat sky or blank canvas is not a copy of anything expressive), it is near-exact
-   (RMS over RGB below ``block_rms``), and its structure agrees (zero-mean correlation of the grey
-   pixels at least ``block_ncc``). The last test is what look-alike textures fail: brick and a
-   retina micrograph sit within 0.15 RMS of each other, but their pixels do not correlate.
+   (RMS over RGB below ``block_rms`` and below ``block_contrast`` times the block's detail), and its
+   structure agrees (zero-mean correlation of the grey pixels at least ``block_ncc``, relaxed for
+   noise but never under ``ncc_floor``). The correlation is what look-alike textures fail: brick and
+   a retina micrograph sit within 0.15 RMS of each other, but their pixels do not correlate. The
+   contrast and the floor are what small, smooth images fail: at 32 px a block is 8 px, and a blurred
+   generation's gradients meet a photograph's within 0.1 RMS and at 0.6 correlation by chance.
 3. **Share.** "A substantial portion of a specific image" is measured in that image's expressive
    content: ``copied_share`` = copied blocks / the training image's detailed blocks, and
    ``copied_area`` = copied blocks / all blocks (the generation's area). A copy is substantial when
@@ -66,6 +69,8 @@ class CopyRule:
     block_rms: float = 0.10    # a block is near-exact below this RMS (RGB, pixels in [0, 1])...
     block_ncc: float = 0.80    # ...when its grey pixels correlate at least this much...
     detail: float = 0.015      # ...and the training block has detail (grey std in [0, 1] units)
+    block_contrast: float = 2.0  # ...its RMS at most this many times that detail (flat blocks agree by chance)...
+    ncc_floor: float = 0.70    # ...and the correlation at least this, however noisy the pair (smooth 8-px blocks reach 0.6 by chance)
     whole_agree: float = 0.5   # a whole copy: Carlini's test, and this share of the detailed area copied
     align: bool = True         # register the pair (shifted and rescaled copies)
 
@@ -344,7 +349,8 @@ def judge(gen: np.ndarray | Prepared, train: np.ndarray | Prepared, rule: CopyRu
 def _verdict(g: np.ndarray, t: np.ndarray, valid, rule: CopyRule, offset) -> Judgement:
     s = block_stats(g, t, valid)
     detailed = (s["detail"] >= rule.detail) & (s["valid"] >= 0.9)
-    copied = detailed & (s["rms"] < rule.block_rms) & (s["ncc"] >= rule.block_ncc * s["expected"])
+    copied = detailed & (s["rms"] < rule.block_rms) & (s["rms"] <= rule.block_contrast * s["detail"]) \
+        & (s["ncc"] >= np.maximum(rule.block_ncc * s["expected"], rule.ncc_floor))
     blocks = int(copied.sum())
     share = blocks / max(detailed.sum(), 1)                # of the training image's expressive area
     area = copied.sum() / copied.size                      # of the generation's area

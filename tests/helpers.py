@@ -169,3 +169,30 @@ def kill_once(ready: Callable[[], bool], name: str):
     finally:
         stop.set()
         watcher.join(5)
+
+
+def reference_copies(generations, train_dir: Path) -> dict[str, dict[str, str]]:
+    """The copy verdict of every generation against every training image, by brute force (no index, no
+    thumbnail screen, no top-k): {generation path: {training file name: kind}} for the pairs that copy.
+    What a scan must name, whatever a toy happened to learn on this machine's float kernels."""
+    from imgextract import copies
+    from imgextract.distance import fit
+    from imgextract.sources.images import open_rgb
+    trains = {p.name: open_rgb(p) for p in sorted(Path(train_dir).glob("*.png"))}
+    out = {}
+    for g in generations:
+        gen = open_rgb(Path(g))
+        size = (gen.height, gen.width)
+        judged = [copies.judge(np.asarray(gen), np.asarray(fit(t, size))) for t in trains.values()]
+        copies.mark_templates(judged)
+        out[str(g)] = {n: j.kind for n, j in zip(trains, judged) if j.kind != "none"}
+    return out
+
+
+def scanned_copies(matches: pd.DataFrame) -> dict[str, dict[str, str]]:
+    """A scan's matches in :func:`reference_copies`' form (every generation, copies or none)."""
+    out: dict[str, dict[str, str]] = {g: {} for g in matches["generation_path"]}
+    for g, path, kind in matches[["generation_path", "train_path", "copy_kind"]].itertuples(index=False):
+        if kind != "none":
+            out[g][Path(path).name] = kind
+    return out

@@ -6,12 +6,14 @@ import json
 
 import pandas as pd
 
-from helpers import expect_error, run
+from helpers import expect_error, reference_copies, run
 
 
 def test_paper_table_of_a_labelled_run(tmp_path, memorizing_model):
-    """A labelled prompt set (a memorized column) swept on the toy: the memorized caption is extracted, the
-    captions the model never saw are not, and the table says so with its intervals."""
+    """A labelled prompt set (a memorized column) swept on the toy: the 60x caption is extracted (a wide
+    margin on any CPU), and the table counts exactly the copies that judging every sample against every
+    training image finds (the captions the model never saw may draw a training image on some machine's
+    float kernels: the table must count those as false flags), with its intervals."""
     from imgextract.demo.toy import training_set
     model, cfg = memorizing_model
     items, held = training_set(cfg)
@@ -29,15 +31,24 @@ def test_paper_table_of_a_labelled_run(tmp_path, memorizing_model):
     code, out, err = run("report", tmp_path / "r", "--paper")
     assert code == 0, err
     block = json.loads((tmp_path / "r" / "paper.json").read_text())
-    assert block["captions"] == 4 and block["extraction"]["with_copy"] == 1
-    assert block["by_kind"]["whole"]["with_copy"] == 1 and block["by_kind"]["template"]["with_copy"] == 0
+    m = pd.read_parquet(tmp_path / "r" / "matches.parquet")
+    ref = reference_copies(sorted(set(m["generation_path"])), model / "train")
+    caption_of = dict(zip(m["generation_path"], m["caption"]))
+    kinds = {c: set() for c, _ in rows}
+    for g, found in ref.items():
+        kinds[caption_of[g]].update(found.values())
+    assert kinds[items[0].caption], "the 60x image was not drawn as a copy in any of 4 samples"
+    clean = sum(bool(kinds[h.caption]) for h in held[:3])
+    assert block["captions"] == 4 and block["extraction"]["with_copy"] == 1 + clean
+    for kind in ("whole", "template"):
+        assert block["by_kind"][kind]["with_copy"] == sum(kind in k for k in kinds.values()), kind
     e = block["extraction"]
-    assert e["ci_low"] <= e["share"] == 0.25 <= e["ci_high"]
+    assert e["ci_low"] <= e["share"] == (1 + clean) / 4 <= e["ci_high"]
     lab = block["labelled"]
     assert (lab["memorized_prompts"]["with_copy"], lab["memorized_prompts"]["prompts"]) == (1, 1)
-    assert (lab["clean_prompts"]["with_copy"], lab["clean_prompts"]["prompts"]) == (0, 3)
-    assert 0 < lab["clean_prompts"]["ci_high"] < 1       # 0 of 3 false flags still allows a rate up to ~56%
-    assert "| captions with a memorized sample (any kind) | 0.250 [" in out and "(false flags)" in out
+    assert (lab["clean_prompts"]["with_copy"], lab["clean_prompts"]["prompts"]) == (clean, 3)
+    assert 0 < lab["clean_prompts"]["ci_high"] < 1       # even 0 of 3 false flags allows a rate up to ~56%
+    assert f"| captions with a memorized sample (any kind) | {(1 + clean) / 4:.3f} [" in out and "(false flags)" in out
     assert "not measured" in block["sscd"]
 
 
