@@ -27,7 +27,7 @@ browser:
 	  || echo "chromium could not be installed: the browser tests will be skipped")
 
 test: $(STAMP) browser
-	$(PY) -m pytest -q --durations=25 tests
+	$(PY) -m pytest -q -n 2 --dist loadfile --no-loadscope-reorder --durations=25 tests
 
 demo: $(STAMP)
 	$(VENV)/bin/imgextract demo --out $(DEMO_DIR)

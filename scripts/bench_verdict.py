@@ -89,8 +89,6 @@ def main() -> None:
           f"lets {passed} ({passed / pairs:.1%}) through to the verdict")
     for e in examples[:10]:
         print("   ", e)
-    if args.small:
-        small_null(args.small, args.crops, rule, rng)
 
     dropped = {}
 
@@ -153,6 +151,8 @@ def main() -> None:
     recall("canvas", canvas)
     print("the scan's thumbnail screen would have dropped, of the copies the verdict finds: " +
           ", ".join(f"{k} {m}/{n}" for k, (m, n) in dropped.items() if k in ("whole", "crop", "portion", "template")))
+    if args.small:   # last: the positives above are drawn as before it existed
+        small_null(args.small, args.crops, rule, rng)
 
 
 def small_null(size: int, count: int, rule: CopyRule, rng: np.random.Generator) -> None:

@@ -14,12 +14,17 @@ from PIL import Image
 
 from imgextract.demo.photos import photo
 
-from helpers import Quiet
+from helpers import Quiet, shared_dir
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TQDM_DISABLE", "1")
 # the tests serve URL tables from 127.0.0.1, a private address imgextract refuses by default
 os.environ.setdefault("IMGEXTRACT_ALLOW_PRIVATE_URLS", "1")
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # two workers on two cores: one thread each (and in the commands they start), not two OpenMP teams
+    # spinning against each other; set OMP_NUM_THREADS yourself to choose otherwise
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        os.environ.setdefault(var, "1")
 
 PHOTOS = ["astronaut", "coffee", "chelsea", "rocket", "camera", "coins", "moon", "immunohistochemistry",
           "hubble_deep_field", "retina", "colorwheel", "clock", "page", "text"]
@@ -77,10 +82,16 @@ def tiny_model(tiny_pipeline_dir):
 
 
 def _toy(tmp_path_factory, name: str, **config):
+    """Trained once per test run, whichever worker asks first; the others wait for it (train() returns at once
+    on a finished folder of the same config)."""
+    from filelock import FileLock
+
     from imgextract.demo.toy import ToyConfig, train
-    out = tmp_path_factory.mktemp("toy") / name
+    out = shared_dir(tmp_path_factory) / "toys" / name
+    out.parent.mkdir(exist_ok=True)
     cfg = ToyConfig(seed=0, **config)
-    list(train(out, cfg))
+    with FileLock(str(out) + ".lock"):
+        list(train(out, cfg))
     return out, cfg
 
 
@@ -98,6 +109,20 @@ def plain_model(tmp_path_factory):
     return _toy(tmp_path_factory, "plain", duplicates="1x6", vae_steps=100, unet_steps=40)
 
 
+# Tests run on two pytest-xdist workers, a module's tests together (`make test`: -n 2 --dist loadfile; the
+# toys and the engine tests' sweeps are made once per run through helpers.once, whichever worker asks first).
+# The modules go out in this order (--no-loadscope-reorder): the memorizing toy's first user (the run's
+# critical path) on one worker while the other starts on long modules that need no toy.
+FIRST = ["engines/test_local.py", "sources/test_clip_retrieval.py", "cli/test_triage_eval_cli.py",
+         "sources/test_fetch_hostile.py", "app/test_artist.py", "engines/test_ray.py"]
+
+
+def pytest_collection_modifyitems(items):
+    rank = {g: i for i, g in enumerate(FIRST)}
+    here = Path(__file__).parent
+    items.sort(key=lambda item: rank.get(Path(str(item.path)).relative_to(here).as_posix(), len(FIRST)))
+
+
 def pytest_terminal_summary(terminalreporter):
     """Browser checks that could not run are said loudly, not folded into the skip count."""
     import browser
@@ -107,13 +132,6 @@ def pytest_terminal_summary(terminalreporter):
         for name in skipped + [f"page {p}" for p in browser.MISSED]:
             terminalreporter.line(f"not checked in a browser: {name}", red=True)
         terminalreporter.line(browser.REASON, red=True)
-
-
-@pytest.fixture(scope="session")
-def template_model(tmp_path_factory):
-    """16 images once each and 2 template families of 5 members (a shared background, each member its own
-    photograph in the window), for fixed steps (about 2 min): the workshop family's layout is learned."""
-    return _toy(tmp_path_factory, "templates", duplicates="1x16,2t5", vae_steps=300, unet_steps=450)
 
 
 # -- LAION's form: photographs behind a URL table, for img2dataset ---------------------------------

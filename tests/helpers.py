@@ -147,17 +147,26 @@ def png_bytes(run_dir: Path) -> int:
 
 @contextlib.contextmanager
 def kill_once(ready: Callable[[], bool], name: str):
-    """While the block runs: once ``ready()`` holds, SIGKILL the first process whose command line names
-    ``name`` (a Ray worker class). Yields the list of killed pids (empty when none was found)."""
+    """While the block runs: once ``ready()`` holds, SIGKILL the first process descended from this one whose
+    command line names ``name`` (a Ray worker class). Only descendants: a test running beside this one in
+    another pytest worker has processes of the same names. Yields the killed pids (empty when none)."""
     killed, stop = [], threading.Event()
 
     def watch() -> None:
         while not stop.is_set():
             if ready():
-                ps = subprocess.run(["ps", "-ww", "-eo", "pid=,args="], capture_output=True, text=True).stdout
-                for line in ps.splitlines():
-                    pid, _, args = line.strip().partition(" ")
-                    if name in args and int(pid) != os.getpid():
+                ps = subprocess.run(["ps", "-ww", "-eo", "pid=,ppid=,args="], capture_output=True, text=True).stdout
+                rows = [line.split(None, 2) + [""] for line in ps.splitlines() if line.strip()]
+                parent = {int(r[0]): int(r[1]) for r in rows}
+
+                def ours(pid: int) -> bool:
+                    while pid > 1:
+                        pid = parent.get(pid, 1)
+                        if pid == os.getpid():
+                            return True
+                    return False
+                for pid, _, args, *_ in rows:
+                    if name in args and ours(int(pid)):
                         os.kill(int(pid), signal.SIGKILL)
                         killed.append(int(pid))
                         return
@@ -196,3 +205,23 @@ def scanned_copies(matches: pd.DataFrame) -> dict[str, dict[str, str]]:
         if kind != "none":
             out[g][Path(path).name] = kind
     return out
+
+
+def shared_dir(tmp_path_factory) -> Path:
+    """A folder every pytest-xdist worker of this run sees (the parent of the workers' own base folders)."""
+    base = tmp_path_factory.getbasetemp()
+    return base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+
+
+def once(tmp_path_factory, name: str, make: Callable[[Path], None]) -> Path:
+    """``make(folder)`` once per test run, whichever worker asks first; the others wait for it and reuse the
+    folder. A make that fails leaves no done mark, so the next asker tries again and fails as visibly."""
+    from filelock import FileLock
+    folder = shared_dir(tmp_path_factory) / name
+    done = folder.parent / f"{name}.done"
+    with FileLock(str(folder) + ".lock"):
+        if not done.is_file():
+            folder.mkdir(parents=True, exist_ok=True)
+            make(folder)
+            done.touch()
+    return folder

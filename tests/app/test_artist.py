@@ -9,6 +9,7 @@ import pandas as pd
 from PIL import Image
 
 import browser
+from helpers import reference_copies
 
 
 def test_check_reproduced_and_not_reproduced(tmp_path, memorizing_model):
@@ -138,8 +139,13 @@ def test_check_with_the_training_index_finds_each_works_copies_and_samples_their
     assert licensed["license"] == "CC-BY astronaut" and licensed["url"] == "https://example.org/astronaut.jpg"
     assert [q["source"] for q in a["prompts"]] == ["training caption", "training caption", "file name"]
     assert [q["samples"] for q in a["prompts"]] == [4, 4, 4] and a["samples_drawn"] == 12
-    assert a["verdict"] == "reproduced" and "regurgitated" in a["terms"]
-    assert a["reproduced_by"]["source"] == "training caption" and a["reproduced_by"]["prompt"] == items[0].caption
+    assert a["verdict"] == "reproduced"
+    # which prompt drew the best copy is the toy's doing: the verdict names one of the work's prompts, and its
+    # legal term follows from that prompt's source
+    by = a["reproduced_by"]
+    assert {"caption_id": by["caption_id"], "prompt": by["prompt"], "source": by["source"]} in \
+        [{k: q[k] for k in ("caption_id", "prompt", "source")} for q in a["prompts"]]
+    assert ("regurgitated" if by["source"] == "training caption" else "extracted") in a["terms"]
     assert [t["caption"] for t in b["training_copies"]] == [items[1].caption]
     assert b["prompts"][0] == {"caption_id": "w0001-t0", "prompt": items[1].caption, "source": "training caption",
                                "samples": 4, "training_copies": 1}
@@ -149,8 +155,11 @@ def test_check_with_the_training_index_finds_each_works_copies_and_samples_their
     samples = pd.concat([pd.read_parquet(f) for f in (tmp_path / "c" / "run" / "samples").glob("shard-*.parquet")])
     drawn = samples.groupby(["caption_id", "caption"]).size().to_dict()
     assert drawn == {(q["caption_id"], q["prompt"]): q["samples"] for w in (a, b, c) for q in w["prompts"]}
-    assert a["reproduced_by"]["seed"] in set(samples.loc[samples["caption_id"] == a["reproduced_by"]["caption_id"],
-                                                         "seed"])
+    drew = samples[(samples["caption_id"] == by["caption_id"]) & (samples["seed"] == by["seed"])]
+    assert len(drew) == 1
+    # and that sample is a copy of the work, judged here by brute force
+    sample = tmp_path / "c" / "run" / drew["file"].iloc[0]
+    assert reference_copies([sample], works)[str(sample)].get("a-my-painting.png") in ("whole", "portion")
     # reconstruction: searched for the works no prompt reproduced, with the null beside each result
     assert c["verdict"] == "not reproduced"                  # a work the model never saw is not "reproduced"
     searched = [w for w in (a, b, c) if w["verdict"] != "reproduced"]

@@ -107,12 +107,14 @@ def test_empty_captions_are_counted(tmp_path, tiny_pipeline_dir):
 
 def test_ctrl_c_during_generate(tmp_path, tiny_pipeline_dir):
     caps = tmp_path / "c.txt"
-    caps.write_text("\n".join(f"caption {i}" for i in range(40)) + "\n")
+    caps.write_text("\n".join(f"caption {i}" for i in range(400)) + "\n")   # minutes of work: SIGINT comes first
     run_dir = tmp_path / "run"
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TQDM_DISABLE": "1"}
     p = subprocess.Popen([str(EXE), "generate", str(caps), "--model", str(tiny_pipeline_dir), "--out", str(run_dir),
                           "--samples", "8", "--steps", "4", "--size", "32", "32", "--shard-size", "8",
-                          "--batch-size", "4"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                          "--batch-size", "4"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         # as a shell starts it: a pytest-xdist worker ignores SIGINT, and its children inherit that
+                         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + 120
     while not list((run_dir / "samples").glob("shard-00000.parquet")) and time.monotonic() < deadline:
         time.sleep(0.2)

@@ -8,30 +8,37 @@ from __future__ import annotations
 
 import pytest
 
-from helpers import CAPTIONS, run, write_config
+from helpers import CAPTIONS, once, run, write_config
 
 
 @pytest.fixture(scope="session")
 def evidence_run(tmp_path_factory, memorizing_model):
     """The toy audit on the local engine with --keep evidence: the model's 6 training captions and
-    6 captions it never saw (most captions of a real sweep are not memorized)."""
-    from imgextract.demo.toy import training_set
-    folder = tmp_path_factory.mktemp("sweep")
+    6 captions it never saw (most captions of a real sweep are not memorized). Made once per test run."""
     model, cfg = memorizing_model
-    _, held = training_set(cfg)
-    import pandas as pd
-    trained = pd.read_csv(model / "train" / "copies.csv")
-    unseen = pd.DataFrame({"caption": [h.caption for h in held[:CAPTIONS - len(trained)]]})
-    pd.concat([trained, unseen], ignore_index=True).to_csv(folder / "captions.csv", index=False)
-    code, out, err = run("run", write_config(folder, model, "evidence"), "--keep", "evidence", cwd=folder, timeout=600)
-    assert code == 0, err
+
+    def sweep(folder):
+        import pandas as pd
+
+        from imgextract.demo.toy import training_set
+        _, held = training_set(cfg)
+        trained = pd.read_csv(model / "train" / "copies.csv")
+        unseen = pd.DataFrame({"caption": [h.caption for h in held[:CAPTIONS - len(trained)]]})
+        pd.concat([trained, unseen], ignore_index=True).to_csv(folder / "captions.csv", index=False)
+        code, out, err = run("run", write_config(folder, model, "evidence"), "--keep", "evidence", cwd=folder,
+                             timeout=600)
+        assert code == 0, err
+    folder = once(tmp_path_factory, "sweep", sweep)
     return folder, model, folder / "evidence"
 
 
 @pytest.fixture(scope="session")
-def all_run(evidence_run):
+def all_run(tmp_path_factory, evidence_run):
     """The same audit on the local engine with --keep all: every PNG on disk."""
     folder, model, _ = evidence_run
-    code, out, err = run("run", write_config(folder, model, "all"), "--keep", "all", cwd=folder, timeout=600)
-    assert code == 0, err
+
+    def keep_all(_):
+        code, out, err = run("run", write_config(folder, model, "all"), "--keep", "all", cwd=folder, timeout=600)
+        assert code == 0, err
+    once(tmp_path_factory, "sweep-all", keep_all)
     return folder / "all"

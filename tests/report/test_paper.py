@@ -47,7 +47,8 @@ def test_paper_table_of_a_labelled_run(tmp_path, memorizing_model):
     lab = block["labelled"]
     assert (lab["memorized_prompts"]["with_copy"], lab["memorized_prompts"]["prompts"]) == (1, 1)
     assert (lab["clean_prompts"]["with_copy"], lab["clean_prompts"]["prompts"]) == (clean, 3)
-    assert 0 < lab["clean_prompts"]["ci_high"] < 1       # even 0 of 3 false flags allows a rate up to ~56%
+    c = lab["clean_prompts"]
+    assert c["ci_low"] <= clean / 3 <= c["ci_high"] and c["ci_high"] - c["ci_low"] > 0.4   # 3 prompts: wide
     assert f"| captions with a memorized sample (any kind) | {(1 + clean) / 4:.3f} [" in out and "(false flags)" in out
     assert "not measured" in block["sscd"]
 
