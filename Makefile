@@ -6,7 +6,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.imgextract-installed
 DEMO_DIR ?= runs/demo
 
-.PHONY: install test demo bench clean browser
+.PHONY: install test demo docs bench clean browser
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -32,8 +32,12 @@ test: $(STAMP) browser
 demo: $(STAMP)
 	$(VENV)/bin/imgextract demo --out $(DEMO_DIR)
 
+# The docs site from docs/ into site/ (strict: a broken link fails; tests/test_docs.py builds it in make test).
+docs: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict
+
 bench: $(STAMP)
 	$(PY) scripts/bench_cliques.py
 
 clean:
-	rm -rf $(VENV) runs .pytest_cache test-artifacts
+	rm -rf $(VENV) runs site .pytest_cache test-artifacts

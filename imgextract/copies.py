@@ -33,7 +33,7 @@ copies and is fooled by look-alike grey textures. The judgement here:
    share near-exactly is the layout they have in common, Webster's *template verbatim*.
 
 Every threshold is calibrated on a null of distinct real photographs and on held-out copies of
-each kind (``scripts/bench_verdict.py``; the figures are in README.md).
+each kind (``scripts/bench_verdict.py``; the figures are in docs/findings.md).
 """
 
 from __future__ import annotations
@@ -60,7 +60,7 @@ MAX_SHIFT = 0.12               # registration moves a copy by at most this share
 
 @dataclass(frozen=True)
 class CopyRule:
-    """The thresholds of the verdict; the defaults are the calibrated ones (README, "Reading a finding")."""
+    """The thresholds of the verdict; the defaults are the calibrated ones (docs/findings.md)."""
 
     threshold: float = 0.15    # Carlini's tiled L2, for whole copies
     grid: int = 4              # Carlini's tiles per side

@@ -7,7 +7,7 @@ the remedy on a single line; the CLI prints it and exits non-zero before any wor
 from __future__ import annotations
 
 
-# Exit codes, decided once (README, "Exit codes"):
+# Exit codes, decided once (docs/errors.md):
 OK = 0
 FOUND = 1          # guard: the image replicates a training image
 BAD_INPUT = 2      # usage errors and InputError, before any work

@@ -77,14 +77,14 @@ def _path(base: Path, value: str) -> Path:
 def load_config(path: Path) -> dict:
     path = Path(path)
     if not path.is_file():
-        raise InputError(f"config file {path} does not exist", "pass a TOML file (see README, 'imgextract run')")
+        raise InputError(f"config file {path} does not exist", "pass a TOML file (see docs/audit.md, the run's config file)")
     try:
         cfg = tomllib.loads(path.read_text())
     except tomllib.TOMLDecodeError as exc:
         raise InputError(f"config file {path} is not valid TOML ({exc})", "fix the syntax at that line") from exc
     for section in ("index", "generate"):
         if section not in cfg:
-            raise InputError(f"config file {path} has no [{section}] section", f"add [{section}] (see README)")
+            raise InputError(f"config file {path} has no [{section}] section", f"add [{section}] (see docs/audit.md)")
     unknown = set(cfg) - TOP_KEYS
     if unknown:
         raise InputError(f"config file {path}: unknown keys or sections {sorted(unknown)}", f"use only {sorted(TOP_KEYS)}")

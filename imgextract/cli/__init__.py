@@ -68,7 +68,7 @@ def _internal_error(exc: BaseException) -> None:
 
 
 def main() -> None:
-    """Exit codes (README, "Exit codes"): 0 ok, 1 found (guard), 2 bad input or usage, 70 internal error,
+    """Exit codes (docs/errors.md): 0 ok, 1 found (guard), 2 bad input or usage, 70 internal error,
     130 interrupted."""
     import logging
     handler = logging.StreamHandler(sys.stderr)

@@ -92,7 +92,7 @@ def scan(
     alpha: Annotated[float, typer.Option(help="Relative distance = L2 / (alpha * mean L2 to the n nearest others).")] = 0.5,
     relative_threshold: Annotated[float, typer.Option(help="Relative distance below this counts for the relative criterion.")] = 1.0,
     criterion: Annotated[str, typer.Option(help="What 'memorized' means: copy (whole, portion or template copies; "
-                                                "README, Reading a finding) | tiled (Carlini's plain tiled L2) | "
+                                                "docs: Reading a finding) | tiled (Carlini's plain tiled L2) | "
                                                 "relative | either | both.")] = "copy",
     min_share: MinShare = 0.25,
     exact_below: Annotated[Optional[float], typer.Option(
@@ -142,7 +142,7 @@ def run(
 ) -> None:
     """Run index → sweep (generate, then test each shard where it was drawn) → report from one config file.
 
-    Example: imgextract run audit.toml --keep evidence   (see README for the file's keys; [engine] kind = "ray" for a cluster)
+    Example: imgextract run audit.toml --keep evidence   (see docs/audit.md for the file's keys; [engine] kind = "ray" for a cluster)
     """
     from imgextract import rundir
     from imgextract.app.audit import run_config, verdict

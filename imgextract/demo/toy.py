@@ -1,6 +1,6 @@
 """A toy text-to-image model that really memorizes, trained offline with known duplication.
 
-Recipe (measured on a 2-core CPU; see README): real photographs centre-cropped to 32×32, a
+Recipe (measured on a 2-core CPU; see docs/toy.md): real photographs centre-cropped to 32×32, a
 duplication schedule such as ``100x1,10x4,1x25``; a tiny VAE (32×32 → 16×16×4) trained first,
 then a tiny UNet2DConditionModel and a 2-layer CLIP text encoder trained jointly to predict
 the clean latent (x0-prediction memorizes far faster than ε at this size), AdamW 2e-3 with

@@ -207,10 +207,10 @@ def edge_score(loaded: LoadedModel, caption: str, caption_id: str, params: Triag
 METHODS = ("wen", "attn", "guide", "edge")
 SCORE_OF = {"wen": "wen_score", "attn": "attn_score", "guide": "guide_score", "edge": "edge_score"}
 # The default ranking, chosen on a dev toy model by scripts/eval_triage.py and then measured on
-# toy models it never saw (README, "Triage"); `imgextract triage` prints both with every ranking.
+# toy models it never saw (docs/research.md); `imgextract triage` prints both with every ranking.
 DEFAULT_METHOD = "edge"
 DEFAULT_EVIDENCE = ("held-out pooled ROC AUC 0.968 [95% CI 0.916, 0.999] on 3 toy models not used to choose it, "
-                    "0.986 with a 4th model's 232 negatives added (scripts/eval_triage.py; README, Triage)")
+                    "0.986 with a 4th model's 232 negatives added (scripts/eval_triage.py; docs/research.md)")
 
 
 def triage(loaded: LoadedModel, captions: pd.DataFrame, params: TriageParams,

@@ -1,7 +1,7 @@
 """The command line's contracts, checked the way a shell, a CI job or a serving pipeline calls it:
 the installed console script in a subprocess, its exit code and the first line of its stderr.
 
-Exit codes (README): 0 ok, 1 found (guard), 2 bad input or usage (before any work), 70 internal error, 130
+Exit codes (docs/errors.md): 0 ok, 1 found (guard), 2 bad input or usage (before any work), 70 internal error, 130
 interrupted.
 """
 

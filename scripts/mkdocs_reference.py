@@ -1,0 +1,58 @@
+"""MkDocs hooks: the command reference generated from the command line itself (typer's click tree), so an
+option is described once, in the code (the page that holds MARKER gets every command and its options);
+and ARCHITECTURE.md served as the docs' architecture page (layouts live in one file, kept true there)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+MARKER = "<!-- imgextract-reference -->"
+
+
+def on_files(files, config):
+    from mkdocs.structure.files import File
+    root = Path(config.config_file_path).parent
+    files.append(File.generated(config, "architecture.md", abs_src_path=str(root / "ARCHITECTURE.md")))
+    return files
+
+
+def on_page_markdown(markdown: str, page, config, files) -> str:
+    return markdown.replace(MARKER, reference()) if MARKER in markdown else markdown
+
+
+def _cell(text: str, code: bool = False) -> str:
+    """One table cell: on one line, pipes escaped; angle brackets too outside code spans."""
+    text = " ".join(text.split()).replace("|", "\\|")
+    return text if code else text.replace("<", "&lt;").replace(">", "&gt;")
+
+
+def commands():
+    """(path, command, context) for every command, groups' subcommands included, in the CLI's order."""
+    import typer
+
+    from imgextract.cli import app
+    root = typer.main.get_command(app)
+    stack = [(["imgextract"], root, root.make_context("imgextract", [], resilient_parsing=True))]
+    while stack:
+        path, group, ctx = stack.pop(0)
+        for name in group.list_commands(ctx):
+            cmd = group.get_command(ctx, name)
+            sub = cmd.make_context(name, [], resilient_parsing=True, parent=ctx)
+            if hasattr(cmd, "list_commands"):
+                stack.append((path + [name], cmd, sub))
+            else:
+                yield path + [name], cmd, sub
+
+
+def reference() -> str:
+    out = []
+    for path, cmd, ctx in commands():
+        out += [f"## {' '.join(path[1:])}", "", (cmd.help or "").strip(), "", "```",
+                cmd.get_usage(ctx).replace("Usage: " + ctx.command_path, " ".join(path)), "```", "",
+                "| argument or option | what it does |", "|---|---|"]
+        for param in cmd.params:
+            record = param.get_help_record(ctx)
+            if record:
+                out.append(f"| `{_cell(record[0], code=True)}` | {_cell(record[1])} |")
+        out.append("")
+    return "\n".join(out)
