@@ -110,7 +110,8 @@ def plain_model(tmp_path_factory):
 
 
 # Tests run on two pytest-xdist workers, a module's tests together (`make test`: -n 2 --dist loadfile; the
-# toys and the engine tests' sweeps are made once per run through helpers.once, whichever worker asks first).
+# toys (under a file lock) and the engine tests' sweeps (helpers.once) are made once per run, by whichever
+# worker asks first).
 # The modules go out in this order (--no-loadscope-reorder): the memorizing toy's first user (the run's
 # critical path) on one worker while the other starts on long modules that need no toy.
 FIRST = ["engines/test_local.py", "sources/test_clip_retrieval.py", "cli/test_triage_eval_cli.py",
