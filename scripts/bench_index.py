@@ -18,7 +18,7 @@ Ingest: INGEST JPEGs (--ingest-size, 512 px by default) of real photographs pack
 (NNNNN.tar + NNNNN.parquet + NNNNN_stats.json); `index build` on them (pixel embedder) against
 the decode-only floor: the same JPEG bytes read from the tars and decoded on all cores, measured
 just before and just after each build. Two forms, alternated: the default (box thumbnails stored),
-and --no-thumbs, the form ARCHITECTURE.md plans for 10^8-10^9 rows (candidates' thumbnails made on
+and --no-thumbs, the form docs/scale.md plans for 10^8-10^9 rows (candidates' thumbnails made on
 demand); their rows and vectors are checked equal.
 """
 

@@ -1,6 +1,6 @@
 """MkDocs hooks: the command reference generated from the command line itself (typer's click tree), so an
 option is described once, in the code (the page that holds MARKER gets every command and its options);
-and ARCHITECTURE.md served as the docs' architecture page (layouts live in one file, kept true there)."""
+and ARCHITECTURE.md served as the docs' architecture page, its links into docs/ made relative to the site."""
 
 from __future__ import annotations
 
@@ -17,6 +17,8 @@ def on_files(files, config):
 
 
 def on_page_markdown(markdown: str, page, config, files) -> str:
+    if page.file.src_uri == "architecture.md":
+        markdown = markdown.replace("](docs/", "](")
     return markdown.replace(MARKER, reference()) if MARKER in markdown else markdown
 
 

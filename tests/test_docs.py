@@ -58,3 +58,13 @@ def test_readme_is_short_and_shows_the_two_commands():
     assert "make demo" in text and "make test" in text
     for link in re.findall(r"\]\((docs/[^)#]+)", text):
         assert (ROOT / link).is_file(), link
+
+
+def test_architecture_is_short_true_to_the_conventions_and_links_into_the_docs():
+    text = (ROOT / "ARCHITECTURE.md").read_text()
+    assert len(text.splitlines()) <= 150
+    assert "70 internal error" in text and "copy_kind" in text
+    links = re.findall(r"\]\((docs/[^)#]+)", text)
+    assert {"docs/layouts.md", "docs/internals.md", "docs/scale.md"} <= set(links)
+    for link in links:
+        assert (ROOT / link).is_file(), link
