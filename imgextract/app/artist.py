@@ -386,14 +386,16 @@ def reconstruct_unreproduced(loaded, record: dict, result: list[WorkVerdict], ca
 
 
 def run_check(works_path: Path, model: str, out: Path, caption: str | None = None,
-              captions_file: Path | None = None, samples: int = 8, steps: int = 50, guidance: float = 7.5,
+              captions_file: Path | None = None, samples: int = 8, steps: int | None = None,
+              guidance: float | None = None,
               seed: int = 0, device: str = "auto", size: tuple[int, int] | None = None,
               threshold: float = 0.15, say=print, scheduler: str | None = None,
               dtype: str = "auto", training_index: str | None = None, reconstruct: bool = False,
               null: Path | None = None, budget=None, descriptor: str | None = None) -> tuple[list[WorkVerdict], Path]:
     """The whole check; every argument is checked (model loaded, index opened, calibration images read)
     before anything is written."""
-    from imgextract.app.commands import build_index, run_generation, run_scan
+    from imgextract.app.commands import build_index, require_family, run_generation, run_scan
+    from imgextract.models.families import require
     from imgextract.folders import check_out_folder, claim_out_folder
     from imgextract.index.store import is_index_dir, open_index
     from imgextract.models.descriptors import load_descriptor, resolved_spec, same_descriptor
@@ -423,10 +425,11 @@ def run_check(works_path: Path, model: str, out: Path, caption: str | None = Non
     from imgextract.stages.reconstruct import Budget, validate_budget
     budget = budget or Budget(seed=seed)
     validate_budget(budget)
+    if reconstruct:   # refused before the weights load wherever the files tell the family
+        require_family(model, "check --reconstruct", "drop --reconstruct for this model", scores=True)
     loaded = load_pipeline(model, device, dtype)
-    if reconstruct and not all(hasattr(loaded.pipe, a) for a in ("unet", "vae", "encode_prompt")):
-        raise InputError(f"--reconstruct needs a UNet pipeline with a text encoder; {model} is a "
-                         f"{type(loaded.pipe).__name__}", "use a Stable Diffusion 1.x/2.x-style model, or drop --reconstruct")
+    if reconstruct:
+        require(loaded.family, "check --reconstruct", model, "drop --reconstruct for this model", scores=True)
     for source in sorted({s for _, s in prompts}):
         if source in ("file name", "sidecar text"):
             n = sum(s == source for _, s in prompts)

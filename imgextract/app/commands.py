@@ -129,17 +129,48 @@ def run_generation(captions: Path, model: str, out: Path, cfg, loaded=None, capt
     return record
 
 
+def require_family(model: str, what: str, remedy: str | None = None, scores: bool = False) -> None:
+    """Refuse ``what`` for a model whose family the registry does not know, before its weights load
+    (wherever its files tell the family: a folder's model_index.json, a single-file checkpoint)."""
+    from imgextract.models.families import require
+    from imgextract.models.pipelines import peek_family
+    family = peek_family(model)
+    if family is not None:
+        require(family, what, model, remedy, scores)
+
+
+def sample_from_run(run: Path, file: str, out: Path) -> Path:
+    """Redraw one of a run's samples as the run drew it (its batch, model, scheduler and threads): the
+    PNG written is byte for byte the one the run wrote."""
+    import pyarrow.parquet as pq
+
+    from imgextract.stages.generate import batch_of, draw_batches, load_recorded
+    run = Path(run)
+    if not (run / rundir.RUN_JSON).is_file():
+        raise InputError(f"--run {run} is not a run folder (no {rundir.RUN_JSON})", "pass the folder `generate` or `run` wrote")
+    if Path(out).is_dir():
+        raise InputError(f"--out {out} is a folder", "name the PNG file to write, e.g. --out sample.png")
+    record = rundir.read_json(run / rundir.RUN_JSON)
+    number, batch = batch_of(record, pq.read_table(run / rundir.CAPTIONS), file)
+    drawn = [d for part in draw_batches(load_recorded(record), record, batch, number) for d in part]
+    data = next(d.data for d in drawn if d.rel == Path(file).as_posix())
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    rundir.write_bytes_atomic(Path(out), data)
+    return Path(out)
+
+
 def sample(model: str, prompt: str, seed: int, out: Path, cfg) -> Path:
     """Redraw one sample from its recorded seed into ``out`` (a PNG file)."""
     from imgextract.models.pipelines import load_pipeline, native_size, quiet_libraries, set_scheduler
-    from imgextract.stages.generate import render, validate_sampling
+    from imgextract.stages.generate import render, resolve_sampling, validate_sampling
     validate_sampling(cfg)
     if Path(out).is_dir():
         raise InputError(f"--out {out} is a folder", "name the PNG file to write, e.g. --out sample.png")
     quiet_libraries()
     loaded = load_pipeline(model, cfg.device, cfg.dtype, cfg.model_config)
-    set_scheduler(loaded.pipe, cfg.scheduler)
-    size = tuple(cfg.size) if cfg.size else native_size(loaded.pipe)
+    cfg = resolve_sampling(cfg, loaded)
+    set_scheduler(loaded.pipe, cfg.scheduler, loaded.family)
+    size = tuple(cfg.size) if cfg.size else native_size(loaded.pipe, loaded.family)
     image = render(loaded, [prompt], [seed], cfg.steps, cfg.guidance, size)[0]
     Path(out).parent.mkdir(parents=True, exist_ok=True)
     image.save(out)
@@ -214,13 +245,20 @@ def run_triage(captions: Path, model: str, out: Path, params, methods: tuple[str
     """Rank captions by how likely they are memorized; the ranking is written to ``out``."""
     from imgextract.models.pipelines import load_pipeline, quiet_libraries, set_scheduler
     from imgextract.sources.tables import read_captions
+    from imgextract.models.families import require
     from imgextract.stages.triage import METHODS, triage, write_triage
     if not methods or set(methods) - set(METHODS):
         raise InputError(f"--methods '{','.join(methods)}'", f"use a comma list of {', '.join(METHODS)}")
     table = read_captions(captions).to_pandas()
+    noise = [m for m in methods if m != "edge"]   # the noise-difference scores read the denoiser itself
+    if noise:
+        require_family(model, f"triage --methods {','.join(noise)}", "use --methods edge for this model", scores=True)
     quiet_libraries()
     loaded = load_pipeline(model, device, dtype, model_config)
-    set_scheduler(loaded.pipe, params.scheduler)
+    if noise:
+        require(loaded.family, f"triage --methods {','.join(noise)}", model, "use --methods edge for this model",
+                scores=True)
+    set_scheduler(loaded.pipe, params.scheduler, loaded.family)
     result = triage(loaded, table, params, methods)
     write_triage(result, out, params)
     return result

@@ -140,6 +140,8 @@ def run_triage_eval(model: str, out: Path, params, memorized: Path | None = None
                     device: str = "auto", dtype: str = "auto", model_config: str | None = None,
                     n_boot: int = 2000, say: Callable[[str], None] = print) -> dict:
     """Score every labelled prompt with triage, then every score's figures; eval.json is written last."""
+    from imgextract.app.commands import require_family
+    from imgextract.models.families import require
     from imgextract.models.pipelines import load_pipeline, quiet_libraries, set_scheduler
     from imgextract.progress import show
     from imgextract.stages.triage import METHODS, score_captions
@@ -150,9 +152,15 @@ def run_triage_eval(model: str, out: Path, params, memorized: Path | None = None
     out = Path(out)
     _check_out(out)
     prompts = labelled_prompts(memorized, clean, labelled)
+    noise = [m for m in methods if m != "edge"]   # the noise-difference scores read the denoiser itself
+    what, remedy = f"triage-eval --methods {','.join(noise)}", "use --methods edge for this model"
+    if noise:
+        require_family(model, what, remedy, scores=True)
     quiet_libraries()
     loaded = load_pipeline(model, device, dtype, model_config)
-    set_scheduler(loaded.pipe, params.scheduler)
+    if noise:
+        require(loaded.family, what, model, remedy, scores=True)
+    set_scheduler(loaded.pipe, params.scheduler, loaded.family)
     scored = show(score_captions(loaded, prompts, params, methods), say)
     table = scored.merge(prompts[["caption_id", "label"]], on="caption_id")
     rows = evaluate(table, n_boot)

@@ -9,6 +9,7 @@ import typer
 
 from imgextract.cli.options import (Captions, Descriptor, Device, Dtype, Grid, Guidance, IndexName, K, MinShare, Model,
                                     ModelConfig, Samples, Scheduler, Seed, Size, Steps, Threshold, sampling)
+from imgextract.errors import InputError
 
 
 def _err(line: str) -> None:
@@ -21,8 +22,8 @@ def generate(
     out: Annotated[Path, typer.Option(help="Run folder (created; an existing one with the same settings resumes).")],
     samples: Samples = 16,
     batch_size: Annotated[int, typer.Option(help="Images per pipeline call (batches mix captions).")] = 8,
-    steps: Steps = 50,
-    guidance: Guidance = 7.5,
+    steps: Steps = None,
+    guidance: Guidance = None,
     scheduler: Scheduler = None,
     size: Size = None,
     seed: Seed = 0,
@@ -44,18 +45,36 @@ def generate(
 
 
 def sample(
-    model: Model,
-    prompt: Annotated[str, typer.Option(help="The caption.")],
-    seed: Annotated[int, typer.Option(help="The sample's own seed (as recorded in the run's manifest).")],
-    out: Annotated[Path, typer.Option(help="PNG file to write.")],
-    steps: Steps = 50, guidance: Guidance = 7.5, scheduler: Scheduler = None, size: Size = None,
+    model: Annotated[Optional[str], typer.Option(help="Hub id, local diffusers folder, or .safetensors/.ckpt file.")] = None,
+    prompt: Annotated[Optional[str], typer.Option(help="The caption.")] = None,
+    seed: Annotated[Optional[int], typer.Option(help="The sample's own seed (as recorded in the run's manifest).")] = None,
+    out: Annotated[Path, typer.Option(help="PNG file to write.")] = Path("sample.png"),
+    run: Annotated[Optional[Path], typer.Option(
+        "--run", help="A run folder: redraw its sample --file as the run drew it, byte for byte (with its batch, "
+                      "model and settings; --model, --prompt and --seed are then not needed).")] = None,
+    file: Annotated[Optional[str], typer.Option(
+        help="With --run: the sample's path in the run (the manifest's file column).")] = None,
+    steps: Steps = None, guidance: Guidance = None, scheduler: Scheduler = None, size: Size = None,
     device: Device = "auto", dtype: Dtype = "auto", model_config: ModelConfig = None,
 ) -> None:
-    """Regenerate one sample from its recorded seed.
+    """Regenerate one sample from its recorded seed, or from its run folder byte for byte.
 
     Example: imgextract sample --model ./toy --prompt "an astronaut" --seed 123 --steps 25 --out a.png
+
+    Example: imgextract sample --run runs/audit --file samples/shard-00000/c000003_s00001.png --out a.png
     """
-    from imgextract.app.commands import sample as draw
+    from imgextract.app.commands import sample as draw, sample_from_run
+    if run is not None or file is not None:
+        if run is None or file is None:
+            raise InputError("--run and --file go together", "pass both, or --model, --prompt and --seed")
+        given = [n for n, v in (("--model", model), ("--prompt", prompt), ("--seed", seed)) if v is not None]
+        if given:
+            raise InputError(f"{', '.join(given)} with --run", "the run records the model, prompt and seed: drop them")
+        typer.echo(str(sample_from_run(run, file, out)))
+        return
+    missing = [n for n, v in (("--model", model), ("--prompt", prompt), ("--seed", seed)) if v is None]
+    if missing:
+        raise InputError(f"sample needs {', '.join(missing)}", "pass --model, --prompt and --seed, or --run and --file")
     cfg = sampling(steps=steps, guidance=guidance, scheduler=scheduler, size=size, device=device, dtype=dtype,
                    model_config=model_config)
     typer.echo(str(draw(model, prompt, seed, out, cfg)))

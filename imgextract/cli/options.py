@@ -14,10 +14,15 @@ import typer
 Model = Annotated[str, typer.Option(help="Hub id, local diffusers folder, or .safetensors/.ckpt file.")]
 Device = Annotated[str, typer.Option(help="auto | cpu | cuda | mps")]
 Dtype = Annotated[str, typer.Option(help="auto (fp16 on CUDA, fp32 otherwise) | float32 | float16 | bfloat16")]
-Steps = Annotated[int, typer.Option(help="Sampling steps.")]
-Guidance = Annotated[float, typer.Option(help="Classifier-free guidance scale.")]
+Steps = Annotated[Optional[int], typer.Option(
+    help="Sampling steps (default: the model family's: 50 for SD 1/2/XL, 28 SD3 and Flux dev, 4 Flux schnell, "
+         "20 PixArt).")]
+Guidance = Annotated[Optional[float], typer.Option(
+    help="Guidance scale (default: the model family's: 7.5 SD 1/2, 5 SDXL, 7 SD3, 3.5 Flux dev, 0 Flux schnell, "
+         "4.5 PixArt).")]
 Scheduler = Annotated[Optional[str], typer.Option(
-    help="ddim, ddpm, pndm, euler, euler-a, dpm++, unipc, lms, heun (default: the model's).")]
+    help="ddim, ddpm, pndm, euler, euler-a, dpm++, unipc, lms, heun; flow-euler, flow-heun for SD3 and Flux "
+         "(default: the model's).")]
 Size = Annotated[Optional[tuple[int, int]], typer.Option(help="Height and width (default: the model's native size).")]
 Seed = Annotated[int, typer.Option(help="Base seed; each sample's seed derives from (base, caption id, sample index).")]
 ModelConfig = Annotated[Optional[str], typer.Option(
@@ -40,7 +45,7 @@ Captions = Annotated[Path, typer.Argument(
          "(Webster's sdv1_500_memorized.jsonl, MemBench's SD1_final.csv).")]
 
 
-def sampling(samples: int = 1, batch_size: int = 1, steps: int = 50, guidance: float = 7.5,
+def sampling(samples: int = 1, batch_size: int = 1, steps: Optional[int] = None, guidance: Optional[float] = None,
              scheduler: Optional[str] = None, size: Optional[tuple[int, int]] = None, seed: int = 0,
              device: str = "auto", dtype: str = "auto", shard_size: int = 256, model_config: Optional[str] = None):
     """The sampling options as the stages take them."""

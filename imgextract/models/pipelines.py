@@ -14,18 +14,8 @@ from pathlib import Path
 
 from imgextract.errors import InputError
 from imgextract.models import weights
+from imgextract.models.families import SCHEDULERS, Family, family_of_pipe
 
-SCHEDULERS = {
-    "ddim": "DDIMScheduler",
-    "ddpm": "DDPMScheduler",
-    "pndm": "PNDMScheduler",
-    "euler": "EulerDiscreteScheduler",
-    "euler-a": "EulerAncestralDiscreteScheduler",
-    "dpm++": "DPMSolverMultistepScheduler",
-    "unipc": "UniPCMultistepScheduler",
-    "lms": "LMSDiscreteScheduler",
-    "heun": "HeunDiscreteScheduler",
-}
 WEIGHT_SUFFIXES = {".safetensors", ".bin", ".ckpt", ".pt", ".pth", ".json", ".txt"}
 
 
@@ -51,6 +41,7 @@ class LoadedModel:
     fingerprint: str
     device: str
     dtype: str
+    family: "Family" = None   # set by load_pipeline from the loaded pipeline (families.family_of_pipe)
 
 
 DEVICE_CHOICES = "auto, cpu, cuda, cuda:N or mps"
@@ -240,28 +231,68 @@ def load_pipeline(model: str, device: str = "auto", dtype: str = "auto",
                              "pass a Stable Diffusion 1.x/2.x/XL checkpoint; offline, add --model-config DIR "
                              "naming a diffusers folder of the same architecture") from exc
     else:
+        check_pipeline_class(local)
         pipe = diffusers.DiffusionPipeline.from_pretrained(str(local), use_safetensors=True, **common)
     pipe = pipe.to(device)
     pipe.set_progress_bar_config(disable=True)
-    return LoadedModel(pipe, model, kind, local, fingerprint_path(local), device, str(torch_dtype).replace("torch.", ""))
+    return LoadedModel(pipe, model, kind, local, fingerprint_path(local), device, str(torch_dtype).replace("torch.", ""),
+                       family_of_pipe(pipe))
 
 
-def set_scheduler(pipe, name: str | None) -> str:
-    """Swap the sampler by short name or class name; returns the class name in use."""
+def check_pipeline_class(folder: Path) -> None:
+    """A folder naming a pipeline class this diffusers lacks is refused by name before loading."""
+    import json
+
     import diffusers
+    name = json.loads((folder / "model_index.json").read_text()).get("_class_name")
+    if not isinstance(name, str) or not name.endswith("Pipeline") or not hasattr(diffusers, name):
+        raise InputError(f"model folder {folder}: its model_index.json names the pipeline class {name!r}, which "
+                         f"diffusers {diffusers.__version__} does not have",
+                         "upgrade diffusers (pip install -U diffusers) if the class is newer, or re-save the "
+                         "pipeline with save_pretrained")
+
+
+def peek_family(model: str) -> Family | None:
+    """MODEL's family read from its files before anything loads (None when only loading can tell:
+    a hub id not yet downloaded). A single-file checkpoint is an SD 1.x/2.x/XL one."""
+    from imgextract.models.families import BY_NAME, family_of_folder
+    path = Path(model).expanduser()
+    if path.is_dir() and (path / "model_index.json").is_file():
+        return family_of_folder(path)
+    if path.is_file() and path.suffix in (".safetensors", ".ckpt"):
+        return BY_NAME["sd1"]
+    return None
+
+
+def set_scheduler(pipe, name: str | None, family: Family | None = None) -> str:
+    """Swap the sampler by short name or class name; returns the class name in use. A family refuses a
+    sampler of the wrong kind (DDIM on a flow-matching model) before it is built."""
+    import diffusers
+    from imgextract.models.families import check_scheduler, family_of_pipe
     if name:
         class_name = SCHEDULERS.get(name, name)
         if class_name not in SCHEDULERS.values():
             raise InputError(f"unknown scheduler '{name}'", f"use one of {', '.join(SCHEDULERS)}")
+        check_scheduler(family or family_of_pipe(pipe), class_name, name)
         cls = getattr(diffusers, class_name)
         pipe.scheduler = cls.from_config(pipe.scheduler.config)
     return type(pipe.scheduler).__name__
 
 
-def native_size(pipe) -> tuple[int, int]:
-    """The resolution the model was trained at: UNet sample size × VAE scale factor."""
-    unet = pipe.unet
-    sample = unet.config.sample_size
-    sample = sample if isinstance(sample, (tuple, list)) else (sample, sample)
+def native_size(pipe, family: Family | None = None) -> tuple[int, int]:
+    """The resolution the model was trained at: the denoiser's sample size (or the pipeline's
+    ``default_sample_size``, Flux) × the VAE scale factor."""
+    from imgextract.models.families import family_of_pipe
+    family = family or family_of_pipe(pipe)
     scale = getattr(pipe, "vae_scale_factor", 8)
+    sample = None
+    if family.size_from == "pipeline":
+        sample = getattr(pipe, "default_sample_size", None)
+    if sample is None:
+        module = next((getattr(pipe, n) for n in (family.denoiser, "unet", "transformer")
+                       if getattr(pipe, n, None) is not None), None)
+        sample = getattr(getattr(module, "config", None), "sample_size", None) if module is not None else None
+    if sample is None:
+        raise InputError(f"cannot tell the native size of this {type(pipe).__name__}", "pass --size H W")
+    sample = sample if isinstance(sample, (tuple, list)) else (sample, sample)
     return int(sample[0] * scale), int(sample[1] * scale)

@@ -74,7 +74,7 @@ def _reproduced_by(v, record: dict) -> str:
             f"{by['seed']}</h3><div class=pair><figure><img src='{thumbnail_uri(v.work)}' alt='your work'>"
             f"<figcaption>your work</figcaption></figure><figure><img src='{thumbnail_uri(by['generation_path'])}' "
             f"alt='the sample that copies it'><figcaption>sample, seed {by['seed']}<br><code>"
-            f"{e(shlex.join(regenerate_command(record, by['prompt'], int(by['seed']))))}</code></figcaption>"
+            f"{e(shlex.join(regenerate_command(record, by['prompt'], int(by['seed']), by['generation_path'])))}</code></figcaption>"
             f"</figure></div></section>")
 
 
@@ -128,7 +128,7 @@ def write_check_page(out: Path, run: Path, result: list, work_ids: list[str], tr
             f"<figure data-caption-id='{e(str(r['caption_id']))}' data-seed='{int(r['seed'])}'>"
             f"<img src='{thumbnail_uri(r['generation_path'])}' alt='sample'><figcaption>tiled L2 "
             f"{r['tiled_l2']:.3f} · seed {int(r['seed'])}<br><code>"
-            f"{e(shlex.join(regenerate_command(record, r['caption'], int(r['seed']))))}</code></figcaption></figure>"
+            f"{e(shlex.join(regenerate_command(record, r['caption'], int(r['seed']), r['generation_path'])))}</code></figcaption></figure>"
             for _, r in m.iterrows())
         terms = "".join(f"<span class='term'>{e(t)}</span> " for t in v.terms())
         parts.append(f"<div class='finding{' hit' if v.verdict == 'reproduced' else ''}' data-work-id='{own}'><div>"

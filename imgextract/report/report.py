@@ -151,7 +151,7 @@ def _entry(tid: int, grp: pd.DataFrame, record: dict | None, params: dict, index
     family = "".join(f"<figure>{thumbs.img(index_table['path'].iat[m], 'template member', side=128)}<figcaption>"
                      f"#{m}</figcaption></figure>" for m in members
                      if index_table is not None and 0 <= m < len(index_table))
-    cmd = shlex.join(regenerate_command(record, best["caption"], int(best["seed"]))) \
+    cmd = shlex.join(regenerate_command(record, best["caption"], int(best["seed"]), best["generation_path"])) \
         if record is not None and pd.notna(best.get("seed")) else ""
     source = next((index_row[c] for c in index_row if c.lower() in SOURCE_COLUMNS and index_row[c]), None)
     licence = next((index_row[c] for c in index_row if c.lower() in LICENSE_COLUMNS and index_row[c]), None)
@@ -196,7 +196,7 @@ def _entry(tid: int, grp: pd.DataFrame, record: dict | None, params: dict, index
 
 def _finding(row: pd.Series, record: dict | None, thumbs: Thumbs) -> str:
     """A nearest (not memorized) candidate, shown when nothing was memorized."""
-    cmd = shlex.join(regenerate_command(record, row["caption"], int(row["seed"]))) \
+    cmd = shlex.join(regenerate_command(record, row["caption"], int(row["seed"]), row["generation_path"])) \
         if record is not None and pd.notna(row.get("seed")) else ""
     return (f"<div class=finding><div class=pair><figure>{thumbs.img(row['generation_path'], 'generation')}"
             f"<figcaption>generation</figcaption></figure><figure>{thumbs.img(row['train_path'], 'training image')}"

@@ -27,6 +27,7 @@ from PIL import Image, PngImagePlugin
 
 from imgextract import rundir
 from imgextract.errors import InputError
+from imgextract.models.families import check_size, denoiser_module
 from imgextract.models.pipelines import LoadedModel, load_pipeline, native_size, pick_dtype, set_scheduler
 from imgextract.progress import Note, Step
 from imgextract.sources.tables import read_captions
@@ -45,8 +46,8 @@ SEED_POLICY = ("seed = int(sha256(f'{base_seed}:{caption_id}:{sample_index}').he
 class SamplingConfig:
     samples: int = 16
     batch_size: int = 8
-    steps: int = 50
-    guidance: float = 7.5
+    steps: int | None = None        # None: the model family's default (families.Family.steps)
+    guidance: float | None = None   # None: the model family's default (families.Family.guidance)
     scheduler: str | None = None
     size: tuple[int, int] | None = None
     seed: int = 0
@@ -61,9 +62,22 @@ def render(loaded: LoadedModel, prompts: list[str], seeds: list[int], steps: int
     """One pipeline call; every image has its own seeded generator."""
     import torch
     generators = [torch.Generator("cpu").manual_seed(int(s)) for s in seeds]
+    extra = loaded.family.call if loaded.family is not None else {}   # PixArt: no resolution binning
     out = loaded.pipe(prompt=list(prompts), num_inference_steps=steps, guidance_scale=guidance,
-                      height=size[0], width=size[1], generator=generators, output_type="pil")
+                      height=size[0], width=size[1], generator=generators, output_type="pil", **extra)
     return out.images
+
+
+def resolve_sampling(cfg: SamplingConfig, loaded: LoadedModel) -> SamplingConfig:
+    """``cfg`` with the model family's defaults where it left steps or guidance open, and its size
+    checked against the family (transformers take multiples of their patch)."""
+    from dataclasses import replace as _replace
+    fam = loaded.family
+    cfg = _replace(cfg, steps=cfg.steps if cfg.steps is not None else fam.steps,
+                   guidance=cfg.guidance if cfg.guidance is not None else fam.guidance)
+    if cfg.size is not None:
+        check_size(fam, tuple(cfg.size), loaded.pipe)
+    return cfg
 
 
 def png_bytes(image: Image.Image, meta: dict) -> bytes:
@@ -102,12 +116,12 @@ def plan(captions: pa.Table, samples: int) -> list[tuple[int, str, str, int]]:
 
 def validate_sampling(cfg: SamplingConfig) -> None:
     for name in ("samples", "batch_size", "steps", "shard_size"):
-        if getattr(cfg, name) < 1:
+        if getattr(cfg, name) is not None and getattr(cfg, name) < 1:
             raise InputError(f"--{name.replace('_', '-')} is {getattr(cfg, name)}", "give a positive number")
     if cfg.size is not None and (cfg.size[0] % 8 or cfg.size[1] % 8 or min(cfg.size) < 8):
         raise InputError(f"--size {cfg.size[0]} {cfg.size[1]} is not a multiple of 8", "use sizes like 512 512")
-    if cfg.guidance < 0:
-        raise InputError(f"--guidance {cfg.guidance}", "use a guidance scale >= 0 (7.5 is the usual)")
+    if cfg.guidance is not None and cfg.guidance < 0:
+        raise InputError(f"--guidance {cfg.guidance}", "use a guidance scale >= 0, or leave it out for the model family's")
 
 
 def prepare_run(captions_path: Path, model: str, out: Path, cfg: SamplingConfig,
@@ -125,8 +139,9 @@ def prepare_run(captions_path: Path, model: str, out: Path, cfg: SamplingConfig,
     validate_sampling(cfg)
     captions = captions if captions is not None else read_captions(Path(captions_path))
     loaded = loaded or load_pipeline(model, "cpu" if worker_device else cfg.device, cfg.dtype, cfg.model_config)
-    scheduler = set_scheduler(loaded.pipe, cfg.scheduler)
-    size = tuple(cfg.size) if cfg.size else native_size(loaded.pipe)
+    cfg = resolve_sampling(cfg, loaded)
+    scheduler = set_scheduler(loaded.pipe, cfg.scheduler, loaded.family)
+    size = tuple(cfg.size) if cfg.size else native_size(loaded.pipe, loaded.family)
     sampling = {"samples": cfg.samples, "batch_size": cfg.batch_size, "steps": cfg.steps,
                 "guidance": cfg.guidance, "scheduler": scheduler, "height": size[0], "width": size[1],
                 "shard_size": cfg.shard_size, "device": loaded.device, "dtype": loaded.dtype}
@@ -134,7 +149,8 @@ def prepare_run(captions_path: Path, model: str, out: Path, cfg: SamplingConfig,
         sampling.update(device=worker_device, dtype=str(pick_dtype(cfg.dtype, worker_device)).replace("torch.", ""))
     identity = {
         "model": {"id": model, "kind": loaded.kind, "local_path": str(loaded.local_path),
-                  "fingerprint": loaded.fingerprint, **({"config": cfg.model_config} if cfg.model_config else {})},
+                  "fingerprint": loaded.fingerprint,
+                  **({"config": cfg.model_config} if cfg.model_config else {})},
         "sampling": sampling,
         "seed_policy": {"base_seed": cfg.seed, "rule": SEED_POLICY},
         "captions": {"source": str(captions_path), "count": captions.num_rows,
@@ -158,7 +174,7 @@ def prepare_run(captions_path: Path, model: str, out: Path, cfg: SamplingConfig,
         return loaded, identity, captions
     out.mkdir(parents=True, exist_ok=True)
     import torch
-    record = {**identity, "imgextract_run": 1, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    record = {**identity, "family": loaded.family.name, "imgextract_run": 1, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
               "cpu_threads": torch.get_num_threads(),  # CPU float sums depend on the thread count: pinned
               "command": command or [], "versions": rundir.package_versions()}
     rundir.write_parquet_atomic(out / rundir.CAPTIONS, captions)
@@ -200,16 +216,17 @@ PROFILE_ENV = "IMGEXTRACT_PROFILE_UNET"
 
 
 class UnetClock:
-    """Seconds spent inside the UNet, for the share of wall time the benchmark reports.
+    """Seconds spent inside the denoiser (UNet or transformer), for the share of wall time the benchmark
+    reports.
 
     Installed only when ``IMGEXTRACT_PROFILE_UNET=1`` (each call is synchronised on a GPU, which
     costs a little overlap); engines read ``seconds`` around each shard.
     """
 
-    def __init__(self, pipe):
+    def __init__(self, unet):
         import torch
         self.seconds = 0.0
-        unet, forward = pipe.unet, pipe.unet.forward
+        forward = unet.forward
         sync = torch.cuda.synchronize if unet.device.type == "cuda" else (lambda: None)
 
         def timed(*args, **kwargs):
@@ -227,8 +244,9 @@ class UnetClock:
         if os.environ.get(PROFILE_ENV) != "1":
             return None
         clock = getattr(loaded, "_unet_clock", None)
-        if clock is None:
-            clock = UnetClock(loaded.pipe)
+        module = denoiser_module(loaded)
+        if clock is None and module is not None:
+            clock = UnetClock(module)
             loaded._unet_clock = clock
         return clock
 
@@ -313,7 +331,7 @@ def load_recorded(record: dict) -> LoadedModel:
     if loaded.fingerprint != m["fingerprint"]:
         raise InputError(f"model {model_of(record)} differs from the run's (fingerprint {loaded.fingerprint[:12]} "
                          f"!= {m['fingerprint'][:12]})", "make the same model files reachable here, or start a new run")
-    set_scheduler(loaded.pipe, s["scheduler"])
+    set_scheduler(loaded.pipe, s["scheduler"], loaded.family)
     return loaded
 
 
@@ -345,8 +363,35 @@ class ShardDrawer:
         return DrawnShard(number, drawn, (self.clock.seconds - before) if self.clock else 0.0)
 
 
-def regenerate_command(record: dict, caption: str, seed: int) -> list[str]:
-    """argv of ``imgextract sample`` that redraws one sample from its recorded seed."""
+def batch_of(record: dict, captions: pa.Table, rel: str) -> tuple[int, list[tuple[int, str, str, int]]]:
+    """(shard number, work items) of the batch that drew the run's sample ``rel``
+    (``samples/shard-N/cROW_sI.png``): redrawing that batch redraws the sample's bytes, since a
+    transformer's float sums on CPU depend on how many images share its matrix products."""
+    import re
+    m = re.fullmatch(rf"{rundir.SAMPLES}/shard-(\d+)/c(\d+)_s(\d+)\.png", str(rel).replace("\\", "/"))
+    shards = shard_items(record, captions)
+    if m is None or int(m[1]) >= len(shards):
+        raise InputError(f"--file {rel} is not a sample of this run",
+                         "give the path the manifest records, e.g. samples/shard-00000/c000000_s00000.png")
+    number, row, index = int(m[1]), int(m[2]), int(m[3])
+    items = shards[number]
+    at = next((j for j, (r, _, _, i) in enumerate(items) if r == row and i == index), None)
+    if at is None:
+        raise InputError(f"--file {rel} is not a sample of this run", "give a path from the run's manifest")
+    size = record["sampling"]["batch_size"]
+    start = at - at % size
+    return number, items[start:start + size]
+
+
+def regenerate_command(record: dict, caption: str, seed: int, path: str | None = None) -> list[str]:
+    """argv of ``imgextract sample`` that redraws one sample: from its run folder when ``path`` lies in one
+    (the sample's batch redrawn: the same bytes on every family), else from the model, prompt and seed
+    (the same image; on CPU a transformer's last bits may differ from the batched draw's)."""
+    if path is not None:
+        p = Path(path)
+        if len(p.parents) > 2 and p.parents[1].name == rundir.SAMPLES and (p.parents[2] / rundir.RUN_JSON).is_file():
+            return ["imgextract", "sample", "--run", str(p.parents[2]), "--file", p.relative_to(p.parents[2]).as_posix(),
+                    "--out", f"sample-{seed}.png"]
     s = record["sampling"]
     model = model_of(record)
     cmd = ["imgextract", "sample", "--model", model, "--prompt", caption, "--seed", str(seed),

@@ -33,7 +33,7 @@ def test_check_reproduced_and_not_reproduced(tmp_path, memorizing_model):
     assert "does not show the model has not memorized it" in unseen.sentence()
     assert any("file name" in s for s in said)
     html = page.read_text()
-    assert "reproduced" in html and "imgextract sample --model" in html and html.count("<figure") >= 4
+    assert "reproduced" in html and "imgextract sample --run" in html and html.count("<figure") >= 4
 
 
 def test_check_cards_show_their_own_prompts_samples(tmp_path, memorizing_model):

@@ -42,7 +42,7 @@ title = "audit <b>x</b>"
     html = report.read_text()
     assert "<script>alert(1)</script>" not in html and "&lt;script&gt;alert(1)&lt;/script&gt;" in html
     assert "audit &lt;b&gt;x&lt;/b&gt;" in html
-    assert "imgextract sample --model" in html  # regenerate command per finding
+    assert "imgextract sample --run" in html  # regenerate command per finding
     # a second run resumes: nothing regenerated
     stamp = (run / "samples/shard-00000.parquet").stat().st_mtime_ns
     run_config(cfg)
