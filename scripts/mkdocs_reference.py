@@ -7,6 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 MARKER = "<!-- imgextract-reference -->"
+FAMILIES_MARKER = "<!-- imgextract-families -->"
 
 
 def on_files(files, config):
@@ -19,7 +20,24 @@ def on_files(files, config):
 def on_page_markdown(markdown: str, page, config, files) -> str:
     if page.file.src_uri == "architecture.md":
         markdown = markdown.replace("](docs/", "](")
+    if FAMILIES_MARKER in markdown:
+        markdown = markdown.replace(FAMILIES_MARKER, families())
     return markdown.replace(MARKER, reference()) if MARKER in markdown else markdown
+
+
+def families() -> str:
+    """The model family registry as a table, read from the registry itself."""
+    from imgextract.models.families import FAMILIES
+    draw = "generate, sample, run (local, Ray), scan, cliques, check, triage --methods edge"
+    out = ["| family | pipeline class | denoiser | objective | native size from | steps | guidance | samplers | "
+           "commands |", "|---|---|---|---|---|---|---|---|---|"]
+    for f in FAMILIES:
+        size = "`default_sample_size` × VAE factor" if f.size_from == "pipeline" else f"{f.denoiser} `sample_size` × VAE factor"
+        commands = draw + (", triage (every score), triage-eval, check --reconstruct" if f.noise_scores else "")
+        out.append(f"| {f.title} (`{f.name}`) | {', '.join(f'`{p}`' for p in f.pipelines)} | {f.denoiser} | "
+                   f"{', '.join(f.objectives)} | {size} | {f.steps} | {f.guidance:g} | {', '.join(f.schedulers)} | "
+                   f"{commands} |")
+    return "\n".join(out)
 
 
 def _cell(text: str, code: bool = False) -> str:

@@ -156,8 +156,8 @@ def require(family: Family, what: str, model: str, remedy: str | None = None, sc
     known = ", ".join(dict.fromkeys(f.title for f in FAMILIES))
     raise InputError(f"{what} needs a registered model family, and {model} is a {family.title}, which the registry "
                      f"does not know ({known})",
-                     remedy or "generate, scan and cliques still work with it; add the family to "
-                     "imgextract/models/families.py to score it")
+                     (f"{remedy}; " if remedy else "") + "generate, scan and cliques still work with it; add the "
+                     "family to imgextract/models/families.py to score it")
 
 
 def check_scheduler(family: Family, class_name: str, short: str | None = None) -> None:
