@@ -73,7 +73,8 @@ def check_generation(device: str, small: bool) -> dict:
         size, steps, batch, rounds, dtype = 512, 50, 8, 2, torch.float16
     pipe = pipe.to(device, dtype)
     pipe.set_progress_bar_config(disable=True)
-    loaded = types.SimpleNamespace(pipe=pipe)
+    from imgextract.models.families import family_of_pipe
+    loaded = types.SimpleNamespace(pipe=pipe, family=family_of_pipe(pipe))
     prompts = [f"a photograph of object {i}" for i in range(batch)]
 
     def sweep(r: int) -> int:
@@ -82,7 +83,7 @@ def check_generation(device: str, small: bool) -> dict:
                    for i, (im, p) in enumerate(zip(images, prompts)))
 
     sweep(-1)  # warm-up: kernels chosen, memory allocated
-    clock = UnetClock(pipe)
+    clock = UnetClock(pipe.unet)
     _sync(device)
     t0 = time.perf_counter()
     for r in range(rounds):

@@ -139,11 +139,6 @@ def family_of_pipe(pipe) -> Family:
     return identify(type(pipe).__name__, config)
 
 
-def family_of_single_file(model_type: str) -> str:
-    """diffusers' single-file model type → the pipeline class it builds (SD 1.x/2.x/XL checkpoints)."""
-    return "StableDiffusionXLPipeline" if model_type.startswith(("xl", "playground")) else "StableDiffusionPipeline"
-
-
 def require(family: Family, what: str, model: str, remedy: str | None = None, scores: bool = False) -> None:
     """Refuse ``what`` for a family the registry does not name (or, with ``scores``, one the noise scores
     and the reconstruction search do not run on yet), in one line that says what still works."""

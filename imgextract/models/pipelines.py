@@ -253,14 +253,12 @@ def check_pipeline_class(folder: Path) -> None:
 
 
 def peek_family(model: str) -> Family | None:
-    """MODEL's family read from its files before anything loads (None when only loading can tell:
-    a hub id not yet downloaded). A single-file checkpoint is an SD 1.x/2.x/XL one."""
-    from imgextract.models.families import BY_NAME, family_of_folder
+    """MODEL's family read from its files before anything loads; None when only loading can tell (a hub id
+    not yet downloaded, a single-file checkpoint: SD 1.x, 2.x or XL)."""
+    from imgextract.models.families import family_of_folder
     path = Path(model).expanduser()
     if path.is_dir() and (path / "model_index.json").is_file():
         return family_of_folder(path)
-    if path.is_file() and path.suffix in (".safetensors", ".ckpt"):
-        return BY_NAME["sd1"]
     return None
 
 

@@ -10,7 +10,7 @@ import shutil
 import pandas as pd
 import pytest
 
-from helpers import expect_error, run
+from helpers import expect_error, family_audit_config, run
 
 
 @pytest.fixture(scope="module")
@@ -90,3 +90,20 @@ def test_a_pipeline_outside_the_registry_draws_but_is_not_scored(tmp_path, model
     code, _, err = run("generate", caps, "--model", models["missing"], "--out", tmp_path / "m")
     expect_error(code, err, "StableDiffusion9Pipeline", "diffusers", "upgrade diffusers")
     assert not (tmp_path / "m").exists()
+
+
+def test_a_flow_transformer_sweeps_on_ray_as_on_the_local_engine(tmp_path, models, index):
+    """The same audit file on both engines: the Ray draw workers load the family from the run's record and draw
+    the same bytes as the local engine."""
+    pytest.importorskip("ray")
+    manifests = {}
+    for engine in ("local", "ray"):
+        folder = tmp_path / engine
+        folder.mkdir()
+        code, _, err = run("run", family_audit_config(folder, models["sd3"], index, engine=engine), timeout=600)
+        assert code == 0, err
+        assert json.loads((folder / "run" / "run.json").read_text())["family"] == "sd3"
+        manifests[engine] = pd.read_parquet(folder / "run" / "samples" / "shard-00000.parquet")
+        assert (folder / "run" / "report.html").is_file()
+    assert len(manifests["ray"]) == 4
+    assert manifests["ray"]["sha256"].tolist() == manifests["local"]["sha256"].tolist()
