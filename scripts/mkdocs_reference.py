@@ -29,14 +29,17 @@ def families() -> str:
     """The model family registry as a table, read from the registry itself."""
     from imgextract.models.families import FAMILIES
     draw = "generate, sample, run (local, Ray), scan, cliques, check, triage --methods edge"
-    out = ["| family | pipeline class | denoiser | objective | native size from | steps | guidance | samplers | "
-           "commands |", "|---|---|---|---|---|---|---|---|---|"]
+    out = ["| family | pipeline class | denoiser | objective | noise scores in | native size from | steps | guidance | "
+           "samplers | commands |", "|---|---|---|---|---|---|---|---|---|---|"]
     for f in FAMILIES:
         size = "`default_sample_size` × VAE factor" if f.size_from == "pipeline" else f"{f.denoiser} `sample_size` × VAE factor"
-        commands = draw + (", triage (every score), triage-eval, check --reconstruct" if f.noise_scores else "")
+        space = "velocity" if f.objectives == ("flow",) else "ε (v, x0 converted)"
+        methods = [m for m in f.scores if m != "reconstruct"]
+        commands = draw + (f", triage and triage-eval --methods {','.join(methods)}" if methods else "") + \
+            (", check --reconstruct" if "reconstruct" in f.scores else "")
         out.append(f"| {f.title} (`{f.name}`) | {', '.join(f'`{p}`' for p in f.pipelines)} | {f.denoiser} | "
-                   f"{', '.join(f.objectives)} | {size} | {f.steps} | {f.guidance:g} | {', '.join(f.schedulers)} | "
-                   f"{commands} |")
+                   f"{', '.join(f.objectives)} | {space} | {size} | {f.steps} | {f.guidance:g} | "
+                   f"{', '.join(f.schedulers)} | {commands} |")
     return "\n".join(out)
 
 

@@ -231,7 +231,7 @@ def once(tmp_path_factory, name: str, make: Callable[[Path], None]) -> Path:
 
 def family_audit_config(folder: Path, model: Path, index: Path, engine: str = "local") -> Path:
     """The audit file a user writes: the model and its captions, nothing about steps, guidance or size."""
-    (folder / "captions.txt").write_text("a red rocket\na cup of coffee\n")
+    (folder / "captions.txt").write_text("a red rocket\n")
     cfg = folder / "audit.toml"
     engine_keys = 'kind = "ray"\ncpus = 2\n' if engine == "ray" else 'kind = "local"\n'
     cfg.write_text(f"""out = "{folder / 'run'}"

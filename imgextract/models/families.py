@@ -50,11 +50,14 @@ class Family:
     objectives: tuple[str, ...] = ("epsilon",)    # training objectives it may have; the scheduler says which
     size_from: str = "denoiser"                   # denoiser: its sample_size x VAE factor; pipeline: default_sample_size x VAE factor
     steps: int = 50                               # default sampling steps
+    min_steps: int = 1                            # fewest steps its pipeline's own call can take
     guidance: float = 7.5                         # default guidance (guidance-distilled: the embedded scale)
     schedulers: tuple[str, ...] = UNET_SCHEDULERS
     call: dict = field(default_factory=dict)      # extra pipeline arguments every draw passes
     packing: int = 1                              # latent patches packed per side before the transformer (Flux: 2)
-    noise_scores: bool = False                    # the noise-difference scores and the reconstruction search run on it
+    adapter: str = ""                             # its denoiser adapter (models/denoisers.py ADAPTERS); "": none
+    distilled: bool = False                       # guidance-distilled: no unconditional branch when sampling
+    scores: tuple[str, ...] = ()                  # what reads its denoiser directly: wen, guide, attn, reconstruct
     match: dict = field(default_factory=dict)     # "component.key": value the variant's config has
     note: str = ""
 
@@ -63,28 +66,31 @@ class Family:
         return self.name != "unregistered"
 
 
+ALL = ("wen", "guide", "attn", "reconstruct")
+NOISE = ("wen", "guide")   # the noise-difference scores: every family with an adapter
 FLUX = dict(denoiser="transformer", objectives=("flow",), size_from="pipeline", schedulers=FLOW_SCHEDULERS,
-            packing=2)
+            packing=2, adapter="flux", distilled=True, scores=NOISE)
 PIXART = dict(denoiser="transformer", steps=20, guidance=4.5, call={"use_resolution_binning": False},
+              adapter="pixart", scores=NOISE,
               note="DiT with T5 cross-attention; drawn at the size asked, resolution binning off")
 FAMILIES: list[Family] = [   # first match wins: variants before the family they refine
     Family("sd2", "Stable Diffusion 2.x", ("StableDiffusionPipeline",), objectives=("epsilon", "v_prediction"),
-           noise_scores=True, match={"text_encoder.hidden_act": "gelu"},
+           adapter="unet", scores=ALL, match={"text_encoder.hidden_act": "gelu"},
            note="OpenCLIP-H text encoder (gelu); 768 px models predict v"),
     Family("sd1", "Stable Diffusion 1.x", ("StableDiffusionPipeline",), objectives=("epsilon", "v_prediction", "sample"),
-           noise_scores=True, note="CLIP ViT-L/14 text encoder; the toy model is one"),
-    Family("sdxl", "Stable Diffusion XL", ("StableDiffusionXLPipeline",), guidance=5.0,
-           note="two CLIP text encoders; pooled text and size/crop (text_time) embeddings"),
+           adapter="unet", scores=ALL, note="CLIP ViT-L/14 text encoder; the toy model is one"),
+    Family("sdxl", "Stable Diffusion XL", ("StableDiffusionXLPipeline",), guidance=5.0, adapter="sdxl",
+           scores=NOISE, note="two CLIP text encoders; pooled text and size/crop (text_time) embeddings"),
     Family("sd3", "Stable Diffusion 3 / 3.5", ("StableDiffusion3Pipeline",), denoiser="transformer",
            objectives=("flow",), size_from="pipeline", steps=28, guidance=7.0, schedulers=FLOW_SCHEDULERS,
-           note="MMDiT; CLIP-L + CLIP-G + T5 (T5 may be absent)"),
+           adapter="sd3", scores=NOISE, note="MMDiT; CLIP-L + CLIP-G + T5 (T5 may be absent)"),
     Family("flux-schnell", "FLUX.1 schnell", ("FluxPipeline",), steps=4, guidance=0.0,
            call={"max_sequence_length": 256}, match={"transformer.guidance_embeds": False},
            note="timestep-distilled: 4 steps, no guidance; CLIP-L pooled + T5", **FLUX),
     Family("flux-dev", "FLUX.1 dev", ("FluxPipeline",), steps=28, guidance=3.5,
            note="guidance-distilled: the scale is an input of the transformer, not a second pass", **FLUX),
     Family("pixart-sigma", "PixArt-Σ", ("PixArtSigmaPipeline",), **PIXART),
-    Family("pixart-alpha", "PixArt-α", ("PixArtAlphaPipeline",), **PIXART),
+    Family("pixart-alpha", "PixArt-α", ("PixArtAlphaPipeline",), min_steps=2, **PIXART),   # 1 step: DMD's path
 ]
 BY_NAME = {f.name: f for f in FAMILIES}
 
@@ -139,11 +145,12 @@ def family_of_pipe(pipe) -> Family:
     return identify(type(pipe).__name__, config)
 
 
-def require(family: Family, what: str, model: str, remedy: str | None = None, scores: bool = False) -> None:
-    """Refuse ``what`` for a family the registry does not name (or, with ``scores``, one the noise scores
-    and the reconstruction search do not run on yet), in one line that says what still works."""
-    if scores and family.registered and not family.noise_scores:
-        able = ", ".join(f.title for f in FAMILIES if f.noise_scores)
+def require(family: Family, what: str, model: str, remedy: str | None = None, needs: tuple[str, ...] = ()) -> None:
+    """Refuse ``what`` for a family the registry does not name, or one that does not run all it ``needs`` yet
+    (of wen, guide, attn, reconstruct), in one line that says what still works."""
+    missing = [n for n in needs if n not in family.scores]
+    if missing and family.registered:
+        able = ", ".join(f.title for f in FAMILIES if set(needs) <= set(f.scores))
         raise InputError(f"{what} runs on {able} models so far, and {model} is a {family.title} model",
                          remedy or "generate, sample, run, scan, cliques, check and triage --methods edge work with it")
     if family.registered:

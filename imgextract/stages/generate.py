@@ -77,6 +77,9 @@ def resolve_sampling(cfg: SamplingConfig, loaded: LoadedModel) -> SamplingConfig
                    guidance=cfg.guidance if cfg.guidance is not None else fam.guidance)
     if cfg.size is not None:
         check_size(fam, tuple(cfg.size), loaded.pipe)
+    if cfg.steps < fam.min_steps:
+        raise InputError(f"--steps {cfg.steps} is fewer than a {fam.title} pipeline takes",
+                         f"use --steps {fam.min_steps} or more (its one-step path expects a distilled sampler)")
     return cfg
 
 

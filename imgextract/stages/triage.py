@@ -42,6 +42,7 @@ import pandas as pd
 
 from imgextract import rundir
 from imgextract.errors import InputError
+from imgextract.models.denoisers import denoiser_of
 from imgextract.models.pipelines import LoadedModel, native_size
 from imgextract.progress import Step
 from imgextract.stages.generate import render, sample_seed
@@ -68,19 +69,6 @@ def params_of_run(run: Path, params: TriageParams) -> TriageParams:
     return replace(params, guidance=float(s["guidance"]), schedule_steps=int(s["steps"]),
                    scheduler=str(s["scheduler"]), run=str(Path(run).resolve()),
                    steps=min(params.steps, int(s["steps"])))
-
-
-def _to_epsilon(pred, x_t, t, scheduler):
-    """The UNet's output as a noise prediction, whatever the model was trained to predict."""
-    kind = scheduler.config.prediction_type
-    if kind == "epsilon":
-        return pred
-    a = scheduler.alphas_cumprod.to(x_t.device, x_t.dtype)[t]
-    if kind == "sample":
-        return (x_t - a.sqrt() * pred) / (1 - a).sqrt()
-    if kind == "v_prediction":
-        return a.sqrt() * pred + (1 - a).sqrt() * x_t
-    raise InputError(f"model predicts '{kind}'", "triage supports epsilon, sample and v_prediction models")
 
 
 class CrossAttentionRecorder:
@@ -128,48 +116,47 @@ def attention_features(token_attention, end: int) -> tuple[float, float]:
 
 def wen_score(loaded: LoadedModel, caption: str, caption_id: str, params: TriageParams,
               size: tuple[int, int], attention: list | None = None,
-              first_guidance: list | None = None) -> tuple[float, int]:
-    """(mean ‖ε_c − ε_∅‖ over steps and seeds, UNet evaluations spent).
+              first_guidance: list | None = None, measured: dict | None = None) -> tuple[float, int]:
+    """(mean ‖pred_c − pred_∅‖ over steps and seeds, denoiser evaluations spent), the predictions in the
+    family's score space (:meth:`Denoiser.score_space`: ε for the noise-predicting families, the velocity
+    for flow matching; for guidance-distilled Flux ∅ is the empty prompt under the embedded guidance).
 
-    With ``attention`` (a list), the conditional half's cross-attention per text position is
-    appended to it, one tensor per layer and step (see :class:`CrossAttentionRecorder`). With
-    ``first_guidance`` (a list), each seed's ε_c − ε_∅ at the first step (on pure noise) is
-    appended, flattened, for :func:`guidance_features`."""
+    With ``attention`` (a list; UNet families), the conditional half's cross-attention per text position
+    is appended to it, one tensor per layer and step (see :class:`CrossAttentionRecorder`). With
+    ``first_guidance`` (a list), each seed's pred_c − pred_∅ at the first step (on pure noise) is
+    appended, flattened, for :func:`guidance_features`. ``measured`` (a dict) receives the score's space
+    and the timesteps it was measured at (the denoiser's own values: 0-1000 steps or σ·1000)."""
     import torch
-    pipe = loaded.pipe
-    if not hasattr(pipe, "unet") or getattr(pipe.unet.config, "addition_embed_type", None):
-        raise InputError(f"{loaded.model}: the text-conditional noise score needs a Stable Diffusion 1.x/2.x "
-                         "pipeline", "use --methods edge for this model")
-    device = pipe.unet.device
+    needs = ("wen",) + (("attn",) if attention is not None else ())
+    den = denoiser_of(loaded, "the noise scores (wen, attn, guide)", needs)
     n = params.samples
-    original = pipe.unet.attn_processors if attention is not None else None
+    seeds = [sample_seed(params.seed, caption_id, i) for i in range(n)]
+    original = den.module.attn_processors if attention is not None else None
+    recorded: list = []
     if attention is not None:
-        recorded: list = []
-        pipe.unet.set_attn_processor({name: CrossAttentionRecorder(proc, recorded) if "attn2" in name else proc
-                                      for name, proc in original.items()})
+        den.module.set_attn_processor({name: CrossAttentionRecorder(proc, recorded) if "attn2" in name else proc
+                                       for name, proc in original.items()})
     try:
         with torch.no_grad():
-            cond, uncond = pipe.encode_prompt([caption] * n, device, 1, True, negative_prompt=[""] * n)
-            scale = getattr(pipe, "vae_scale_factor", 8)
-            shape = (n, pipe.unet.config.in_channels, size[0] // scale, size[1] // scale)
-            noise = [torch.randn(shape[1:], generator=torch.Generator("cpu").manual_seed(
-                sample_seed(params.seed, caption_id, i))) for i in range(n)]
-            sched = pipe.scheduler
-            sched.set_timesteps(params.schedule_steps, device=device)
-            latents = torch.stack(noise).to(device, cond.dtype) * sched.init_noise_sigma
+            cond, uncond = den.encode([caption] * n), den.unconditional(n)
+            sched = den.scheduler()
+            timesteps = den.set_timesteps(sched, params.schedule_steps, size)
+            latents = den.noise(seeds, size, sched)
             norms = []
-            for t in sched.timesteps[:params.steps]:
-                x = sched.scale_model_input(latents, t)
-                both = pipe.unet(torch.cat([x, x]), t, encoder_hidden_states=torch.cat([cond, uncond])).sample
-                eps_c, eps_u = (_to_epsilon(o, x, t, sched) for o in both.chunk(2))
+            if measured is not None:
+                measured.update(space=den.score_parameterisation,
+                                timesteps=[round(float(t), 3) for t in timesteps[:params.steps]])
+            for t in timesteps[:params.steps]:
+                x = den.model_input(sched, latents, t)
+                pc, pu = den.pair(x, t, cond, uncond, size, params.guidance)
+                diff = den.score_space(pc, x, t, sched) - den.score_space(pu, x, t, sched)
                 if first_guidance is not None and not norms:
-                    first_guidance.extend((eps_c - eps_u).flatten(1).float().cpu().numpy())
-                norms.append((eps_c - eps_u).flatten(1).norm(dim=1).float().cpu().numpy())
-                guided = both.chunk(2)[1] + params.guidance * (both.chunk(2)[0] - both.chunk(2)[1])
-                latents = sched.step(guided, t, latents).prev_sample
+                    first_guidance.extend(diff.flatten(1).float().cpu().numpy())
+                norms.append(diff.flatten(1).norm(dim=1).float().cpu().numpy())
+                latents = den.step(sched, den.combine(pc, pu, params.guidance), t, latents)
     finally:
         if original is not None:
-            pipe.unet.set_attn_processor(original)
+            den.module.set_attn_processor(original)
     if attention is not None:
         attention.extend(r[:n] for r in recorded)  # the conditional half of each batch
     return float(np.mean(norms)), 2 * n * params.steps
@@ -199,7 +186,11 @@ def edge_consistency(images: list) -> float:
 def edge_score(loaded: LoadedModel, caption: str, caption_id: str, params: TriageParams,
                size: tuple[int, int]) -> tuple[float, int]:
     seeds = [sample_seed(params.seed, caption_id, i) for i in range(params.samples)]
-    images = render(loaded, [caption] * params.samples, seeds, 1, params.guidance, size)
+    prompts = [caption] * params.samples
+    if loaded.family.min_steps > 1:   # its pipeline cannot take one step: the adapter draws what it would
+        images = denoiser_of(loaded, "the edge score").images(prompts, seeds, 1, params.guidance, size)
+    else:
+        images = render(loaded, prompts, seeds, 1, params.guidance, size)
     evals = params.samples * (2 if params.guidance > 1 else 1)
     return edge_consistency(images), evals
 
@@ -231,7 +222,7 @@ def score_captions(loaded: LoadedModel, captions: pd.DataFrame, params: TriagePa
     unknown = [m for m in methods if m not in METHODS]
     if unknown or not methods:
         raise InputError(f"triage methods {','.join(methods) or '(none)'}", f"use some of {', '.join(METHODS)}")
-    size = native_size(loaded.pipe)
+    size = native_size(loaded.pipe, loaded.family)
     rows = []
     for cid, cap in zip(captions["caption_id"], captions["caption"]):
         row = {"caption_id": str(cid), "caption": cap, "wen_score": None, "attn_score": None, "attn_end": None,
@@ -242,8 +233,10 @@ def score_captions(loaded: LoadedModel, captions: pd.DataFrame, params: TriagePa
             first = [] if "guide" in methods else None
             # the guidance score alone needs only the first step's calls
             alone = not ("wen" in methods or "attn" in methods)
+            measured: dict = {}
             wen, evals = wen_score(loaded, cap, str(cid), replace(params, steps=1) if alone else params, size,
-                                   attention, first)
+                                   attention, first, measured)
+            row["score_space"], row["score_timesteps"] = measured["space"], measured["timesteps"]
             if "wen" in methods:
                 row["wen_score"] = wen
             if attention is not None:

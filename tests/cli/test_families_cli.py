@@ -63,7 +63,7 @@ def check_run(out: Path, model: Path, family: str) -> tuple[dict, pd.DataFrame]:
     assert record["sampling"]["scheduler"] == scheduler
     assert scheduler.startswith("FlowMatch") == (family in FLOW)
     manifest = pd.concat(pd.read_parquet(p) for p in sorted((out / "samples").glob("shard-*.parquet")))
-    assert len(manifest) == 4 and manifest["seed"].nunique() == 4 and set(manifest["scheduler"]) == {scheduler}
+    assert len(manifest) == 2 and manifest["seed"].nunique() == 2 and set(manifest["scheduler"]) == {scheduler}
     native = native_from_files(model, family)
     for _, row in manifest.iterrows():   # drawn at the native size, never resized
         png = out / row["file"]
@@ -80,13 +80,13 @@ def test_run_sample_and_check_work_on_the_family_with_its_defaults(tmp_path, fam
     assert code == 0, err
     out = tmp_path / "run"
     record, manifest = check_run(out, model, family)
-    assert len(pd.read_parquet(out / "matches.parquet")) >= 4
-    assert len(pd.read_parquet(out / "cliques.parquet")) == 2
+    assert len(pd.read_parquet(out / "matches.parquet")) >= 2
+    assert len(pd.read_parquet(out / "cliques.parquet")) == 1
     assert "imgextract sample --run" in (out / "report.html").read_text()
 
     # the report's redraw command redraws the sample's bytes (its batch, from the run folder)
     from imgextract.stages.generate import regenerate_command
-    row = manifest.iloc[3]
+    row = manifest.iloc[1]
     png = out / row["file"]
     argv = regenerate_command(record, row["caption"], int(row["seed"]), str(png))
     assert argv[:3] == ["imgextract", "sample", "--run"]
@@ -94,7 +94,7 @@ def test_run_sample_and_check_work_on_the_family_with_its_defaults(tmp_path, fam
     code, _, err = run(*argv[1:])
     assert code == 0, err
     assert (tmp_path / "again.png").read_bytes() == png.read_bytes()
-    if family == "flux-schnell":   # from the model, prompt and seed alone: the same image (a batch moves a transformer's last bits on CPU)
+    if family == "sd3":   # from the model, prompt and seed alone: the same image (a batch moves a transformer's last bits on CPU)
         argv = regenerate_command(record, row["caption"], int(row["seed"]))
         argv[argv.index("--out") + 1] = str(tmp_path / "alone.png")
         code, _, err = run(*argv[1:])
@@ -102,6 +102,8 @@ def test_run_sample_and_check_work_on_the_family_with_its_defaults(tmp_path, fam
         alone = np.asarray(Image.open(tmp_path / "alone.png"), dtype=int)
         assert np.abs(alone - np.asarray(Image.open(png), dtype=int)).max() <= 2
 
+    if family == "sd2":   # a StableDiffusionPipeline like SD 1's toy, whose check tests/app/test_artist.py runs
+        return
     works = tmp_path / "works"
     works.mkdir()
     photos["rocket"].resize((96, 96)).save(works / "rocket.png")

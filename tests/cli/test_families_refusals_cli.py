@@ -1,6 +1,6 @@
 """What a family cannot do yet, or a pipeline the registry does not know, is one `error:` line (exit 2) before the
-model loads, never exit 70; what it can do runs: generate, scan and cliques one by one on a flow-matching
-transformer, triage's default score, a pipeline class outside the registry drawn through its own __call__."""
+model loads, never exit 70; what it can do runs: a pipeline class outside the registry through generate, scan and
+cliques (drawn by its own __call__), an SD3 sweep on Ray Data."""
 
 from __future__ import annotations
 
@@ -39,28 +39,17 @@ def index(tmp_path_factory, photos):
     return root / "ix"
 
 
-def test_a_flow_transformer_runs_generate_scan_cliques_and_triage_one_by_one(tmp_path, models, index):
-    caps = tmp_path / "c.txt"
-    caps.write_text("a red rocket\na cup of coffee\n")
-    code, _, err = run("generate", caps, "--model", models["sd3"], "--out", tmp_path / "r", "--samples", "2")
-    assert code == 0, err
-    record = json.loads((tmp_path / "r" / "run.json").read_text())
-    assert record["family"] == "sd3" and record["sampling"]["steps"] == 28 and record["sampling"]["guidance"] == 7.0
-    code, _, err = run("scan", tmp_path / "r", "--index", index)
-    assert code == 0, err
-    assert len(pd.read_parquet(tmp_path / "r" / "matches.parquet")) == 4 * 2
-    code, _, err = run("cliques", tmp_path / "r", "--min-size", "2")
-    assert code == 0, err
-    code, _, err = run("triage", caps, "--model", models["sd3"], "--out", tmp_path / "t.parquet", "--samples", "2")
-    assert code == 0, err
-    assert pd.read_parquet(tmp_path / "t.parquet")["edge_score"].between(0, 1).all()
-
-
 def test_what_a_family_cannot_do_yet_is_refused_before_loading(tmp_path, models, photos):
     caps = tmp_path / "c.txt"
     caps.write_text("a red rocket\n")
-    code, _, err = run("triage", caps, "--model", models["sd3"], "--out", tmp_path / "t.parquet", "--methods", "wen")
-    expect_error(code, err, "triage --methods wen", "Stable Diffusion 3", "--methods edge")
+    code, _, err = run("triage", caps, "--model", models["sd3"], "--out", tmp_path / "ok.parquet", "--samples", "2",
+                       "--methods", "wen,guide,edge")
+    assert code == 0, err
+    scored = pd.read_parquet(tmp_path / "ok.parquet")
+    assert scored[["wen_score", "guide_score", "edge_score"]].notna().all().all()
+    assert scored["score_space"].tolist() == ["velocity"]
+    code, _, err = run("triage", caps, "--model", models["sd3"], "--out", tmp_path / "t.parquet", "--methods", "attn")
+    expect_error(code, err, "triage --methods attn", "Stable Diffusion 3", "--methods edge")
     code, _, err = run("triage-eval", "--memorized", caps, "--clean", caps, "--model", models["sd3"],
                        "--out", tmp_path / "e.json")
     expect_error(code, err, "triage-eval --methods wen,attn,guide", "--methods edge")
@@ -92,18 +81,15 @@ def test_a_pipeline_outside_the_registry_draws_but_is_not_scored(tmp_path, model
     assert not (tmp_path / "m").exists()
 
 
-def test_a_flow_transformer_sweeps_on_ray_as_on_the_local_engine(tmp_path, models, index):
-    """The same audit file on both engines: the Ray draw workers load the family from the run's record and draw
-    the same bytes as the local engine."""
+def test_a_flow_transformer_sweeps_on_ray_as_the_local_engine_draws(tmp_path, models, index):
+    """An SD3 audit file on Ray Data: the draw workers load the family from run.json and draw the bytes the local
+    engine's per-shard callable draws in this process."""
     pytest.importorskip("ray")
-    manifests = {}
-    for engine in ("local", "ray"):
-        folder = tmp_path / engine
-        folder.mkdir()
-        code, _, err = run("run", family_audit_config(folder, models["sd3"], index, engine=engine), timeout=600)
-        assert code == 0, err
-        assert json.loads((folder / "run" / "run.json").read_text())["family"] == "sd3"
-        manifests[engine] = pd.read_parquet(folder / "run" / "samples" / "shard-00000.parquet")
-        assert (folder / "run" / "report.html").is_file()
-    assert len(manifests["ray"]) == 4
-    assert manifests["ray"]["sha256"].tolist() == manifests["local"]["sha256"].tolist()
+    from imgextract.stages.generate import ShardDrawer
+    code, _, err = run("run", family_audit_config(tmp_path, models["sd3"], index, engine="ray"), timeout=600)
+    assert code == 0, err
+    out = tmp_path / "run"
+    assert json.loads((out / "run.json").read_text())["family"] == "sd3" and (out / "report.html").is_file()
+    manifest = pd.read_parquet(out / "samples" / "shard-00000.parquet")
+    local = {d.rel: d.sha256 for d in ShardDrawer(out)(0).drawn}
+    assert len(manifest) == 2 and dict(zip(manifest["file"], manifest["sha256"])) == local

@@ -54,12 +54,16 @@ def test_a_sampler_or_size_that_does_not_fit_the_family_is_refused(tiny):
     sd3 = load_pipeline(str(tiny["sd3"]), "cpu")
     with pytest.raises(InputError, match="multiples of 4"):   # VAE factor 2 x the transformer's 2x2 patches
         resolve_sampling(SamplingConfig(size=(34, 34)), sd3)
+    alpha = load_pipeline(str(tiny["pixart-alpha"]), "cpu")
+    with pytest.raises(InputError, match="--steps 1 is fewer than a PixArt-α pipeline takes"):
+        resolve_sampling(SamplingConfig(steps=1), alpha)   # its one-step path is DMD's, not a sampler's
     sd1 = load_pipeline(str(tiny["sd1"]), "cpu")
     with pytest.raises(InputError, match="flow-euler' does not fit Stable Diffusion 1.x"):
         set_scheduler(sd1.pipe, "flow-euler", sd1.family)
 
 
-def test_the_noise_scores_name_the_families_they_run_on():
-    require(BY_NAME["sd2"], "triage --methods wen", "m", scores=True)
+def test_what_reads_the_denoiser_names_the_families_it_runs_on():
+    require(BY_NAME["sd2"], "check --reconstruct", "m", needs=("reconstruct",))
+    require(BY_NAME["sd3"], "triage --methods wen,guide", "m", needs=("wen", "guide"))
     with pytest.raises(InputError, match="runs on Stable Diffusion 2.x, Stable Diffusion 1.x models so far"):
-        require(BY_NAME["sd3"], "triage --methods wen", "m", scores=True)
+        require(BY_NAME["sd3"], "check --reconstruct", "m", needs=("reconstruct",))

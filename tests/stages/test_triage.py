@@ -2,7 +2,8 @@ import pytest
 import torch
 from diffusers import DDIMScheduler
 
-from imgextract.stages.triage import TriageParams, _to_epsilon, edge_consistency, top_captions, triage, wen_score
+from imgextract.models.denoisers import to_epsilon
+from imgextract.stages.triage import TriageParams, edge_consistency, top_captions, triage, wen_score
 
 
 @pytest.mark.parametrize("kind", ["sample", "v_prediction", "epsilon"])
@@ -14,7 +15,7 @@ def test_model_outputs_convert_to_the_true_noise(kind):
     x_t = sched.add_noise(x0, eps, t)
     a = sched.alphas_cumprod[t]
     output = {"sample": x0, "epsilon": eps, "v_prediction": a.sqrt() * eps - (1 - a).sqrt() * x0}[kind]
-    assert torch.allclose(_to_epsilon(output, x_t, t, sched), eps, atol=1e-4)
+    assert torch.allclose(to_epsilon(kind, output, x_t, t, sched), eps, atol=1e-4)
 
 
 def test_wen_score_is_the_conditional_minus_unconditional_norm(tiny_model):

@@ -1,0 +1,417 @@
+"""The denoiser of each registered family, behind one interface.
+
+Triage's noise scores call a model's denoiser directly (the pipeline's ``__call__`` skips the
+unconditional pass at guidance <= 1 and never exposes the prediction). Each family encodes prompts,
+lays out latents, calls its denoiser and states its training objective differently; an adapter here
+hides that, so the stages are written once. Every adapter mirrors its pipeline's own ``__call__``
+(noise, timesteps, conditioning, guidance): ``tests/models/test_denoisers.py`` checks that sampling
+through the adapter gives the pipeline's own latents for every family.
+
+Parameterisations: ``predict`` returns what the denoiser outputs (epsilon, v or x0 for the UNet families
+and PixArt, by the scheduler's ``prediction_type``; the velocity n - x0 for flow matching).
+:meth:`Denoiser.score_space` gives the space the noise scores are measured in: epsilon for the
+noise-predicting families (v and x0 converted), the velocity itself for flow matching, where
+epsilon = x_t + (1 - sigma) v would make the text's pull vanish at the first step (sigma = 1).
+"""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from imgextract.errors import InputError
+from imgextract.models.families import Family, require
+
+if TYPE_CHECKING:
+    import torch
+
+
+@dataclass
+class Cond:
+    """A batch of text conditioning as the family's denoiser takes it."""
+
+    embeds: "torch.Tensor"                    # (n, tokens, dim)
+    pooled: "torch.Tensor | None" = None      # (n, dim): SDXL, SD3, Flux
+    mask: "torch.Tensor | None" = None        # (n, tokens), 1 = a token: PixArt's T5
+
+    def __len__(self) -> int:
+        return self.embeds.shape[0]
+
+    def cat(self, other: "Cond") -> "Cond":
+        import torch
+        both = [torch.cat([a, b]) if a is not None else None for a, b in
+                ((self.embeds, other.embeds), (self.pooled, other.pooled), (self.mask, other.mask))]
+        return Cond(*both)
+
+    def expand(self, n: int) -> "Cond":
+        def grow(t):
+            return None if t is None else t[:1].expand(n, *t.shape[1:])
+        return Cond(grow(self.embeds), grow(self.pooled), grow(self.mask))
+
+    def detach(self) -> "Cond":
+        return Cond(*(None if t is None else t.detach() for t in (self.embeds, self.pooled, self.mask)))
+
+
+def to_epsilon(kind: str, pred, x, t, sched):
+    """A noise-predicting model's output ``pred`` at ``x`` (timestep ``t``) as ε, whatever it was trained
+    to predict (``kind``: the scheduler's prediction_type)."""
+    if kind == "epsilon":
+        return pred
+    a = sched.alphas_cumprod.to(x.device, x.dtype)[int(round(float(t)))]
+    if kind == "sample":
+        return (x - a.sqrt() * pred) / (1 - a).sqrt()
+    return a.sqrt() * pred + (1 - a).sqrt() * x     # v_prediction
+
+
+class Denoiser:
+    """One loaded model's denoiser, as the stages use it (see the module docstring)."""
+
+    packing = 1               # latents are packed in patches of this side before the denoiser (Flux: 2)
+
+    def __init__(self, loaded):
+        import torch
+        self.loaded = loaded
+        self.pipe = loaded.pipe
+        self.family: Family = loaded.family
+        self.module = getattr(self.pipe, self.family.denoiser)
+        self.device = self.module.device
+        self.dtype = self.module.dtype
+        self.vae_factor = int(getattr(self.pipe, "vae_scale_factor", 8))
+        sched = self.pipe.scheduler
+        self.objective = "flow" if type(sched).__name__.startswith("FlowMatch") else sched.config.prediction_type
+        if self.objective not in self.family.objectives:
+            raise InputError(f"{loaded.model}: a {self.family.title} model trained for '{self.objective}'",
+                             f"imgextract scores {self.family.title} models trained for "
+                             f"{' or '.join(self.family.objectives)}")
+        self.max_length = self.family.call.get("max_sequence_length") or self._call_default("max_sequence_length")
+        self._torch = torch
+
+    def _call_default(self, name: str):
+        p = inspect.signature(type(self.pipe).__call__).parameters.get(name)
+        return p.default if p is not None and p.default is not inspect.Parameter.empty else None
+
+    # -- text -------------------------------------------------------------------------------------------
+
+    def encode(self, prompts: list[str]) -> Cond:
+        """The prompts' conditioning (no gradients: the text encoders are never fitted)."""
+        with self._torch.no_grad():
+            return self._encode(list(prompts)).detach()
+
+    def unconditional(self, n: int) -> Cond:
+        """The conditioning of the sampler's unconditional branch (SDXL's is zeros), n times."""
+        with self._torch.no_grad():
+            return self._unconditional(n).detach()
+
+    def _encode(self, prompts: list[str]) -> Cond:
+        raise NotImplementedError
+
+    def _unconditional(self, n: int) -> Cond:
+        return self._encode([""]).expand(n)
+
+    # -- latents and sampling -----------------------------------------------------------------------------
+
+    def latent_shape(self, size: tuple[int, int]) -> tuple[int, int, int]:
+        f = self.vae_factor
+        return (self.module.config.in_channels, size[0] // f, size[1] // f)
+
+    def noise(self, seeds: list[int], size: tuple[int, int], sched=None) -> "torch.Tensor":
+        """The pipeline's starting latents for these seeds (one CPU generator each), in the denoiser's layout,
+        scaled by ``sched``'s initial sigma (which Euler-type samplers know only once their timesteps are set)."""
+        torch = self._torch
+        shape = self.latent_shape(size)
+        x = torch.stack([torch.randn(shape, generator=torch.Generator("cpu").manual_seed(int(s))) for s in seeds])
+        return self.to_model(x.to(self.device, self.dtype) * self.init_sigma(sched))
+
+    def init_sigma(self, sched=None) -> float:
+        return float(getattr(sched if sched is not None else self.pipe.scheduler, "init_noise_sigma", 1.0))
+
+    def to_model(self, latents):
+        """VAE latents (n, C, h, w) → the layout the denoiser takes."""
+        return latents
+
+    def scheduler(self):
+        """A fresh copy of the pipeline's scheduler: stepping it leaves the pipeline's untouched."""
+        s = self.pipe.scheduler
+        return type(s).from_config(s.config)
+
+    def set_timesteps(self, sched, steps: int, size: tuple[int, int]):
+        sched.set_timesteps(steps, device=self.device)
+        return sched.timesteps
+
+    def model_input(self, sched, latents, t):
+        return sched.scale_model_input(latents, t)
+
+    def predict(self, x, t, cond: Cond, size: tuple[int, int], guidance: float):
+        """The denoiser's raw output for model input ``x`` at timestep ``t`` (one value for the batch)."""
+        raise NotImplementedError
+
+    def pair(self, x, t, cond: Cond, uncond: Cond, size, guidance):
+        """(conditional, unconditional) predictions in one batched call."""
+        torch = self._torch
+        both = self.predict(torch.cat([x, x]), t, cond.cat(uncond), size, guidance)
+        return both.chunk(2)
+
+    def combine(self, cond_pred, uncond_pred, guidance: float):
+        """What the sampler steps with: classifier-free guidance as the pipeline applies it."""
+        if self.family.distilled or guidance <= 1:
+            return cond_pred
+        return uncond_pred + guidance * (cond_pred - uncond_pred)
+
+    def step(self, sched, pred, t, latents):
+        return sched.step(pred, t, latents, return_dict=False)[0]
+
+    def sample_latents(self, prompts: list[str], seeds: list[int], steps: int, guidance: float,
+                       size: tuple[int, int]):
+        """The whole sampling loop through this adapter: the pipeline's latents (``output_type='latent'``)."""
+        torch = self._torch
+        with torch.no_grad():
+            cond = self.encode(prompts)
+            uses_uncond = not self.family.distilled and guidance > 1
+            uncond = self.unconditional(len(prompts)) if uses_uncond else None
+            sched = self.scheduler()
+            timesteps = self.set_timesteps(sched, steps, size)
+            latents = self.noise(seeds, size, sched)
+            for t in timesteps:
+                x = self.model_input(sched, latents, t)
+                if uncond is not None:
+                    pc, pu = self.pair(x, t, cond, uncond, size, guidance)
+                else:
+                    pc, pu = self.predict(x, t, cond, size, guidance), None
+                latents = self.step(sched, self.combine(pc, pu, guidance), t, latents)
+        return latents
+
+    # -- images ---------------------------------------------------------------------------------------------
+
+    def _affine(self, like):
+        """(scale, offset) taking VAE latents to the model's: (z − offset) · scale, as each pipeline undoes it
+        (SDXL's per-channel latents_mean/std when its VAE has them, SD3/Flux's shift_factor)."""
+        cfg = self.pipe.vae.config
+        mean, std = getattr(cfg, "latents_mean", None), getattr(cfg, "latents_std", None)
+        if mean is not None and std is not None:
+            shape = (1, len(mean), 1, 1)
+            return (cfg.scaling_factor / self._torch.tensor(std).view(shape).to(like),
+                    self._torch.tensor(mean).view(shape).to(like))
+        return cfg.scaling_factor, float(getattr(cfg, "shift_factor", None) or 0.0)
+
+    def from_model(self, latents, size):
+        """The denoiser's layout → VAE latents (n, C, h, w)."""
+        return latents
+
+    def decode(self, latents, size) -> list:
+        """Latents in the denoiser's layout → PIL images, as the pipeline's own last lines make them."""
+        vae = self.pipe.vae
+        with self._torch.no_grad():
+            z = self.from_model(latents, size).to(vae.dtype)
+            scale, offset = self._affine(z)
+            image = vae.decode(z / scale + offset, return_dict=False)[0]
+        return self.pipe.image_processor.postprocess(image, output_type="pil")
+
+    def images(self, prompts: list[str], seeds: list[int], steps: int, guidance: float, size) -> list:
+        """:meth:`sample_latents` decoded: the pipeline's images, also where its own call cannot take
+        ``steps`` (PixArt's one-step path assumes a distilled sampler)."""
+        return self.decode(self.sample_latents(prompts, seeds, steps, guidance, size), size)
+
+    def score_space(self, pred, x, t, sched):
+        """The prediction as the noise scores measure it: ε (Wen et al.) for noise-predicting models."""
+        return to_epsilon(self.objective, pred, x, t, sched)
+
+    @property
+    def score_parameterisation(self) -> str:
+        return "epsilon" if self.objective != "flow" else "velocity"
+
+
+class UNetDenoiser(Denoiser):
+    """Stable Diffusion 1.x / 2.x: CLIP text through cross-attention, ε / v / x0 objectives."""
+
+    def _encode(self, prompts):
+        emb, _ = self.pipe.encode_prompt(list(prompts), self.device, 1, False)
+        return Cond(emb)
+
+    def predict(self, x, t, cond, size, guidance):
+        return self.module(x, t, encoder_hidden_states=cond.embeds.to(self.dtype)).sample
+
+
+class XLDenoiser(UNetDenoiser):
+    """SDXL: two CLIP encoders (hidden states concatenated), the second's pooled output, and the size /
+    crop micro-conditioning (``text_time``)."""
+
+    def _encode(self, prompts):
+        emb, _, pooled, _ = self.pipe.encode_prompt(prompt=list(prompts), device=self.device,
+                                                    num_images_per_prompt=1, do_classifier_free_guidance=False)
+        return Cond(emb, pooled)
+
+    def _unconditional(self, n):
+        _, neg, _, neg_pooled = self.pipe.encode_prompt(prompt=[""] * n, device=self.device, num_images_per_prompt=1,
+                                                        do_classifier_free_guidance=True)
+        return Cond(neg, neg_pooled)
+
+    def predict(self, x, t, cond, size, guidance):
+        torch = self._torch
+        time_ids = torch.tensor([[size[0], size[1], 0, 0, size[0], size[1]]], device=self.device, dtype=self.dtype)
+        return self.module(x, t, encoder_hidden_states=cond.embeds.to(self.dtype),
+                           added_cond_kwargs={"text_embeds": cond.pooled.to(self.dtype),
+                                              "time_ids": time_ids.expand(x.shape[0], -1)}).sample
+
+
+
+class FlowDenoiser(Denoiser):
+    """Shared by the flow-matching families: x_t = (1 − σ)·x0 + σ·n, the target n − x0, σ from 1 down."""
+
+    def init_sigma(self, sched=None) -> float:
+        return 1.0
+
+    def model_input(self, sched, latents, t):
+        return latents
+
+    def _shifted(self, size):
+        """The pipeline's timestep shift for this image size (``use_dynamic_shifting``), or None."""
+        cfg = self.pipe.scheduler.config
+        if not cfg.get("use_dynamic_shifting"):
+            return None
+        from diffusers.pipelines.flux.pipeline_flux import calculate_shift
+        return calculate_shift(self.image_tokens(size), cfg.get("base_image_seq_len", 256),
+                               cfg.get("max_image_seq_len", 4096), cfg.get("base_shift", 0.5),
+                               cfg.get("max_shift", 1.15))
+
+    def image_tokens(self, size) -> int:
+        _, h, w = self.latent_shape(size)
+        p = self.module.config.get("patch_size", 1) * self.packing
+        return (h // p) * (w // p)
+
+    def score_space(self, pred, x, t, sched):
+        return pred
+
+
+
+class SD3Denoiser(FlowDenoiser):
+    """SD 3 / 3.5: CLIP-L and CLIP-G (padded to T5's width) then T5 tokens in the MMDiT's joint attention."""
+
+    def _encode(self, prompts):
+        emb, _, pooled, _ = self.pipe.encode_prompt(prompt=list(prompts), prompt_2=None, prompt_3=None,
+                                                    device=self.device, do_classifier_free_guidance=False,
+                                                    max_sequence_length=self.max_length)
+        return Cond(emb, pooled)
+
+    def _unconditional(self, n):
+        _, neg, _, neg_pooled = self.pipe.encode_prompt(prompt=[""] * n, prompt_2=None, prompt_3=None,
+                                                        device=self.device, do_classifier_free_guidance=True,
+                                                        max_sequence_length=self.max_length)
+        return Cond(neg, neg_pooled)
+
+    def set_timesteps(self, sched, steps, size):
+        mu = self._shifted(size)
+        sched.set_timesteps(steps, device=self.device, **({"mu": mu} if mu is not None else {}))
+        return sched.timesteps
+
+    def predict(self, x, t, cond, size, guidance):
+        t = t.expand(x.shape[0]) if t.dim() == 0 else t
+        return self.module(hidden_states=x, timestep=t, encoder_hidden_states=cond.embeds.to(self.dtype),
+                           pooled_projections=cond.pooled.to(self.dtype)).sample
+
+
+
+class FluxDenoiser(FlowDenoiser):
+    """FLUX.1: T5 tokens and CLIP's pooled vector; latents packed 2×2; dev embeds the guidance scale and
+    has no unconditional branch, so its 'unconditional' is the prediction under the empty prompt."""
+
+    packing = 2
+
+    def _encode(self, prompts):
+        emb, pooled, _ = self.pipe.encode_prompt(prompt=list(prompts), prompt_2=None, device=self.device,
+                                                 num_images_per_prompt=1, max_sequence_length=self.max_length)
+        return Cond(emb, pooled)
+
+    def latent_shape(self, size):
+        f = self.vae_factor * 2
+        return (self.module.config.in_channels // 4, 2 * (size[0] // f), 2 * (size[1] // f))
+
+    def from_model(self, latents, size):
+        n, _, c4 = latents.shape
+        _, h, w = self.latent_shape(size)
+        x = latents.view(n, h // 2, w // 2, c4 // 4, 2, 2).permute(0, 3, 1, 4, 2, 5)
+        return x.reshape(n, c4 // 4, h, w)
+
+    def to_model(self, latents):
+        n, c, h, w = latents.shape
+        return latents.view(n, c, h // 2, 2, w // 2, 2).permute(0, 2, 4, 1, 3, 5).reshape(n, (h // 2) * (w // 2), c * 4)
+
+    def set_timesteps(self, sched, steps, size):
+        sigmas = None if sched.config.get("use_flow_sigmas") else np.linspace(1.0, 1 / steps, steps)
+        mu = self._shifted(size)
+        sched.set_timesteps(sigmas=sigmas, device=self.device, **({"mu": mu} if mu is not None else {}))
+        return sched.timesteps
+
+    def _ids_for(self, size, text_tokens: int):
+        torch = self._torch
+        _, h, w = self.latent_shape(size)
+        img = torch.zeros(h // 2, w // 2, 3)
+        img[..., 1] += torch.arange(h // 2)[:, None]
+        img[..., 2] += torch.arange(w // 2)[None, :]
+        return (torch.zeros(text_tokens, 3, device=self.device, dtype=self.dtype),
+                img.reshape(-1, 3).to(self.device, self.dtype))
+
+    def predict(self, x, t, cond, size, guidance):
+        torch = self._torch
+        t = t.expand(x.shape[0]) if t.dim() == 0 else t
+        txt_ids, img_ids = self._ids_for(size, cond.embeds.shape[1])
+        g = torch.full((x.shape[0],), float(guidance), device=self.device, dtype=torch.float32) \
+            if self.module.config.guidance_embeds else None
+        return self.module(hidden_states=x, timestep=(t.to(x.dtype) / 1000), guidance=g,
+                           pooled_projections=cond.pooled.to(self.dtype),
+                           encoder_hidden_states=cond.embeds.to(self.dtype), txt_ids=txt_ids, img_ids=img_ids).sample
+
+
+
+class PixArtDenoiser(Denoiser):
+    """PixArt-α/Σ: T5 tokens (with their padding mask) through cross-attention; ε with a learned variance
+    (the second half of the output channels, dropped)."""
+
+    def __init__(self, loaded):
+        super().__init__(loaded)
+        self.max_length = self.max_length or 300
+
+    def _encode(self, prompts):
+        emb, mask, _, _ = self.pipe.encode_prompt(list(prompts), do_classifier_free_guidance=False,
+                                                  device=self.device, clean_caption=False,
+                                                  max_sequence_length=self.max_length)
+        return Cond(emb, None, mask)
+
+    def _unconditional(self, n):
+        _, _, neg, neg_mask = self.pipe.encode_prompt([""] * n, do_classifier_free_guidance=True, negative_prompt="",
+                                                      device=self.device, clean_caption=False,
+                                                      max_sequence_length=self.max_length)
+        return Cond(neg, None, neg_mask)
+
+    def predict(self, x, t, cond, size, guidance):
+        torch = self._torch
+        t = t.expand(x.shape[0]) if t.dim() == 0 else t
+        added = {"resolution": None, "aspect_ratio": None}
+        if self.module.config.sample_size == 128 and type(self.pipe).__name__ == "PixArtAlphaPipeline":
+            added = {"resolution": torch.tensor([[size[0], size[1]]], device=self.device,
+                                                dtype=self.dtype).expand(x.shape[0], -1),
+                     "aspect_ratio": torch.tensor([[size[0] / size[1]]], device=self.device,
+                                                  dtype=self.dtype).expand(x.shape[0], -1)}
+        out = self.module(x, encoder_hidden_states=cond.embeds.to(self.dtype), encoder_attention_mask=cond.mask,
+                          timestep=t, added_cond_kwargs=added).sample
+        if self.module.config.out_channels // 2 == self.module.config.in_channels:
+            out = out.chunk(2, dim=1)[0]
+        return out
+
+
+
+ADAPTERS = {"unet": UNetDenoiser, "sdxl": XLDenoiser, "sd3": SD3Denoiser, "flux": FluxDenoiser,
+            "pixart": PixArtDenoiser}
+
+
+def denoiser_of(loaded, what: str = "this", needs: tuple[str, ...] = ()) -> Denoiser:
+    """The loaded model's adapter (made once per model); a family without one, or one that does not run
+    all ``what`` needs yet, is refused naming ``what``."""
+    require(loaded.family, what, loaded.model, needs=needs)
+    den = getattr(loaded, "_denoiser", None)
+    if den is None:
+        den = ADAPTERS[loaded.family.adapter](loaded)
+        loaded._denoiser = den
+    return den

@@ -1,0 +1,141 @@
+"""Each family's denoiser adapter samples exactly as the family's own diffusers pipeline does (the same
+latents from the same seeds), and Wen's score is the prediction difference computed by hand from the denoiser
+itself, in each parameterisation (epsilon, v, SDXL's added conditioning, flow velocity, Flux's embedded
+guidance, PixArt's learned variance split off)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from imgextract.demo.families import TINY, save_tiny_family
+from imgextract.models.denoisers import denoiser_of
+from imgextract.models.pipelines import load_pipeline, native_size
+
+
+@pytest.fixture(scope="module")
+def loaded(tmp_path_factory):
+    root = tmp_path_factory.mktemp("denoiser-families")
+    return {f: load_pipeline(str(save_tiny_family(f, root / f)), "cpu") for f in TINY}
+
+
+@pytest.mark.parametrize("name", TINY)
+def test_the_adapter_samples_the_pipelines_own_latents(loaded, name):
+    model = loaded[name]
+    pipe, family = model.pipe, model.family
+    size = native_size(pipe, family)
+    prompts, seeds, guidance = ["a red rocket", "a cup of coffee"], [11, 12], max(family.guidance, 2.0)
+    gens = [torch.Generator("cpu").manual_seed(s) for s in seeds]
+    with torch.no_grad():
+        want = pipe(prompt=prompts, num_inference_steps=3, guidance_scale=guidance, height=size[0], width=size[1],
+                    generator=gens, output_type="latent", **family.call).images
+    got = denoiser_of(model).sample_latents(prompts, seeds, 3, guidance, size)
+    assert got.shape == want.shape
+    assert torch.allclose(got, want, atol=1e-4, rtol=1e-4), float((got - want).abs().max())
+
+
+def _noise(seeds, shape):
+    return torch.stack([torch.randn(shape, generator=torch.Generator("cpu").manual_seed(s)) for s in seeds])
+
+
+def _first_step_by_hand(name, pipe, prompt, seeds, size, schedule, guidance):
+    """(prediction with the prompt, prediction with the empty prompt) at the schedule's first step, from the
+    pipeline's own encoders and helpers and the denoiser called directly, in its own parameterisation turned
+    into the score's space: epsilon for noise-predicting models, the velocity for flow matching."""
+    from diffusers.pipelines.flux.pipeline_flux import calculate_shift
+    n, prompts = len(seeds), [prompt] * len(seeds)
+    sched = type(pipe.scheduler).from_config(pipe.scheduler.config)
+    h, w = size[0] // pipe.vae_scale_factor, size[1] // pipe.vae_scale_factor
+    if name == "sd2":                  # v-prediction: epsilon = sqrt(a) v + sqrt(1 - a) x
+        cond, uncond = pipe.encode_prompt(prompts, "cpu", 1, True, negative_prompt=[""] * n)
+        sched.set_timesteps(schedule)
+        t = sched.timesteps[0]
+        x = _noise(seeds, (4, h, w)) * sched.init_noise_sigma
+        a = sched.alphas_cumprod[t]
+        v = [pipe.unet(x, t, encoder_hidden_states=c).sample for c in (cond, uncond)]
+        return [a.sqrt() * p + (1 - a).sqrt() * x for p in v]
+    if name == "sdxl":                 # epsilon, with the pooled text and size/crop embeddings; empty prompt = zeros
+        pe, npe, ppe, nppe = pipe.encode_prompt(prompt=prompts, device="cpu", num_images_per_prompt=1,
+                                                do_classifier_free_guidance=True)
+        sched.set_timesteps(schedule)
+        t = sched.timesteps[0]
+        x = sched.scale_model_input(_noise(seeds, (4, h, w)) * sched.init_noise_sigma, t)
+        ids = torch.tensor([[size[0], size[1], 0, 0, size[0], size[1]]], dtype=torch.float32).expand(n, -1)
+        return [pipe.unet(x, t, encoder_hidden_states=e, added_cond_kwargs={"text_embeds": p, "time_ids": ids}).sample
+                for e, p in ((pe, ppe), (npe, nppe))]
+    if name == "sd3":                  # rectified flow: the velocity itself, on pure noise at sigma = 1
+        pe, npe, ppe, nppe = pipe.encode_prompt(prompt=prompts, prompt_2=None, prompt_3=None, device="cpu",
+                                                do_classifier_free_guidance=True)
+        sched.set_timesteps(schedule)
+        t = sched.timesteps[0].expand(n)
+        x = _noise(seeds, (16, h, w))
+        return [pipe.transformer(hidden_states=x, timestep=t, encoder_hidden_states=e, pooled_projections=p).sample
+                for e, p in ((pe, ppe), (npe, nppe))]
+    if name == "flux-dev":             # guidance-distilled: the scale embedded; the empty prompt under it
+        pe, ppe, txt = pipe.encode_prompt(prompt=prompts, prompt_2=None, device="cpu")
+        npe, nppe, _ = pipe.encode_prompt(prompt=[""] * n, prompt_2=None, device="cpu")
+        x = pipe._pack_latents(_noise(seeds, (4, h, w)), n, 4, h, w)
+        img = pipe._prepare_latent_image_ids(n, h // 2, w // 2, "cpu", torch.float32)
+        c = sched.config
+        mu = calculate_shift(x.shape[1], c.base_image_seq_len, c.max_image_seq_len, c.base_shift, c.max_shift)
+        sched.set_timesteps(sigmas=[1.0 - i / schedule for i in range(schedule)], mu=mu)
+        t = sched.timesteps[0].expand(n) / 1000
+        g = torch.full((n,), float(guidance))
+        return [pipe.transformer(hidden_states=x, timestep=t, guidance=g, pooled_projections=p,
+                                 encoder_hidden_states=e, txt_ids=txt, img_ids=img).sample
+                for e, p in ((pe, ppe), (npe, nppe))]
+    if name == "pixart-sigma":         # epsilon with the learned variance as the output's second half, dropped
+        pe, pm, npe, npm = pipe.encode_prompt(prompts, do_classifier_free_guidance=True, negative_prompt="",
+                                              device="cpu", clean_caption=False, max_sequence_length=300)
+        sched.set_timesteps(schedule)
+        t = sched.timesteps[0].expand(n)
+        x = _noise(seeds, (4, h, w)) * sched.init_noise_sigma
+        return [pipe.transformer(x, encoder_hidden_states=e, encoder_attention_mask=m, timestep=t,
+                                 added_cond_kwargs={"resolution": None, "aspect_ratio": None}).sample.chunk(2, 1)[0]
+                for e, m in ((pe, pm), (npe, npm))]
+    raise AssertionError(name)
+
+
+@pytest.mark.parametrize("name", ["sd2", "sdxl", "sd3", "flux-dev", "pixart-sigma"])
+def test_wen_score_is_the_prediction_difference_computed_by_hand(loaded, name):
+    from imgextract.stages.generate import sample_seed
+    from imgextract.stages.triage import TriageParams, wen_score
+    model = loaded[name]
+    size = native_size(model.pipe, model.family)
+    params = TriageParams(steps=1, samples=2, schedule_steps=10, guidance=3.0, seed=4)
+    score, evals = wen_score(model, "a red rocket", "7", params, size)
+    assert evals == 4
+    seeds = [sample_seed(4, "7", i) for i in range(2)]
+    with torch.no_grad():
+        c, u = _first_step_by_hand(name, model.pipe, "a red rocket", seeds, size, 10, 3.0)
+    expect = (c - u).flatten(1).norm(dim=1).mean().item()
+    assert expect > 0 and score == pytest.approx(expect, rel=1e-4)
+
+
+@pytest.mark.parametrize("name", TINY)
+def test_triage_scores_every_family_in_its_own_space(loaded, name):
+    import numpy as np
+    import pandas as pd
+
+    from imgextract.stages.triage import TriageParams, triage
+    model = loaded[name]
+    captions = pd.DataFrame({"caption_id": ["a", "b"], "caption": ["a red rocket", "a cup of coffee"]})
+    table = triage(model, captions, TriageParams(steps=2, samples=2, schedule_steps=4, guidance=3.0),
+                   ("wen", "guide", "edge"))
+    for col in ("wen_score", "guide_score", "guide_agreement", "edge_score"):
+        assert np.isfinite(table[col].astype(float)).all() and (table[col] > 0).all(), (col, table[col])
+    assert (table["guide_agreement"] <= 1 + 1e-6).all()
+    assert set(table["score_space"]) == {"velocity" if model.family.objectives == ("flow",) else "epsilon"}
+    assert all(len(t) == 2 for t in table["score_timesteps"])
+
+
+@pytest.mark.parametrize("name", TINY)
+def test_the_adapter_decodes_the_pipelines_own_images(loaded, name):
+    import numpy as np
+    model = loaded[name]
+    size = native_size(model.pipe, model.family)
+    gens = [torch.Generator("cpu").manual_seed(5)]
+    want = model.pipe(prompt=["a red rocket"], num_inference_steps=2, guidance_scale=3.0, height=size[0],
+                      width=size[1], generator=gens, output_type="pil", **model.family.call).images[0]
+    got = denoiser_of(model).images(["a red rocket"], [5], 2, 3.0, size)[0]
+    assert np.abs(np.asarray(got, int) - np.asarray(want, int)).max() <= 1
