@@ -165,7 +165,7 @@ def run_triage_eval(model: str, out: Path, params, memorized: Path | None = None
     table = scored.merge(prompts[["caption_id", "label"]], on="caption_id")
     rows = evaluate(table, n_boot)
     pos, neg = int(table["label"].sum()), int((table["label"] == 0).sum())
-    result = {"model": model, "prompts": {"memorized": pos, "clean": neg,
+    result = {"model": model, "family": loaded.family.name, "prompts": {"memorized": pos, "clean": neg,
                                           "sources": {"memorized": str(memorized) if memorized else None,
                                                       "clean": str(clean) if clean else None,
                                                       "labelled": str(labelled) if labelled else None}},

@@ -16,7 +16,9 @@ epsilon = x_t + (1 - sigma) v would make the text's pull vanish at the first ste
 
 from __future__ import annotations
 
+import importlib
 import inspect
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -110,6 +112,19 @@ class Denoiser:
 
     def _unconditional(self, n: int) -> Cond:
         return self._encode([""]).expand(n)
+
+    def _ids(self, tokenizer, caption: str, length: int | None = None) -> list[int]:
+        length = length or tokenizer.model_max_length
+        return list(tokenizer(caption, truncation=True, max_length=length).input_ids)
+
+    def text_positions(self, caption: str, tokens: int) -> tuple[np.ndarray, np.ndarray]:
+        """(start-token positions, prompt-token positions) over the ``tokens`` text positions the denoiser
+        attends to: the attention score's entropy leaves the start tokens out, its end share is the rest."""
+        ids = self._ids(self.pipe.tokenizer, caption)
+        start, prompt = np.zeros(tokens, bool), np.zeros(tokens, bool)
+        start[0] = True
+        prompt[1:len(ids) - 1] = True
+        return start, prompt
 
     # -- latents and sampling -----------------------------------------------------------------------------
 
@@ -223,6 +238,86 @@ class Denoiser:
         return "epsilon" if self.objective != "flow" else "velocity"
 
 
+    # -- attention ------------------------------------------------------------------------------------------
+
+    @contextmanager
+    def text_attention(self, store: list, keep: int):
+        """While it is open, every denoiser call appends, per text-carrying attention layer, the attention
+        the image positions give each text position (mean over image positions and heads) for the first
+        ``keep`` rows of the batch; the denoiser's output is unchanged."""
+        spec = self.family.attention
+        if spec is None:
+            raise InputError(f"{self.loaded.model}: the attention score is not defined for {self.family.title}",
+                             "use --methods wen,guide,edge")
+        module_name, _, fn = spec.kernel.partition(":")
+        kernel_home = importlib.import_module(module_name)
+        real = getattr(kernel_home, fn)
+        state: dict = {"n_text": None}
+
+        def probe(query, key, value, *args, **kwargs):
+            n_text = state["n_text"]
+            if n_text is not None:
+                store.append(_text_share(query, key, kwargs.get("attn_mask", args[0] if args else None),
+                                         n_text, spec, keep))
+            return real(query, key, value, *args, **kwargs)
+
+        original = self.module.attn_processors
+        wrapped = {name: _Recorder(proc, state) if name.endswith(spec.modules) else proc
+                   for name, proc in original.items()}
+        self.module.set_attn_processor(wrapped)
+        setattr(kernel_home, fn, probe)
+        try:
+            yield
+        finally:
+            setattr(kernel_home, fn, real)
+            self.module.set_attn_processor(original)
+
+
+class _Recorder:
+    """Wraps one attention processor: marks its kernel calls as text attention (and how many text
+    tokens), then lets the original compute the output."""
+
+    def __init__(self, original, state: dict):
+        self.original = original
+        self.state = state
+
+    def __call__(self, attn, hidden_states, encoder_hidden_states=None, *args, **kwargs):
+        if encoder_hidden_states is None:
+            return self.original(attn, hidden_states, encoder_hidden_states, *args, **kwargs)
+        self.state["n_text"] = encoder_hidden_states.shape[1]
+        try:
+            return self.original(attn, hidden_states, encoder_hidden_states, *args, **kwargs)
+        finally:
+            self.state["n_text"] = None
+
+
+def _text_share(query, key, mask, n_text: int, spec, keep: int):
+    """(keep, n_text): mean over image queries and heads of the softmax attention on each text key."""
+    import torch
+    with torch.no_grad():
+        q, k = query[:keep].float(), key[:keep].float()
+        if spec.layout == "BSHD":
+            q, k = q.transpose(1, 2), k.transpose(1, 2)          # → (batch, heads, sequence, dim)
+        if spec.kind == "joint":
+            seq = q.shape[2]
+            text = slice(0, n_text) if spec.text_at == "first" else slice(seq - n_text, seq)
+            image = slice(n_text, seq) if spec.text_at == "first" else slice(0, seq - n_text)
+            q = q[:, :, image]
+        else:
+            text = slice(0, k.shape[2])
+        bias = None
+        if mask is not None:
+            bias = mask[:keep].float() if mask.dtype != torch.bool else \
+                torch.zeros(mask[:keep].shape, device=mask.device).masked_fill(~mask[:keep], float("-inf"))
+        total = torch.zeros(q.shape[0], text.stop - text.start, device=q.device)
+        for start in range(0, q.shape[2], 1024):         # bounded memory at 1024 px: 1,024 queries at a time
+            logits = q[:, :, start:start + 1024] @ k.transpose(-1, -2) * q.shape[-1] ** -0.5
+            if bias is not None:
+                logits = logits + bias
+            total += logits.softmax(-1)[..., text].sum(dim=2).mean(dim=1)
+    return (total / q.shape[2]).cpu()
+
+
 class UNetDenoiser(Denoiser):
     """Stable Diffusion 1.x / 2.x: CLIP text through cross-attention, ε / v / x0 objectives."""
 
@@ -313,6 +408,18 @@ class SD3Denoiser(FlowDenoiser):
 
 
 
+    def text_positions(self, caption, tokens):
+        clip_len = self.pipe.tokenizer_max_length
+        start, prompt = np.zeros(tokens, bool), np.zeros(tokens, bool)
+        ids = self._ids(self.pipe.tokenizer, caption, clip_len)
+        start[0] = True
+        prompt[1:len(ids) - 1] = True
+        if getattr(self.pipe, "tokenizer_3", None) is not None and getattr(self.pipe, "text_encoder_3", None) is not None:
+            t5 = self._ids(self.pipe.tokenizer_3, caption, self.max_length)
+            prompt[clip_len:clip_len + len(t5) - 1] = True
+        return start, prompt
+
+
 class FluxDenoiser(FlowDenoiser):
     """FLUX.1: T5 tokens and CLIP's pooled vector; latents packed 2×2; dev embeds the guidance scale and
     has no unconditional branch, so its 'unconditional' is the prediction under the empty prompt."""
@@ -365,6 +472,13 @@ class FluxDenoiser(FlowDenoiser):
 
 
 
+    def text_positions(self, caption, tokens):
+        ids = self._ids(self.pipe.tokenizer_2, caption, self.max_length)
+        start, prompt = np.zeros(tokens, bool), np.zeros(tokens, bool)
+        prompt[:len(ids) - 1] = True
+        return start, prompt
+
+
 class PixArtDenoiser(Denoiser):
     """PixArt-α/Σ: T5 tokens (with their padding mask) through cross-attention; ε with a learned variance
     (the second half of the output channels, dropped)."""
@@ -400,6 +514,13 @@ class PixArtDenoiser(Denoiser):
             out = out.chunk(2, dim=1)[0]
         return out
 
+
+
+    def text_positions(self, caption, tokens):
+        ids = self._ids(self.pipe.tokenizer, caption, self.max_length)
+        start, prompt = np.zeros(tokens, bool), np.zeros(tokens, bool)
+        prompt[:len(ids) - 1] = True
+        return start, prompt
 
 
 ADAPTERS = {"unet": UNetDenoiser, "sdxl": XLDenoiser, "sd3": SD3Denoiser, "flux": FluxDenoiser,

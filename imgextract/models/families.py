@@ -42,6 +42,26 @@ SCHEDULERS = {
 
 
 @dataclass(frozen=True)
+class TextAttention:
+    """Where a family's text tokens meet image tokens in attention, for the attention score.
+
+    ``modules``: the attention processors that carry text (the suffix of their names); ``kind``: cross
+    (every key is a text token) or joint (text and image tokens attend together); ``text_at``: where
+    the text tokens sit in a joint sequence; ``layout``: how the attention kernel gets its tensors
+    (batch, heads, sequence, dim or batch, sequence, heads, dim); ``kernel``: the function the
+    processor calls, as ``module:name``, intercepted while it runs."""
+
+    modules: str
+    kind: str                 # cross | joint
+    text_at: str = "all"      # all | first | last
+    layout: str = "BHSD"      # BHSD | BSHD
+    kernel: str = "torch.nn.functional:scaled_dot_product_attention"
+
+
+CROSS = TextAttention("attn2.processor", "cross")
+
+
+@dataclass(frozen=True)
 class Family:
     name: str
     title: str
@@ -58,6 +78,7 @@ class Family:
     adapter: str = ""                             # its denoiser adapter (models/denoisers.py ADAPTERS); "": none
     distilled: bool = False                       # guidance-distilled: no unconditional branch when sampling
     scores: tuple[str, ...] = ()                  # what reads its denoiser directly: wen, guide, attn, reconstruct
+    attention: TextAttention | None = CROSS       # where its text tokens meet image tokens (the attention score)
     match: dict = field(default_factory=dict)     # "component.key": value the variant's config has
     note: str = ""
 
@@ -67,9 +88,11 @@ class Family:
 
 
 ALL = ("wen", "guide", "attn", "reconstruct")
-NOISE = ("wen", "guide")   # the noise-difference scores: every family with an adapter
+NOISE = ("wen", "guide", "attn")   # the scores from the denoiser's first steps: every family with an adapter
 FLUX = dict(denoiser="transformer", objectives=("flow",), size_from="pipeline", schedulers=FLOW_SCHEDULERS,
-            packing=2, adapter="flux", distilled=True, scores=NOISE)
+            packing=2, adapter="flux", distilled=True, scores=NOISE,
+            attention=TextAttention("attn.processor", "joint", text_at="first", layout="BSHD",
+                                    kernel="diffusers.models.transformers.transformer_flux:dispatch_attention_fn"))
 PIXART = dict(denoiser="transformer", steps=20, guidance=4.5, call={"use_resolution_binning": False},
               adapter="pixart", scores=NOISE,
               note="DiT with T5 cross-attention; drawn at the size asked, resolution binning off")
@@ -83,7 +106,8 @@ FAMILIES: list[Family] = [   # first match wins: variants before the family they
            scores=NOISE, note="two CLIP text encoders; pooled text and size/crop (text_time) embeddings"),
     Family("sd3", "Stable Diffusion 3 / 3.5", ("StableDiffusion3Pipeline",), denoiser="transformer",
            objectives=("flow",), size_from="pipeline", steps=28, guidance=7.0, schedulers=FLOW_SCHEDULERS,
-           adapter="sd3", scores=NOISE, note="MMDiT; CLIP-L + CLIP-G + T5 (T5 may be absent)"),
+           adapter="sd3", scores=NOISE, attention=TextAttention("attn.processor", "joint", text_at="last"),
+           note="MMDiT; CLIP-L + CLIP-G + T5 (T5 may be absent)"),
     Family("flux-schnell", "FLUX.1 schnell", ("FluxPipeline",), steps=4, guidance=0.0,
            call={"max_sequence_length": 256}, match={"transformer.guidance_embeds": False},
            note="timestep-distilled: 4 steps, no guidance; CLIP-L pooled + T5", **FLUX),

@@ -71,47 +71,15 @@ def params_of_run(run: Path, params: TriageParams) -> TriageParams:
                    steps=min(params.steps, int(s["steps"])))
 
 
-class CrossAttentionRecorder:
-    """An attention processor that records, for cross-attention calls, the attention each text
-    position receives (mean over pixels and heads), then lets the original processor compute the
-    output, so the UNet's result is unchanged."""
-
-    def __init__(self, original, store: list):
-        self.original = original
-        self.store = store
-
-    def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, temb=None, **kwargs):
-        if encoder_hidden_states is not None:
-            import torch
-            h = hidden_states
-            if h.ndim == 4:
-                b, c, hh, ww = h.shape
-                h = h.view(b, c, hh * ww).transpose(1, 2)
-            if attn.group_norm is not None:
-                h = attn.group_norm(h.transpose(1, 2)).transpose(1, 2)
-            ctx = attn.norm_encoder_hidden_states(encoder_hidden_states) if attn.norm_cross else encoder_hidden_states
-            with torch.no_grad():
-                q = attn.head_to_batch_dim(attn.to_q(h))
-                k = attn.head_to_batch_dim(attn.to_k(ctx))
-                probs = attn.get_attention_scores(q, k, None)          # (batch·heads, pixels, tokens)
-                per = probs.mean(dim=1).view(ctx.shape[0], attn.heads, -1).mean(dim=1)
-            self.store.append(per.float().cpu())
-        return self.original(attn, hidden_states, encoder_hidden_states, attention_mask, temb, **kwargs)
-
-
-def _end_position(pipe, caption: str) -> int:
-    """Index of the end-of-text token of ``caption`` in the padded prompt (positions after it are padding)."""
-    ids = pipe.tokenizer(caption, truncation=True, max_length=pipe.tokenizer.model_max_length).input_ids
-    return len(ids) - 1
-
-
-def attention_features(token_attention, end: int) -> tuple[float, float]:
-    """(negative entropy over positions 1.., share on the end token and padding) of one caption's
-    mean attention distribution over text positions."""
-    p = np.asarray(token_attention, dtype=np.float64)[1:]
-    p = p / p.sum()
+def attention_features(token_attention, start, prompt) -> tuple[float, float]:
+    """(negative entropy over the positions after the start tokens, share on the end token and padding)
+    of one caption's mean attention distribution over text positions; ``start`` and ``prompt`` are the
+    masks :meth:`Denoiser.text_positions` gives (a family without start tokens has none)."""
+    a = np.asarray(token_attention, dtype=np.float64)
+    rest = ~np.asarray(start, bool)
+    p = a[rest] / a[rest].sum()
     entropy = -float(np.sum(p[p > 0] * np.log(p[p > 0])))
-    return -entropy, float(p[end - 1:].sum())
+    return -entropy, float(p[~np.asarray(prompt, bool)[rest]].sum())
 
 
 def wen_score(loaded: LoadedModel, caption: str, caption_id: str, params: TriageParams,
@@ -121,8 +89,9 @@ def wen_score(loaded: LoadedModel, caption: str, caption_id: str, params: Triage
     family's score space (:meth:`Denoiser.score_space`: ε for the noise-predicting families, the velocity
     for flow matching; for guidance-distilled Flux ∅ is the empty prompt under the embedded guidance).
 
-    With ``attention`` (a list; UNet families), the conditional half's cross-attention per text position
-    is appended to it, one tensor per layer and step (see :class:`CrossAttentionRecorder`). With
+    With ``attention`` (a list), the conditional half's attention per text position is appended to it,
+    one tensor per text-carrying layer and step (:meth:`Denoiser.text_attention`: cross-attention, or the
+    image tokens' attention on the text tokens of a joint attention). With
     ``first_guidance`` (a list), each seed's pred_c − pred_∅ at the first step (on pure noise) is
     appended, flattened, for :func:`guidance_features`. ``measured`` (a dict) receives the score's space
     and the timesteps it was measured at (the denoiser's own values: 0-1000 steps or σ·1000)."""
@@ -131,34 +100,27 @@ def wen_score(loaded: LoadedModel, caption: str, caption_id: str, params: Triage
     den = denoiser_of(loaded, "the noise scores (wen, attn, guide)", needs)
     n = params.samples
     seeds = [sample_seed(params.seed, caption_id, i) for i in range(n)]
-    original = den.module.attn_processors if attention is not None else None
+    from contextlib import nullcontext
     recorded: list = []
+    with torch.no_grad(), (den.text_attention(recorded, n) if attention is not None else nullcontext()):
+        cond, uncond = den.encode([caption] * n), den.unconditional(n)
+        sched = den.scheduler()
+        timesteps = den.set_timesteps(sched, params.schedule_steps, size)
+        latents = den.noise(seeds, size, sched)
+        norms = []
+        if measured is not None:
+            measured.update(space=den.score_parameterisation,
+                            timesteps=[round(float(t), 3) for t in timesteps[:params.steps]])
+        for t in timesteps[:params.steps]:
+            x = den.model_input(sched, latents, t)
+            pc, pu = den.pair(x, t, cond, uncond, size, params.guidance)
+            diff = den.score_space(pc, x, t, sched) - den.score_space(pu, x, t, sched)
+            if first_guidance is not None and not norms:
+                first_guidance.extend(diff.flatten(1).float().cpu().numpy())
+            norms.append(diff.flatten(1).norm(dim=1).float().cpu().numpy())
+            latents = den.step(sched, den.combine(pc, pu, params.guidance), t, latents)
     if attention is not None:
-        den.module.set_attn_processor({name: CrossAttentionRecorder(proc, recorded) if "attn2" in name else proc
-                                       for name, proc in original.items()})
-    try:
-        with torch.no_grad():
-            cond, uncond = den.encode([caption] * n), den.unconditional(n)
-            sched = den.scheduler()
-            timesteps = den.set_timesteps(sched, params.schedule_steps, size)
-            latents = den.noise(seeds, size, sched)
-            norms = []
-            if measured is not None:
-                measured.update(space=den.score_parameterisation,
-                                timesteps=[round(float(t), 3) for t in timesteps[:params.steps]])
-            for t in timesteps[:params.steps]:
-                x = den.model_input(sched, latents, t)
-                pc, pu = den.pair(x, t, cond, uncond, size, params.guidance)
-                diff = den.score_space(pc, x, t, sched) - den.score_space(pu, x, t, sched)
-                if first_guidance is not None and not norms:
-                    first_guidance.extend(diff.flatten(1).float().cpu().numpy())
-                norms.append(diff.flatten(1).norm(dim=1).float().cpu().numpy())
-                latents = den.step(sched, den.combine(pc, pu, params.guidance), t, latents)
-    finally:
-        if original is not None:
-            den.module.set_attn_processor(original)
-    if attention is not None:
-        attention.extend(r[:n] for r in recorded)  # the conditional half of each batch
+        attention.extend(recorded)   # the conditional rows of each text-carrying layer's calls
     return float(np.mean(norms)), 2 * n * params.steps
 
 
@@ -240,8 +202,9 @@ def score_captions(loaded: LoadedModel, captions: pd.DataFrame, params: TriagePa
             if "wen" in methods:
                 row["wen_score"] = wen
             if attention is not None:
-                row["attn_score"], row["attn_end"] = attention_features(
-                    mean_attention(attention), _end_position(loaded.pipe, cap))
+                mean = mean_attention(attention)
+                den = denoiser_of(loaded)
+                row["attn_score"], row["attn_end"] = attention_features(mean, *den.text_positions(cap, len(mean)))
             if first is not None:
                 row["guide_score"], row["guide_agreement"] = guidance_features(first)
                 row["guide_unet_evals"] = 2 * params.samples

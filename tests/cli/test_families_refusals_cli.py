@@ -39,20 +39,22 @@ def index(tmp_path_factory, photos):
     return root / "ix"
 
 
-def test_what_a_family_cannot_do_yet_is_refused_before_loading(tmp_path, models, photos):
+def test_sd3_is_scored_by_every_method_and_what_it_cannot_do_yet_is_refused_before_loading(tmp_path, models, photos):
     caps = tmp_path / "c.txt"
     caps.write_text("a red rocket\n")
     code, _, err = run("triage", caps, "--model", models["sd3"], "--out", tmp_path / "ok.parquet", "--samples", "2",
-                       "--methods", "wen,guide,edge")
+                       "--methods", "wen,attn,guide,edge")
     assert code == 0, err
     scored = pd.read_parquet(tmp_path / "ok.parquet")
-    assert scored[["wen_score", "guide_score", "edge_score"]].notna().all().all()
+    assert scored[["wen_score", "attn_score", "guide_score", "edge_score"]].notna().all().all()
     assert scored["score_space"].tolist() == ["velocity"]
-    code, _, err = run("triage", caps, "--model", models["sd3"], "--out", tmp_path / "t.parquet", "--methods", "attn")
-    expect_error(code, err, "triage --methods attn", "Stable Diffusion 3", "--methods edge")
-    code, _, err = run("triage-eval", "--memorized", caps, "--clean", caps, "--model", models["sd3"],
-                       "--out", tmp_path / "e.json")
-    expect_error(code, err, "triage-eval --methods wen,attn,guide", "--methods edge")
+    clean = tmp_path / "clean.txt"
+    clean.write_text("a grey cat\n")
+    code, _, err = run("triage-eval", "--memorized", caps, "--clean", clean, "--model", models["sd3"], "--samples", "1",
+                       "--schedule-steps", "2", "--bootstrap", "100", "--out", tmp_path / "e.json")
+    assert code == 0, err
+    scores = {r["score"] for r in json.loads((tmp_path / "e.json").read_text())["scores"]}
+    assert {"wen", "attn", "guide", "edge"} <= scores, scores
     works = tmp_path / "works"
     works.mkdir()
     photos["rocket"].resize((64, 64)).save(works / "rocket.png")

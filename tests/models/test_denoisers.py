@@ -121,10 +121,11 @@ def test_triage_scores_every_family_in_its_own_space(loaded, name):
     model = loaded[name]
     captions = pd.DataFrame({"caption_id": ["a", "b"], "caption": ["a red rocket", "a cup of coffee"]})
     table = triage(model, captions, TriageParams(steps=2, samples=2, schedule_steps=4, guidance=3.0),
-                   ("wen", "guide", "edge"))
-    for col in ("wen_score", "guide_score", "guide_agreement", "edge_score"):
+                   ("wen", "guide", "attn", "edge"))
+    for col in ("wen_score", "guide_score", "guide_agreement", "edge_score", "attn_end"):
         assert np.isfinite(table[col].astype(float)).all() and (table[col] > 0).all(), (col, table[col])
-    assert (table["guide_agreement"] <= 1 + 1e-6).all()
+    assert (table["guide_agreement"] <= 1 + 1e-6).all() and (table["attn_end"] < 1).all()
+    assert np.isfinite(table["attn_score"].astype(float)).all() and (table["attn_score"] <= 0).all()
     assert set(table["score_space"]) == {"velocity" if model.family.objectives == ("flow",) else "epsilon"}
     assert all(len(t) == 2 for t in table["score_timesteps"])
 
@@ -139,3 +140,49 @@ def test_the_adapter_decodes_the_pipelines_own_images(loaded, name):
                       width=size[1], generator=gens, output_type="pil", **model.family.call).images[0]
     got = denoiser_of(model).images(["a red rocket"], [5], 2, 3.0, size)[0]
     assert np.abs(np.asarray(got, int) - np.asarray(want, int)).max() <= 1
+
+
+@pytest.mark.parametrize("name", ["sd3", "pixart-sigma"])
+def test_the_text_attention_is_softmax_of_the_layers_own_queries_and_keys(loaded, name):
+    """Per text-carrying layer, the share of attention the image positions give each text position, computed by
+    hand from the layer's own projections: SD3's joint attention (image tokens first, text last), PixArt's
+    cross-attention with its T5 padding mask."""
+    from imgextract.stages.triage import TriageParams, wen_score
+    model = loaded[name]
+    module, n = model.pipe.transformer, 2
+    by_hand = []
+
+    def heads(attn, x):
+        return x.view(x.shape[0], -1, attn.heads, x.shape[-1] // attn.heads).transpose(1, 2)
+
+    def hook(attn, args, kwargs, output):
+        h = args[0] if args else kwargs["hidden_states"]
+        e = kwargs.get("encoder_hidden_states")
+        if e is None:
+            return
+        q, k = heads(attn, attn.to_q(h)), heads(attn, attn.to_k(h if name == "sd3" else e))
+        if name == "sd3":
+            q, k = (attn.norm_q(q) if attn.norm_q else q), (attn.norm_k(k) if attn.norm_k else k)
+            eq, ek = heads(attn, attn.add_q_proj(e)), heads(attn, attn.add_k_proj(e))
+            eq = attn.norm_added_q(eq) if attn.norm_added_q else eq
+            ek = attn.norm_added_k(ek) if attn.norm_added_k else ek
+            p = torch.softmax(torch.cat([q, eq], 2) @ torch.cat([k, ek], 2).transpose(-1, -2) * attn.scale, -1)
+            share = p[:, :, :h.shape[1], h.shape[1]:]
+        else:
+            bias = kwargs["attention_mask"][:, None]            # (batch, 1, 1, tokens): 0 or -10000
+            share = torch.softmax(q @ k.transpose(-1, -2) * attn.scale + bias, -1)
+        by_hand.append(share.mean(dim=2).mean(dim=1)[:n])
+
+    want = "attn" if name == "sd3" else "attn2"
+    hooks = [m.register_forward_hook(hook, with_kwargs=True) for key, m in module.named_modules()
+             if key.rsplit(".", 1)[-1] == want]
+    try:
+        recorded = []
+        wen_score(model, "a red rocket", "3", TriageParams(steps=1, samples=n, schedule_steps=10, guidance=3.0),
+                  native_size(model.pipe, model.family), recorded)
+    finally:
+        for h in hooks:
+            h.remove()
+    assert len(recorded) == len(by_hand) > 0
+    for r, h in zip(recorded, by_hand):
+        assert torch.allclose(r, h.float(), atol=1e-5)

@@ -72,7 +72,8 @@ def test_attention_score_is_the_cross_attention_computed_by_hand(tiny_model):
     """The recorder's per-token attention equals softmax(Q·Kᵀ/√d) computed by hand from each cross-attention
     module's own inputs and weights, in the same UNet calls Wen's score makes; then entropy by hand."""
     import numpy as np
-    from imgextract.stages.triage import _end_position, attention_features, mean_attention
+    from imgextract.models.denoisers import denoiser_of
+    from imgextract.stages.triage import attention_features, mean_attention
     pipe = tiny_model.pipe
     params = TriageParams(steps=1, samples=2, schedule_steps=10, guidance=3.0, seed=1)
     by_hand = []
@@ -102,8 +103,10 @@ def test_attention_score_is_the_cross_attention_computed_by_hand(tiny_model):
     for r, h in zip(recorded, by_hand):
         assert torch.allclose(r, h, atol=1e-5)
     dist = mean_attention(recorded)
-    end = _end_position(pipe, "a red rocket")
-    neg_entropy, end_share = attention_features(dist, end)
+    end = len(pipe.tokenizer("a red rocket").input_ids) - 1        # the end-of-text token's position
+    start, prompt = denoiser_of(tiny_model).text_positions("a red rocket", len(dist))
+    assert start.nonzero()[0].tolist() == [0] and prompt.nonzero()[0].tolist() == list(range(1, end))
+    neg_entropy, end_share = attention_features(dist, start, prompt)
     p = dist[1:] / dist[1:].sum()
     assert neg_entropy == pytest.approx(float((p * np.log(p)).sum()), rel=1e-6)
     assert end_share == pytest.approx(float(p[end - 1:].sum()), rel=1e-6)
