@@ -25,21 +25,26 @@ def on_page_markdown(markdown: str, page, config, files) -> str:
     return markdown.replace(MARKER, reference()) if MARKER in markdown else markdown
 
 
+RECONSTRUCTION = {   # the search's loss per adapter (stages/reconstruct.py through models/denoisers.py)
+    "unet": "the DDPM loss with its scheduler's target (ε, v or x0)",
+    "sdxl": "the DDPM loss (ε or v); pooled text and size embeddings held at the empty prompt's",
+    "sd3": "rectified flow: ‖v̂ − (n − x0)‖², σ uniform in (0, 1); pooled embeddings held",
+    "flux": "rectified flow on packed latents, at the family's embedded guidance; pooled CLIP held",
+    "pixart": "the DDPM ε loss, the learned-variance half dropped; T5 mask kept",
+}
+
+
 def families() -> str:
     """The model family registry as a table, read from the registry itself."""
     from imgextract.models.families import FAMILIES
-    draw = "generate, sample, run (local, Ray), scan, cliques, check, triage --methods edge"
-    out = ["| family | pipeline class | denoiser | objective | noise scores in | native size from | steps | guidance | "
-           "samplers | commands |", "|---|---|---|---|---|---|---|---|---|---|"]
+    out = ["| family | pipeline class | denoiser | objective | noise scores in | reconstruction loss | native size from | "
+           "steps | guidance | samplers |", "|---|---|---|---|---|---|---|---|---|---|"]
     for f in FAMILIES:
         size = "`default_sample_size` × VAE factor" if f.size_from == "pipeline" else f"{f.denoiser} `sample_size` × VAE factor"
         space = "velocity" if f.objectives == ("flow",) else "ε (v, x0 converted)"
-        methods = [m for m in f.scores if m != "reconstruct"]
-        commands = draw + (f", triage and triage-eval --methods {','.join(methods)}" if methods else "") + \
-            (", check --reconstruct" if "reconstruct" in f.scores else "")
         out.append(f"| {f.title} (`{f.name}`) | {', '.join(f'`{p}`' for p in f.pipelines)} | {f.denoiser} | "
-                   f"{', '.join(f.objectives)} | {space} | {size} | {f.steps} | {f.guidance:g} | "
-                   f"{', '.join(f.schedulers)} | {commands} |")
+                   f"{', '.join(f.objectives)} | {space} | {RECONSTRUCTION[f.adapter]} | {size} | {f.steps} | "
+                   f"{f.guidance:g} | {', '.join(f.schedulers)} |")
     return "\n".join(out)
 
 

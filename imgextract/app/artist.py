@@ -426,10 +426,10 @@ def run_check(works_path: Path, model: str, out: Path, caption: str | None = Non
     budget = budget or Budget(seed=seed)
     validate_budget(budget)
     if reconstruct:   # refused before the weights load wherever the files tell the family
-        require_family(model, "check --reconstruct", "drop --reconstruct for this model", needs=("reconstruct",))
+        require_family(model, "check --reconstruct", "drop --reconstruct for this model")
     loaded = load_pipeline(model, device, dtype)
     if reconstruct:
-        require(loaded.family, "check --reconstruct", model, "drop --reconstruct for this model", needs=("reconstruct",))
+        require(loaded.family, "check --reconstruct", model, "drop --reconstruct for this model")
     for source in sorted({s for _, s in prompts}):
         if source in ("file name", "sidecar text"):
             n = sum(s == source for _, s in prompts)

@@ -129,14 +129,14 @@ def run_generation(captions: Path, model: str, out: Path, cfg, loaded=None, capt
     return record
 
 
-def require_family(model: str, what: str, remedy: str | None = None, needs: tuple[str, ...] = ()) -> None:
+def require_family(model: str, what: str, remedy: str | None = None) -> None:
     """Refuse ``what`` for a model whose family the registry does not know, before its weights load
     (wherever its files tell the family: a folder's model_index.json, a single-file checkpoint)."""
     from imgextract.models.families import require
     from imgextract.models.pipelines import peek_family
     family = peek_family(model)
     if family is not None:
-        require(family, what, model, remedy, needs)
+        require(family, what, model, remedy)
 
 
 def sample_from_run(run: Path, file: str, out: Path) -> Path:
@@ -252,12 +252,11 @@ def run_triage(captions: Path, model: str, out: Path, params, methods: tuple[str
     table = read_captions(captions).to_pandas()
     noise = [m for m in methods if m != "edge"]   # the noise-difference scores read the denoiser itself
     if noise:
-        require_family(model, f"triage --methods {','.join(noise)}", "use --methods edge for this model", needs=tuple(noise))
+        require_family(model, f"triage --methods {','.join(noise)}", "use --methods edge for this model")
     quiet_libraries()
     loaded = load_pipeline(model, device, dtype, model_config)
     if noise:
-        require(loaded.family, f"triage --methods {','.join(noise)}", model, "use --methods edge for this model",
-                needs=tuple(noise))
+        require(loaded.family, f"triage --methods {','.join(noise)}", model, "use --methods edge for this model")
     set_scheduler(loaded.pipe, params.scheduler, loaded.family)
     result = triage(loaded, table, params, methods)
     write_triage(result, out, params)

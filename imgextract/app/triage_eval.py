@@ -155,11 +155,11 @@ def run_triage_eval(model: str, out: Path, params, memorized: Path | None = None
     noise = [m for m in methods if m != "edge"]   # the noise-difference scores read the denoiser itself
     what, remedy = f"triage-eval --methods {','.join(noise)}", "use --methods edge for this model"
     if noise:
-        require_family(model, what, remedy, needs=tuple(noise))
+        require_family(model, what, remedy)
     quiet_libraries()
     loaded = load_pipeline(model, device, dtype, model_config)
     if noise:
-        require(loaded.family, what, model, remedy, needs=tuple(noise))
+        require(loaded.family, what, model, remedy)
     set_scheduler(loaded.pipe, params.scheduler, loaded.family)
     scored = show(score_captions(loaded, prompts, params, methods), say)
     table = scored.merge(prompts[["caption_id", "label"]], on="caption_id")

@@ -68,9 +68,18 @@ def to_epsilon(kind: str, pred, x, t, sched):
     return a.sqrt() * pred + (1 - a).sqrt() * x     # v_prediction
 
 
+def _ones_at(mask, positions: slice):
+    if mask is None:
+        return None
+    mask = mask.clone()
+    mask[:, positions] = 1
+    return mask
+
+
 class Denoiser:
     """One loaded model's denoiser, as the stages use it (see the module docstring)."""
 
+    free_start = 1            # where fitted conditioning vectors begin (after CLIP's start token)
     packing = 1               # latents are packed in patches of this side before the denoiser (Flux: 2)
 
     def __init__(self, loaded):
@@ -112,6 +121,20 @@ class Denoiser:
 
     def _unconditional(self, n: int) -> Cond:
         return self._encode([""]).expand(n)
+
+    def empty(self) -> Cond:
+        """The empty prompt as a conditioning: the reconstruction search's starting point."""
+        return self.encode([""])
+
+    def with_free(self, base: Cond, free: "torch.Tensor") -> Cond:
+        """``base`` with fitted vectors in place of its first free positions."""
+        torch = self._torch
+        at = slice(self.free_start, self.free_start + free.shape[1])
+        embeds = torch.cat([base.embeds[:, :at.start], free.to(base.embeds.dtype), base.embeds[:, at.stop:]], 1)
+        return Cond(embeds, base.pooled, _ones_at(base.mask, at))
+
+    def free_room(self, base: Cond) -> int:
+        return base.embeds.shape[1] - self.free_start
 
     def _ids(self, tokenizer, caption: str, length: int | None = None) -> list[int]:
         length = length or tokenizer.model_max_length
@@ -238,6 +261,67 @@ class Denoiser:
         return "epsilon" if self.objective != "flow" else "velocity"
 
 
+    # -- the training objective, and drawing from a fitted conditioning ------------------------------------
+
+    def encode_image(self, pixels):
+        """Pixels in [-1, 1], (n, 3, H, W) → the clean latents the model was trained on (its layout)."""
+        vae = self.pipe.vae
+        with self._torch.no_grad():
+            z = vae.encode(pixels.to(self.device, vae.dtype)).latent_dist.mean.float()
+        scale, offset = self._affine(z)
+        return self.to_model((z - offset) * scale)
+
+    def loss_times(self, generator, n: int):
+        """n training timesteps drawn as the objective samples them (integers for DDPM, σ for flow)."""
+        steps = self.pipe.scheduler.config.num_train_timesteps
+        return self._torch.randint(0, steps, (n,), generator=generator)
+
+    def _ddpm(self):
+        if not hasattr(self, "_noise_sched"):
+            from diffusers import DDPMScheduler
+            self._noise_sched = DDPMScheduler.from_config(self.pipe.scheduler.config)
+        return self._noise_sched
+
+    def noised(self, x0, noise, t):
+        """(model input x_t, the objective's target, the timestep the denoiser is given)."""
+        sched = self._ddpm()
+        x_t = sched.add_noise(x0, noise, t)
+        target = {"epsilon": noise, "sample": x0}.get(self.objective)
+        if target is None:
+            target = sched.get_velocity(x0, noise, t)
+        return x_t, target, t
+
+    def losses(self, x0, noise, t, cond: Cond, size: tuple[int, int], guidance: float | None = None):
+        """The family's training loss per sample (mean squared error of prediction and target); gradients
+        flow to whatever ``cond`` was built from."""
+        x_t, target, given = self.noised(x0.float(), noise.float(), t)
+        g = self.family.guidance if guidance is None else guidance
+        pred = self.predict_each(x_t.to(self.device, self.dtype), given.to(self.device), cond, size, g).float()
+        return ((pred - target.to(pred.device)) ** 2).flatten(1).mean(1)
+
+    def predict_each(self, x, t, cond: Cond, size, guidance):
+        """As :meth:`predict`, with one timestep per sample."""
+        return self.predict(x, t, cond, size, guidance)
+
+    # -- drawing from a fitted conditioning ---------------------------------------------------------------
+
+    def embed_kwargs(self, cond: Cond, uncond: Cond) -> dict:
+        return {"prompt_embeds": cond.embeds, "negative_prompt_embeds": uncond.embeds}
+
+    def draw(self, cond: Cond, seeds: list[int], steps: int, guidance: float, size: tuple[int, int]):
+        """Sample a conditioning (not a prompt) through the pipeline, one seeded generator per image."""
+        torch = self._torch
+        n = len(seeds)
+        cond = Cond(*(None if t is None else t.to(self.device, self.dtype if t.is_floating_point() else t.dtype)
+                      for t in (cond.embeds, cond.pooled, cond.mask))).expand(n)
+        uncond = self.unconditional(n)
+        gens = [torch.Generator("cpu").manual_seed(int(s)) for s in seeds]
+        kwargs = {k: v for k, v in self.family.call.items() if k != "max_sequence_length"}
+        with torch.no_grad():
+            out = self.pipe(**self.embed_kwargs(cond, uncond), num_inference_steps=steps, guidance_scale=guidance,
+                            height=size[0], width=size[1], generator=gens, output_type="pil", **kwargs)
+        return out.images
+
     # -- attention ------------------------------------------------------------------------------------------
 
     @contextmanager
@@ -352,6 +436,11 @@ class XLDenoiser(UNetDenoiser):
 
 
 
+    def embed_kwargs(self, cond, uncond):
+        return {"prompt_embeds": cond.embeds, "negative_prompt_embeds": uncond.embeds,
+                "pooled_prompt_embeds": cond.pooled, "negative_pooled_prompt_embeds": uncond.pooled}
+
+
 class FlowDenoiser(Denoiser):
     """Shared by the flow-matching families: x_t = (1 − σ)·x0 + σ·n, the target n − x0, σ from 1 down."""
 
@@ -379,6 +468,15 @@ class FlowDenoiser(Denoiser):
     def score_space(self, pred, x, t, sched):
         return pred
 
+
+
+    def loss_times(self, generator, n):
+        """σ uniform in (0, 1): every noise level weighed alike (SD3 trains on a logit-normal σ)."""
+        return self._torch.rand((n,), generator=generator).clamp(1e-3, 1 - 1e-3)
+
+    def noised(self, x0, noise, sigma):
+        s = sigma.view(-1, *([1] * (x0.dim() - 1))).to(x0.dtype)
+        return (1 - s) * x0 + s * noise, noise - x0, sigma * self.pipe.scheduler.config.num_train_timesteps
 
 
 class SD3Denoiser(FlowDenoiser):
@@ -420,10 +518,15 @@ class SD3Denoiser(FlowDenoiser):
         return start, prompt
 
 
+    def embed_kwargs(self, cond, uncond):
+        return XLDenoiser.embed_kwargs(self, cond, uncond)
+
+
 class FluxDenoiser(FlowDenoiser):
     """FLUX.1: T5 tokens and CLIP's pooled vector; latents packed 2×2; dev embeds the guidance scale and
     has no unconditional branch, so its 'unconditional' is the prediction under the empty prompt."""
 
+    free_start = 0        # T5 has no start token
     packing = 2
 
     def _encode(self, prompts):
@@ -479,9 +582,15 @@ class FluxDenoiser(FlowDenoiser):
         return start, prompt
 
 
+    def embed_kwargs(self, cond, uncond):
+        return {"prompt_embeds": cond.embeds, "pooled_prompt_embeds": cond.pooled}
+
+
 class PixArtDenoiser(Denoiser):
     """PixArt-α/Σ: T5 tokens (with their padding mask) through cross-attention; ε with a learned variance
     (the second half of the output channels, dropped)."""
+
+    free_start = 0
 
     def __init__(self, loaded):
         super().__init__(loaded)
@@ -523,14 +632,18 @@ class PixArtDenoiser(Denoiser):
         return start, prompt
 
 
+    def embed_kwargs(self, cond, uncond):
+        return {"prompt_embeds": cond.embeds, "prompt_attention_mask": cond.mask, "negative_prompt": None,
+                "negative_prompt_embeds": uncond.embeds, "negative_prompt_attention_mask": uncond.mask}
+
+
 ADAPTERS = {"unet": UNetDenoiser, "sdxl": XLDenoiser, "sd3": SD3Denoiser, "flux": FluxDenoiser,
             "pixart": PixArtDenoiser}
 
 
-def denoiser_of(loaded, what: str = "this", needs: tuple[str, ...] = ()) -> Denoiser:
-    """The loaded model's adapter (made once per model); a family without one, or one that does not run
-    all ``what`` needs yet, is refused naming ``what``."""
-    require(loaded.family, what, loaded.model, needs=needs)
+def denoiser_of(loaded, what: str = "this") -> Denoiser:
+    """The loaded model's adapter (made once per model); a family without one is refused naming ``what``."""
+    require(loaded.family, what, loaded.model)
     den = getattr(loaded, "_denoiser", None)
     if den is None:
         den = ADAPTERS[loaded.family.adapter](loaded)

@@ -4,7 +4,7 @@ A family says, for one line of text-to-image models, what imgextract needs to kn
 score it and fit to it: which diffusers pipeline classes it covers and how to tell its variants
 apart from their configs, the denoiser component and its training objective, where the native size
 comes from, its sampling defaults, the schedulers it accepts, what to turn off in the pipeline call
-(PixArt's resolution binning), and whether the noise scores run on it. The pipeline acts on the
+(PixArt's resolution binning), its denoiser adapter and where its text meets the image in attention. The pipeline acts on the
 entry: ``models.pipelines`` (native size, schedulers), ``stages.generate`` (defaults, the call).
 
 A family is told from ``model_index.json`` and the component configs, so a command that needs a
@@ -77,7 +77,6 @@ class Family:
     packing: int = 1                              # latent patches packed per side before the transformer (Flux: 2)
     adapter: str = ""                             # its denoiser adapter (models/denoisers.py ADAPTERS); "": none
     distilled: bool = False                       # guidance-distilled: no unconditional branch when sampling
-    scores: tuple[str, ...] = ()                  # what reads its denoiser directly: wen, guide, attn, reconstruct
     attention: TextAttention | None = CROSS       # where its text tokens meet image tokens (the attention score)
     match: dict = field(default_factory=dict)     # "component.key": value the variant's config has
     note: str = ""
@@ -87,26 +86,24 @@ class Family:
         return self.name != "unregistered"
 
 
-ALL = ("wen", "guide", "attn", "reconstruct")
-NOISE = ("wen", "guide", "attn")   # the scores from the denoiser's first steps: every family with an adapter
 FLUX = dict(denoiser="transformer", objectives=("flow",), size_from="pipeline", schedulers=FLOW_SCHEDULERS,
-            packing=2, adapter="flux", distilled=True, scores=NOISE,
+            packing=2, adapter="flux", distilled=True,
             attention=TextAttention("attn.processor", "joint", text_at="first", layout="BSHD",
                                     kernel="diffusers.models.transformers.transformer_flux:dispatch_attention_fn"))
 PIXART = dict(denoiser="transformer", steps=20, guidance=4.5, call={"use_resolution_binning": False},
-              adapter="pixart", scores=NOISE,
+              adapter="pixart",
               note="DiT with T5 cross-attention; drawn at the size asked, resolution binning off")
 FAMILIES: list[Family] = [   # first match wins: variants before the family they refine
     Family("sd2", "Stable Diffusion 2.x", ("StableDiffusionPipeline",), objectives=("epsilon", "v_prediction"),
-           adapter="unet", scores=ALL, match={"text_encoder.hidden_act": "gelu"},
+           adapter="unet", match={"text_encoder.hidden_act": "gelu"},
            note="OpenCLIP-H text encoder (gelu); 768 px models predict v"),
     Family("sd1", "Stable Diffusion 1.x", ("StableDiffusionPipeline",), objectives=("epsilon", "v_prediction", "sample"),
-           adapter="unet", scores=ALL, note="CLIP ViT-L/14 text encoder; the toy model is one"),
+           adapter="unet", note="CLIP ViT-L/14 text encoder; the toy model is one"),
     Family("sdxl", "Stable Diffusion XL", ("StableDiffusionXLPipeline",), guidance=5.0, adapter="sdxl",
-           scores=NOISE, note="two CLIP text encoders; pooled text and size/crop (text_time) embeddings"),
+           note="two CLIP text encoders; pooled text and size/crop (text_time) embeddings"),
     Family("sd3", "Stable Diffusion 3 / 3.5", ("StableDiffusion3Pipeline",), denoiser="transformer",
            objectives=("flow",), size_from="pipeline", steps=28, guidance=7.0, schedulers=FLOW_SCHEDULERS,
-           adapter="sd3", scores=NOISE, attention=TextAttention("attn.processor", "joint", text_at="last"),
+           adapter="sd3", attention=TextAttention("attn.processor", "joint", text_at="last"),
            note="MMDiT; CLIP-L + CLIP-G + T5 (T5 may be absent)"),
     Family("flux-schnell", "FLUX.1 schnell", ("FluxPipeline",), steps=4, guidance=0.0,
            call={"max_sequence_length": 256}, match={"transformer.guidance_embeds": False},
@@ -169,14 +166,9 @@ def family_of_pipe(pipe) -> Family:
     return identify(type(pipe).__name__, config)
 
 
-def require(family: Family, what: str, model: str, remedy: str | None = None, needs: tuple[str, ...] = ()) -> None:
-    """Refuse ``what`` for a family the registry does not name, or one that does not run all it ``needs`` yet
-    (of wen, guide, attn, reconstruct), in one line that says what still works."""
-    missing = [n for n in needs if n not in family.scores]
-    if missing and family.registered:
-        able = ", ".join(f.title for f in FAMILIES if set(needs) <= set(f.scores))
-        raise InputError(f"{what} runs on {able} models so far, and {model} is a {family.title} model",
-                         remedy or "generate, sample, run, scan, cliques, check and triage --methods edge work with it")
+def require(family: Family, what: str, model: str, remedy: str | None = None) -> None:
+    """Refuse ``what`` (it reads the denoiser through the family's adapter) for a family the registry does not
+    name, in one line that says what still works."""
     if family.registered:
         return
     known = ", ".join(dict.fromkeys(f.title for f in FAMILIES))

@@ -4,8 +4,9 @@ Cooper & Grimmelmann separate *regurgitation* (an ordinary prompt produces the c
 *reconstruction* (the copy can be drawn out by any means). The search here is shaped like textual
 inversion: ``tokens`` free vectors replace the first positions (after the start token) of the empty
 prompt's text-encoder output, and are fitted for ``steps`` Adam steps to the image's denoising loss,
-the model's own training objective (ε, v or x0, from its scheduler's ``prediction_type``), over
-random timesteps and noise. The fitted conditioning then draws ``samples`` images from fresh seeds
+the model's own training objective (ε, v or x0, from its scheduler's ``prediction_type``; the
+flow-matching velocity for SD3 and Flux; SDXL's pooled and size embeddings held at the empty
+prompt's), over random timesteps and noise, through the family's adapter (``models/denoisers``). The fitted conditioning then draws ``samples`` images from fresh seeds
 (never the search's noise), each judged against the image with the copy verdict (``copies.judge``).
 
 A search that can reconstruct anything proves nothing. :func:`null_rate` runs the same search, with
@@ -16,20 +17,18 @@ reconstructable only with that rate reported beside it.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING, Generator
+from typing import Generator
 
 from PIL import Image
 
 from imgextract import copies
 from imgextract.distance import to_uint8
 from imgextract.errors import InputError
+from imgextract.models.denoisers import Cond, denoiser_of
 from imgextract.models.pipelines import LoadedModel
 from imgextract.progress import Step
 from imgextract.stages.generate import sample_seed
 from imgextract.stats import wilson_ci
-
-if TYPE_CHECKING:
-    import torch
 
 MAX_STEPS = 100_000
 EVAL_DRAWS = 16   # fixed (timestep, noise) draws on which the loss is measured before and after the search
@@ -79,91 +78,65 @@ class Attempt:
                 "loss_first": round(self.loss_first, 6), "loss_last": round(self.loss_last, 6)}
 
 
-def _empty(pipe, device) -> "torch.Tensor":
-    import torch
-    with torch.no_grad():
-        emb, _ = pipe.encode_prompt([""], device, 1, False)
-    return emb.detach().float()
-
-
 def fit_conditioning(loaded: LoadedModel, image: Image.Image, budget: Budget, size: tuple[int, int],
-                     tag: str) -> Generator[Step, None, tuple["torch.Tensor", float, float]]:
+                     tag: str) -> Generator[Step, None, tuple[Cond, float, float]]:
     """Fit the free vectors to the image's denoising loss; returns (conditioning, loss before, loss after),
     both measured on the same fixed draws.
 
     ``tag`` names the image in the seed of the search's noise, so each image's search is repeatable."""
     import torch
-    import torch.nn.functional as F
-    from diffusers import DDPMScheduler
 
-    pipe = loaded.pipe
-    unet, vae = pipe.unet, pipe.vae
-    device, dtype = unet.device, unet.dtype
-    base = _empty(pipe, device)
-    if budget.tokens > base.shape[1] - 1:
+    den = denoiser_of(loaded, "check --reconstruct")
+    base = den.empty()
+    if budget.tokens > den.free_room(base):
         raise InputError(f"reconstruction tokens {budget.tokens} exceed the text encoder's length",
                          "use fewer tokens (4 is the default)")
     gen = torch.Generator("cpu").manual_seed(sample_seed(budget.seed, f"search:{tag}", 0))
     pixels = torch.from_numpy(to_uint8(image, size).copy()).permute(2, 0, 1)[None].float() / 127.5 - 1
-    with torch.no_grad():
-        z0 = vae.encode(pixels.to(device, vae.dtype)).latent_dist.mean.float() * vae.config.scaling_factor
-    free = base[:, 1:1 + budget.tokens].clone().requires_grad_(True)
+    z0 = den.encode_image(pixels).cpu()
+    at = slice(den.free_start, den.free_start + budget.tokens)
+    free = base.embeds[:, at].float().clone().requires_grad_(True)
     opt = torch.optim.Adam([free], lr=budget.lr)
-    sched = DDPMScheduler.from_config(pipe.scheduler.config)
-    kind = sched.config.prediction_type
-    x0 = z0.cpu().expand(budget.batch, *z0.shape[1:])
+    x0 = z0.expand(budget.batch, *z0.shape[1:])
 
-    def loss_of(cond, t, noise, x0):
-        target = {"epsilon": noise, "sample": x0}.get(kind)
-        if target is None:
-            target = sched.get_velocity(x0, noise, t)
-        pred = unet(sched.add_noise(x0, noise, t).to(device, dtype), t.to(device),
-                    encoder_hidden_states=cond.expand(len(t), -1, -1).to(dtype)).sample.float()
-        return F.mse_loss(pred, target.to(device))
+    def loss_of(cond: Cond, t, noise, x0):
+        return den.losses(x0, noise, t, cond.expand(len(t)), size).mean()
 
     # the loss before and after, on one fixed set of draws: comparable, unlike two noisy batches
     held = torch.Generator("cpu").manual_seed(sample_seed(budget.seed, f"measure:{tag}", 0))
-    t_eval = torch.randint(0, sched.config.num_train_timesteps, (EVAL_DRAWS,), generator=held)
+    t_eval = den.loss_times(held, EVAL_DRAWS)
     n_eval = torch.randn((EVAL_DRAWS, *z0.shape[1:]), generator=held)
-    x_eval = z0.cpu().expand(EVAL_DRAWS, *z0.shape[1:])
+    x_eval = z0.expand(EVAL_DRAWS, *z0.shape[1:])
     with torch.no_grad():
         before = loss_of(base, t_eval, n_eval, x_eval).item()
-    was = [p.requires_grad for p in unet.parameters()]
-    unet.requires_grad_(False)   # gradients flow to the conditioning only
+    module = den.module
+    was = [p.requires_grad for p in module.parameters()]
+    module.requires_grad_(False)   # gradients flow to the conditioning only
     losses: list[float] = []
     try:
         with torch.enable_grad():
             for step in range(budget.steps):
-                t = torch.randint(0, sched.config.num_train_timesteps, (budget.batch,), generator=gen)
+                t = den.loss_times(gen, budget.batch)
                 noise = torch.randn(x0.shape, generator=gen)
-                loss = loss_of(torch.cat([base[:, :1], free, base[:, 1 + budget.tokens:]], 1), t, noise, x0)
+                loss = loss_of(den.with_free(base, free), t, noise, x0)
                 opt.zero_grad()
                 loss.backward()
                 opt.step()
                 losses.append(loss.item())
                 yield Step("reconstruct", step + 1, budget.steps, "step", f"loss {losses[-1]:.4f}")
     finally:
-        for p, g in zip(unet.parameters(), was):
+        for p, g in zip(module.parameters(), was):
             p.requires_grad_(g)
-    cond = torch.cat([base[:, :1], free.detach(), base[:, 1 + budget.tokens:]], 1)
+    cond = den.with_free(base, free.detach())
     with torch.no_grad():
         after = loss_of(cond, t_eval, n_eval, x_eval).item()
     return cond, before, after
 
 
-def draw(loaded: LoadedModel, cond, seeds: list[int], steps: int, guidance: float,
+def draw(loaded: LoadedModel, cond: Cond, seeds: list[int], steps: int, guidance: float,
          size: tuple[int, int]) -> list[Image.Image]:
     """Sample the fitted conditioning, one seeded generator per image (as ``generate.render``)."""
-    import torch
-    pipe = loaded.pipe
-    device, dtype = pipe.unet.device, pipe.unet.dtype
-    n = len(seeds)
-    gens = [torch.Generator("cpu").manual_seed(int(s)) for s in seeds]
-    out = pipe(prompt_embeds=cond.to(device, dtype).expand(n, -1, -1),
-               negative_prompt_embeds=_empty(pipe, device).to(dtype).expand(n, -1, -1),
-               num_inference_steps=steps, guidance_scale=guidance, height=size[0], width=size[1],
-               generator=gens, output_type="pil")
-    return out.images
+    return denoiser_of(loaded, "check --reconstruct").draw(cond, seeds, steps, guidance, size)
 
 
 def reconstruct(loaded: LoadedModel, image: Image.Image, budget: Budget, steps: int, guidance: float,

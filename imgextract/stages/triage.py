@@ -96,8 +96,7 @@ def wen_score(loaded: LoadedModel, caption: str, caption_id: str, params: Triage
     appended, flattened, for :func:`guidance_features`. ``measured`` (a dict) receives the score's space
     and the timesteps it was measured at (the denoiser's own values: 0-1000 steps or σ·1000)."""
     import torch
-    needs = ("wen",) + (("attn",) if attention is not None else ())
-    den = denoiser_of(loaded, "the noise scores (wen, attn, guide)", needs)
+    den = denoiser_of(loaded, "the noise scores (wen, attn, guide)")
     n = params.samples
     seeds = [sample_seed(params.seed, caption_id, i) for i in range(n)]
     from contextlib import nullcontext

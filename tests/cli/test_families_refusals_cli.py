@@ -39,7 +39,7 @@ def index(tmp_path_factory, photos):
     return root / "ix"
 
 
-def test_sd3_is_scored_by_every_method_and_what_it_cannot_do_yet_is_refused_before_loading(tmp_path, models, photos):
+def test_sd3_is_scored_by_every_method_and_reconstructed_and_refuses_a_wrong_sampler(tmp_path, models, photos):
     caps = tmp_path / "c.txt"
     caps.write_text("a red rocket\n")
     code, _, err = run("triage", caps, "--model", models["sd3"], "--out", tmp_path / "ok.parquet", "--samples", "2",
@@ -58,12 +58,21 @@ def test_sd3_is_scored_by_every_method_and_what_it_cannot_do_yet_is_refused_befo
     works = tmp_path / "works"
     works.mkdir()
     photos["rocket"].resize((64, 64)).save(works / "rocket.png")
-    code, _, err = run("check", works, "--model", models["sd3"], "--out", tmp_path / "chk", "--reconstruct",
-                       "--null", works)
-    expect_error(code, err, "check --reconstruct", "drop --reconstruct")
+    null = tmp_path / "null"
+    null.mkdir()
+    photos["coffee"].resize((64, 64)).save(null / "coffee.png")
+    code, out, err = run("check", works, "--model", models["sd3"], "--out", tmp_path / "chk", "--samples", "1",
+                         "--reconstruct", "--null", null, "--reconstruct-steps", "3")
+    assert code == 0, err
+    found = json.loads((tmp_path / "chk" / "check.json").read_text())
+    search = found["works"][0]["reconstruction"]
+    assert search["search_steps"] == 3 and found["null_calibration"]["images"] == 1
+    assert len(search["sample_paths"]) == search["samples"] == 8
+    from PIL import Image
+    assert all(Image.open(p).size == (32, 32) for p in search["sample_paths"])   # SD3's native size here
     code, _, err = run("generate", caps, "--model", models["sd3"], "--out", tmp_path / "r", "--scheduler", "ddim")
     expect_error(code, err, "scheduler 'ddim' does not fit Stable Diffusion 3", "flow-euler")
-    assert not (tmp_path / "r").exists() and not (tmp_path / "chk").exists()
+    assert not (tmp_path / "r").exists()
 
 
 def test_a_pipeline_outside_the_registry_draws_but_is_not_scored(tmp_path, models, index):

@@ -186,3 +186,47 @@ def test_the_text_attention_is_softmax_of_the_layers_own_queries_and_keys(loaded
     assert len(recorded) == len(by_hand) > 0
     for r, h in zip(recorded, by_hand):
         assert torch.allclose(r, h.float(), atol=1e-5)
+
+
+@pytest.mark.parametrize("name", TINY)
+def test_the_reconstruction_search_lowers_the_familys_own_training_loss(loaded, name, photos):
+    """The search's loss before and after, recomputed here from the family's objective (DDPM noising with an
+    epsilon/v target, or rectified flow: x_t = (1 - s) x0 + s n, target n - x0) on the search's own held-out
+    draws, with the empty prompt and with the fitted conditioning; the fit lowered it."""
+    from diffusers import DDPMScheduler
+
+    from imgextract.distance import to_uint8
+    from imgextract.progress import drain
+    from imgextract.stages.generate import sample_seed
+    from imgextract.stages.reconstruct import EVAL_DRAWS, Budget, fit_conditioning
+    model = loaded[name]
+    size, den = native_size(model.pipe, model.family), denoiser_of(model)
+    flux = name.startswith("flux")      # 128 px: a shorter search
+    image = photos["astronaut"]
+    # lr 0.5: on these random transformers the text moves the loss little; the drop is then >= 6e-5 of it
+    # (SD3, Flux; 1e-2 and more elsewhere), hundreds of times float32's rounding of these sums
+    budget = Budget(steps=3 if flux else 12, batch=2, lr=0.5)
+    cond, before, after = drain(fit_conditioning(model, image, budget, size, "w0"))
+    pixels = torch.from_numpy(to_uint8(image, size).copy()).permute(2, 0, 1)[None].float() / 127.5 - 1
+    z0 = den.encode_image(pixels)
+    held = torch.Generator("cpu").manual_seed(sample_seed(0, "measure:w0", 0))
+    t = den.loss_times(held, EVAL_DRAWS)
+    noise = torch.randn((EVAL_DRAWS, *z0.shape[1:]), generator=held)
+    x0 = z0.expand(EVAL_DRAWS, *z0.shape[1:])
+    if den.objective == "flow":
+        s = t.view(-1, *[1] * (x0.dim() - 1))
+        x_t, target, given = (1 - s) * x0 + s * noise, noise - x0, t * 1000
+    else:
+        ddpm = DDPMScheduler.from_config(model.pipe.scheduler.config)
+        x_t, given = ddpm.add_noise(x0, noise, t), t
+        target = noise if den.objective == "epsilon" else ddpm.get_velocity(x0, noise, t)
+
+    def loss(c):
+        with torch.no_grad():
+            pred = den.predict(x_t, given, c.expand(EVAL_DRAWS), size, model.family.guidance)
+        return float(((pred - target) ** 2).mean())
+    assert loss(den.empty()) == pytest.approx(before, rel=1e-5)
+    assert loss(cond) == pytest.approx(after, rel=1e-5)
+    assert after < before
+    from imgextract.stages.reconstruct import draw   # the fitted conditioning draws through the family's pipeline
+    assert [im.size for im in draw(model, cond, [1, 2], 2, 3.0, size)] == [size[::-1]] * 2
