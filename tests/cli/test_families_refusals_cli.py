@@ -17,7 +17,7 @@ from helpers import expect_error, family_audit_config, run
 def models(tmp_path_factory):
     from imgextract.demo.families import save_tiny_family
     root = tmp_path_factory.mktemp("refusal-families")
-    dirs = {f: save_tiny_family(f, root / f) for f in ("sd1", "sd3")}
+    dirs = {f: save_tiny_family(f, root / f) for f in ("sd1", "sd3", "pixart-sigma")}
     foreign = root / "foreign"                  # a real diffusers pipeline class the registry does not name
     shutil.copytree(dirs["sd1"], foreign)
     index = json.loads((foreign / "model_index.json").read_text())
@@ -92,7 +92,7 @@ def test_a_pipeline_outside_the_registry_draws_but_is_not_scored(tmp_path, model
     assert not (tmp_path / "m").exists()
 
 
-def test_a_flow_transformer_sweeps_on_ray_as_the_local_engine_draws(tmp_path, models, index):
+def test_a_flow_transformer_sweeps_on_ray_as_the_local_engine_draws_and_compares_with_another_family(tmp_path, models, index):
     """An SD3 audit file on Ray Data: the draw workers load the family from run.json and draw the bytes the local
     engine's per-shard callable draws in this process."""
     pytest.importorskip("ray")
@@ -104,3 +104,16 @@ def test_a_flow_transformer_sweeps_on_ray_as_the_local_engine_draws(tmp_path, mo
     manifest = pd.read_parquet(out / "samples" / "shard-00000.parquet")
     local = {d.rel: d.sha256 for d in ShardDrawer(out)(0).drawn}
     assert len(manifest) == 2 and dict(zip(manifest["file"], manifest["sha256"])) == local
+
+    # a researcher compares two families audited on the same captions
+    (tmp_path / "pixart").mkdir()
+    code, _, err = run("run", family_audit_config(tmp_path / "pixart", models["pixart-sigma"], index))
+    assert code == 0, err
+    code, _, err = run("compare", out, tmp_path / "pixart" / "run", "--out", tmp_path / "cmp", "--resamples", "200")
+    assert code == 0, err
+    compared = json.loads((tmp_path / "cmp" / "compare.json").read_text())
+    assert compared["captions_compared"] == 1
+    for row, folder in zip(compared["runs"], (out, tmp_path / "pixart" / "run")):
+        assert row["model"] == str(models["sd3"] if folder == out else models["pixart-sigma"])
+        matches = pd.read_parquet(folder / "matches.parquet")
+        assert row["extracted"] == matches.loc[matches["memorized"], "caption_id"].nunique()
