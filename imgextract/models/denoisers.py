@@ -140,6 +140,13 @@ class Denoiser:
         length = length or tokenizer.model_max_length
         return list(tokenizer(caption, truncation=True, max_length=length).input_ids)
 
+    def _t5_positions(self, tokenizer, caption: str, tokens: int) -> tuple[np.ndarray, np.ndarray]:
+        """T5's text positions: no start token; the prompt's tokens, then its end token and padding."""
+        ids = self._ids(tokenizer, caption, self.max_length)
+        start, prompt = np.zeros(tokens, bool), np.zeros(tokens, bool)
+        prompt[:len(ids) - 1] = True
+        return start, prompt
+
     def text_positions(self, caption: str, tokens: int) -> tuple[np.ndarray, np.ndarray]:
         """(start-token positions, prompt-token positions) over the ``tokens`` text positions the denoiser
         attends to: the attention score's entropy leaves the start tokens out, its end share is the rest."""
@@ -434,8 +441,6 @@ class XLDenoiser(UNetDenoiser):
                            added_cond_kwargs={"text_embeds": cond.pooled.to(self.dtype),
                                               "time_ids": time_ids.expand(x.shape[0], -1)}).sample
 
-
-
     def embed_kwargs(self, cond, uncond):
         return {"prompt_embeds": cond.embeds, "negative_prompt_embeds": uncond.embeds,
                 "pooled_prompt_embeds": cond.pooled, "negative_pooled_prompt_embeds": uncond.pooled}
@@ -467,8 +472,6 @@ class FlowDenoiser(Denoiser):
 
     def score_space(self, pred, x, t, sched):
         return pred
-
-
 
     def loss_times(self, generator, n):
         """σ uniform in (0, 1): every noise level weighed alike (SD3 trains on a logit-normal σ)."""
@@ -504,8 +507,6 @@ class SD3Denoiser(FlowDenoiser):
         return self.module(hidden_states=x, timestep=t, encoder_hidden_states=cond.embeds.to(self.dtype),
                            pooled_projections=cond.pooled.to(self.dtype)).sample
 
-
-
     def text_positions(self, caption, tokens):
         clip_len = self.pipe.tokenizer_max_length
         start, prompt = np.zeros(tokens, bool), np.zeros(tokens, bool)
@@ -516,7 +517,6 @@ class SD3Denoiser(FlowDenoiser):
             t5 = self._ids(self.pipe.tokenizer_3, caption, self.max_length)
             prompt[clip_len:clip_len + len(t5) - 1] = True
         return start, prompt
-
 
     def embed_kwargs(self, cond, uncond):
         return XLDenoiser.embed_kwargs(self, cond, uncond)
@@ -573,14 +573,8 @@ class FluxDenoiser(FlowDenoiser):
                            pooled_projections=cond.pooled.to(self.dtype),
                            encoder_hidden_states=cond.embeds.to(self.dtype), txt_ids=txt_ids, img_ids=img_ids).sample
 
-
-
     def text_positions(self, caption, tokens):
-        ids = self._ids(self.pipe.tokenizer_2, caption, self.max_length)
-        start, prompt = np.zeros(tokens, bool), np.zeros(tokens, bool)
-        prompt[:len(ids) - 1] = True
-        return start, prompt
-
+        return self._t5_positions(self.pipe.tokenizer_2, caption, tokens)
 
     def embed_kwargs(self, cond, uncond):
         return {"prompt_embeds": cond.embeds, "pooled_prompt_embeds": cond.pooled}
@@ -623,14 +617,8 @@ class PixArtDenoiser(Denoiser):
             out = out.chunk(2, dim=1)[0]
         return out
 
-
-
     def text_positions(self, caption, tokens):
-        ids = self._ids(self.pipe.tokenizer, caption, self.max_length)
-        start, prompt = np.zeros(tokens, bool), np.zeros(tokens, bool)
-        prompt[:len(ids) - 1] = True
-        return start, prompt
-
+        return self._t5_positions(self.pipe.tokenizer, caption, tokens)
 
     def embed_kwargs(self, cond, uncond):
         return {"prompt_embeds": cond.embeds, "prompt_attention_mask": cond.mask, "negative_prompt": None,
