@@ -41,7 +41,7 @@ LITERATURE = [
 # share their calls: asking for several costs the family once.
 SCORES = {"edge": ("edge_score", 1, "edge"), "wen": ("wen_score", 1, "noise"), "attn": ("attn_score", 1, "noise"),
           "-end": ("attn_end", -1, "noise"), "guide": ("guide_score", 1, "noise"),
-          "agree": ("guide_agreement", 1, "noise")}
+          "agree": ("guide_agreement", 1, "noise"), "mid": ("mid_score", 1, "noise")}
 COMBOS = {"guide+edge": ("guide", "edge"), "wen+edge": ("wen", "edge"), "guide+wen": ("guide", "wen")}
 FAMILY_EVALS = {"noise": "wen_unet_evals", "edge": "edge_unet_evals"}
 

@@ -216,7 +216,7 @@ def triage(
     samples: Annotated[int, typer.Option(help="Seeds per caption.")] = 4,
     guidance: Annotated[float, typer.Option(help="Guidance for advancing latents and for the one-step images.")] = 7.5,
     schedule_steps: Annotated[int, typer.Option(help="Length of the sampling schedule.")] = 50,
-    methods: Annotated[Optional[str], typer.Option(help="Comma list of wen, attn, guide, edge (default: the evaluated default "
+    methods: Annotated[Optional[str], typer.Option(help="Comma list of wen, attn, guide, mid, edge (default: the evaluated default "
                                                         "score's method; the ranking uses it when computed).")] = None,
     run: RunSettings = None,
     seed: Seed = 0, device: Device = "auto", dtype: Dtype = "auto", model_config: ModelConfig = None,
@@ -250,7 +250,7 @@ def triage_eval(
     clean: Annotated[Optional[Path], typer.Option(help="Non-memorized prompts (negatives), in any caption form.")] = None,
     labelled: Annotated[Optional[Path], typer.Option(
         help="Instead of the two files: one table with a caption and a memorized (1/0) column.")] = None,
-    methods: Annotated[str, typer.Option(help="Comma list of wen, attn, guide, edge.")] = "wen,attn,guide,edge",
+    methods: Annotated[str, typer.Option(help="Comma list of wen, attn, guide, mid, edge.")] = "wen,attn,guide,edge",
     steps: Annotated[int, typer.Option(help="Sampling steps measured by the noise-difference score.")] = 1,
     samples: Annotated[int, typer.Option(help="Seeds per prompt.")] = 4,
     guidance: Annotated[float, typer.Option(help="Guidance for advancing latents and for the one-step images.")] = 7.5,

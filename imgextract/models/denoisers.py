@@ -259,6 +259,16 @@ class Denoiser:
         ``steps`` (PixArt's one-step path assumes a distilled sampler)."""
         return self.decode(self.sample_latents(prompts, seeds, steps, guidance, size), size)
 
+    def jump(self, sched, x, t, pred, noise, t_to):
+        """The model input at timestep ``t_to`` on the noising path of the clean latents that ``pred`` (made at
+        model input ``x``, timestep ``t``) implies, with ``noise`` (unit variance): a later point of the
+        schedule reached with one prediction instead of sampling there. DDPM space: x_t = √ā x0 + √(1 − ā) n,
+        which is also what an Euler-type sampler hands its denoiser."""
+        a = sched.alphas_cumprod.to(x.device, x.dtype)
+        at, to = a[int(round(float(t)))], a[int(round(float(t_to)))]
+        x0 = (x - (1 - at).sqrt() * to_epsilon(self.objective, pred, x, t, sched)) / at.sqrt()
+        return to.sqrt() * x0 + (1 - to).sqrt() * noise
+
     def score_space(self, pred, x, t, sched):
         """The prediction as the noise scores measure it: ε (Wen et al.) for noise-predicting models."""
         return to_epsilon(self.objective, pred, x, t, sched)
@@ -472,6 +482,12 @@ class FlowDenoiser(Denoiser):
 
     def score_space(self, pred, x, t, sched):
         return pred
+
+    def jump(self, sched, x, t, pred, noise, t_to):
+        """Rectified flow's straight path: x0 = x_t − σ v, then x_s = (1 − s) x0 + s n."""
+        scale = float(self.pipe.scheduler.config.num_train_timesteps)
+        s, s_to = float(t) / scale, float(t_to) / scale
+        return (1 - s_to) * (x - s * pred) + s_to * noise
 
     def loss_times(self, generator, n):
         """σ uniform in (0, 1): every noise level weighed alike (SD3 trains on a logit-normal σ)."""

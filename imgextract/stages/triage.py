@@ -24,6 +24,10 @@ attention-entropy score near chance on these toy models):
   toward one image; an ordinary prompt's pulls differ and cancel). ``guide_agreement`` =
   ‖mean g‖ / mean ‖g‖ (1: every seed pulled the same way) is kept for evaluation. The calls are
   Wen's first-step calls: asking for both costs Wen's.
+* ``mid_score`` (after the 2026 membership finding that a rectified flow's leakage peaks at the middle of
+  the flow, not at its ends): Wen's difference at the middle of the schedule, at the point the first step's
+  guided prediction implies (its clean latents noised again with the seed's own noise); 2 × ``samples``
+  evaluations more than Wen's. Measured for every family, in its own space.
 * ``edge_score`` (Webster 2023, black-box): ``samples`` seeds drawn with a single sampling
   step; Sobel edge magnitude of each image, binarised at its mean + one std, averaged across
   seeds into an agreement map; the score is the mean agreement over the pixels that are an
@@ -84,7 +88,8 @@ def attention_features(token_attention, start, prompt) -> tuple[float, float]:
 
 def wen_score(loaded: LoadedModel, caption: str, caption_id: str, params: TriageParams,
               size: tuple[int, int], attention: list | None = None,
-              first_guidance: list | None = None, measured: dict | None = None) -> tuple[float, int]:
+              first_guidance: list | None = None, measured: dict | None = None,
+              middle: dict | None = None) -> tuple[float, int]:
     """(mean ‖pred_c − pred_∅‖ over steps and seeds, denoiser evaluations spent), the predictions in the
     family's score space (:meth:`Denoiser.score_space`: ε for the noise-predicting families, the velocity
     for flow matching; for guidance-distilled Flux ∅ is the empty prompt under the embedded guidance).
@@ -94,7 +99,11 @@ def wen_score(loaded: LoadedModel, caption: str, caption_id: str, params: Triage
     image tokens' attention on the text tokens of a joint attention). With
     ``first_guidance`` (a list), each seed's pred_c − pred_∅ at the first step (on pure noise) is
     appended, flattened, for :func:`guidance_features`. ``measured`` (a dict) receives the score's space
-    and the timesteps it was measured at (the denoiser's own values: 0-1000 steps or σ·1000)."""
+    and the timesteps it was measured at (the denoiser's own values: 0-1000 steps or σ·1000). ``middle`` (a
+    dict) receives the same difference at the middle of the schedule (``score``, ``timestep``), where a
+    rectified flow's membership leakage peaks: the first step's guided prediction implies clean latents,
+    which are noised again with the seed's own noise to the middle timestep (:meth:`Denoiser.jump`),
+    2 × samples more evaluations."""
     import torch
     den = denoiser_of(loaded, "the noise scores (wen, attn, guide)")
     n = params.samples
@@ -117,10 +126,19 @@ def wen_score(loaded: LoadedModel, caption: str, caption_id: str, params: Triage
             if first_guidance is not None and not norms:
                 first_guidance.extend(diff.flatten(1).float().cpu().numpy())
             norms.append(diff.flatten(1).norm(dim=1).float().cpu().numpy())
+            if len(norms) == 1:   # the first step: where the jump to the middle starts
+                start = (x, t, den.combine(pc, pu, params.guidance))
             latents = den.step(sched, den.combine(pc, pu, params.guidance), t, latents)
+        if middle is not None:
+            unit = den.noise(seeds, size, sched) / den.init_sigma(sched)
+            t_mid = timesteps[len(timesteps) // 2]
+            x_mid = den.jump(sched, *start, unit, t_mid)
+            pc, pu = den.pair(x_mid, t_mid, cond, uncond, size, params.guidance)
+            diff = den.score_space(pc, x_mid, t_mid, sched) - den.score_space(pu, x_mid, t_mid, sched)
+            middle.update(score=float(diff.flatten(1).norm(dim=1).float().mean()), timestep=round(float(t_mid), 3))
     if attention is not None:
         attention.extend(recorded)   # the conditional rows of each text-carrying layer's calls
-    return float(np.mean(norms)), 2 * n * params.steps
+    return float(np.mean(norms)), 2 * n * (params.steps + (middle is not None))
 
 
 def guidance_features(vectors: list) -> tuple[float, float]:
@@ -156,8 +174,9 @@ def edge_score(loaded: LoadedModel, caption: str, caption_id: str, params: Triag
     return edge_consistency(images), evals
 
 
-METHODS = ("wen", "attn", "guide", "edge")
-SCORE_OF = {"wen": "wen_score", "attn": "attn_score", "guide": "guide_score", "edge": "edge_score"}
+METHODS = ("wen", "attn", "guide", "mid", "edge")
+SCORE_OF = {"wen": "wen_score", "attn": "attn_score", "guide": "guide_score", "mid": "mid_score",
+            "edge": "edge_score"}
 # The default ranking, chosen on a dev toy model by scripts/eval_triage.py and then measured on
 # toy models it never saw (docs/research.md); `imgextract triage` prints both with every ranking.
 DEFAULT_METHOD = "edge"
@@ -187,16 +206,19 @@ def score_captions(loaded: LoadedModel, captions: pd.DataFrame, params: TriagePa
     rows = []
     for cid, cap in zip(captions["caption_id"], captions["caption"]):
         row = {"caption_id": str(cid), "caption": cap, "wen_score": None, "attn_score": None, "attn_end": None,
-               "guide_score": None, "guide_agreement": None, "edge_score": None, "unet_evals": 0}
+               "guide_score": None, "guide_agreement": None, "mid_score": None, "edge_score": None, "unet_evals": 0}
         t0 = time.perf_counter()
-        if "wen" in methods or "attn" in methods or "guide" in methods:
+        if {"wen", "attn", "guide", "mid"} & set(methods):
             attention = [] if "attn" in methods else None
             first = [] if "guide" in methods else None
             # the guidance score alone needs only the first step's calls
             alone = not ("wen" in methods or "attn" in methods)
             measured: dict = {}
+            middle: dict | None = {} if "mid" in methods else None
             wen, evals = wen_score(loaded, cap, str(cid), replace(params, steps=1) if alone else params, size,
-                                   attention, first, measured)
+                                   attention, first, measured, middle)
+            if middle is not None:
+                row["mid_score"], row["mid_timestep"] = middle["score"], middle["timestep"]
             row["score_space"], row["score_timesteps"] = measured["space"], measured["timesteps"]
             if "wen" in methods:
                 row["wen_score"] = wen

@@ -43,18 +43,19 @@ def test_sd3_is_scored_by_every_method_and_reconstructed_and_refuses_a_wrong_sam
     caps = tmp_path / "c.txt"
     caps.write_text("a red rocket\n")
     code, _, err = run("triage", caps, "--model", models["sd3"], "--out", tmp_path / "ok.parquet", "--samples", "2",
-                       "--methods", "wen,attn,guide,edge")
+                       "--methods", "wen,attn,guide,mid,edge")
     assert code == 0, err
     scored = pd.read_parquet(tmp_path / "ok.parquet")
-    assert scored[["wen_score", "attn_score", "guide_score", "edge_score"]].notna().all().all()
+    assert scored[["wen_score", "attn_score", "guide_score", "mid_score", "edge_score"]].notna().all().all()
     assert scored["score_space"].tolist() == ["velocity"]
     clean = tmp_path / "clean.txt"
     clean.write_text("a grey cat\n")
     code, _, err = run("triage-eval", "--memorized", caps, "--clean", clean, "--model", models["sd3"], "--samples", "1",
-                       "--schedule-steps", "2", "--bootstrap", "100", "--out", tmp_path / "e.json")
+                       "--schedule-steps", "2", "--bootstrap", "100", "--out", tmp_path / "e.json",
+                       "--methods", "wen,attn,guide,mid,edge")
     assert code == 0, err
     scores = {r["score"] for r in json.loads((tmp_path / "e.json").read_text())["scores"]}
-    assert {"wen", "attn", "guide", "edge"} <= scores, scores
+    assert {"wen", "attn", "guide", "mid", "edge"} <= scores, scores
     works = tmp_path / "works"
     works.mkdir()
     photos["rocket"].resize((64, 64)).save(works / "rocket.png")

@@ -121,8 +121,8 @@ def test_triage_scores_every_family_in_its_own_space(loaded, name):
     model = loaded[name]
     captions = pd.DataFrame({"caption_id": ["a", "b"], "caption": ["a red rocket", "a cup of coffee"]})
     table = triage(model, captions, TriageParams(steps=2, samples=2, schedule_steps=4, guidance=3.0),
-                   ("wen", "guide", "attn", "edge"))
-    for col in ("wen_score", "guide_score", "guide_agreement", "edge_score", "attn_end"):
+                   ("wen", "guide", "attn", "mid", "edge"))
+    for col in ("wen_score", "guide_score", "guide_agreement", "edge_score", "attn_end", "mid_score"):
         assert np.isfinite(table[col].astype(float)).all() and (table[col] > 0).all(), (col, table[col])
     assert (table["guide_agreement"] <= 1 + 1e-6).all() and (table["attn_end"] < 1).all()
     assert np.isfinite(table["attn_score"].astype(float)).all() and (table["attn_score"] <= 0).all()
@@ -230,3 +230,51 @@ def test_the_reconstruction_search_lowers_the_familys_own_training_loss(loaded, 
     assert after < before
     from imgextract.stages.reconstruct import draw   # the fitted conditioning draws through the family's pipeline
     assert [im.size for im in draw(model, cond, [1, 2], 2, 3.0, size)] == [size[::-1]] * 2
+
+
+@pytest.mark.parametrize("name", ["sd2", "sd3"])
+def test_the_middle_of_the_flow_score_by_hand(loaded, name):
+    """mid_score, by hand: the first step's guided prediction gives clean latents, noised again with the seed's
+    own noise to the schedule's middle timestep (DDPM: √ā x0 + √(1 − ā) n; rectified flow: (1 − s) x0 + s n),
+    where the prompt's and the empty prompt's predictions are compared in the family's score space."""
+    import pandas as pd
+
+    from imgextract.stages.generate import sample_seed
+    from imgextract.stages.triage import TriageParams, triage
+    model = loaded[name]
+    pipe, size, g = model.pipe, native_size(model.pipe, model.family), 3.0
+    table = triage(model, pd.DataFrame({"caption_id": ["7"], "caption": ["a red rocket"]}),
+                   TriageParams(steps=1, samples=2, schedule_steps=10, guidance=g, seed=4), ("mid",))
+    seeds = [sample_seed(4, "7", i) for i in range(2)]
+    h, w = size[0] // pipe.vae_scale_factor, size[1] // pipe.vae_scale_factor
+    sched = type(pipe.scheduler).from_config(pipe.scheduler.config)
+    sched.set_timesteps(10)
+    t0, tm = sched.timesteps[0], sched.timesteps[5]
+    with torch.no_grad():
+        if name == "sd2":
+            cond, uncond = pipe.encode_prompt(["a red rocket"] * 2, "cpu", 1, True, negative_prompt=[""] * 2)
+            n = _noise(seeds, (4, h, w))
+
+            def eps(x, t):    # v-prediction as epsilon, for the prompt and the empty prompt
+                a = sched.alphas_cumprod[t]
+                return [a.sqrt() * pipe.unet(x, t, encoder_hidden_states=c).sample + (1 - a).sqrt() * x
+                        for c in (cond, uncond)]
+            ec, eu = eps(n, t0)
+            a0, am = sched.alphas_cumprod[t0], sched.alphas_cumprod[tm]
+            x0 = (n - (1 - a0).sqrt() * (eu + g * (ec - eu))) / a0.sqrt()
+            c, u = eps(am.sqrt() * x0 + (1 - am).sqrt() * n, tm)
+        else:
+            pe, npe, ppe, nppe = pipe.encode_prompt(prompt=["a red rocket"] * 2, prompt_2=None, prompt_3=None,
+                                                    device="cpu", do_classifier_free_guidance=True)
+            n = _noise(seeds, (16, h, w))
+
+            def vel(x, t):
+                return [pipe.transformer(hidden_states=x, timestep=t.expand(2), encoder_hidden_states=e,
+                                         pooled_projections=p).sample for e, p in ((pe, ppe), (npe, nppe))]
+            vc, vu = vel(n, t0)
+            s0, sm = float(t0) / 1000, float(tm) / 1000
+            x0 = n - s0 * (vu + g * (vc - vu))
+            c, u = vel((1 - sm) * x0 + sm * n, tm)
+    expect = (c - u).flatten(1).norm(dim=1).mean().item()
+    assert table["mid_timestep"].iat[0] == pytest.approx(float(tm), abs=1e-3)
+    assert expect > 0 and table["mid_score"].iat[0] == pytest.approx(expect, rel=1e-4)
