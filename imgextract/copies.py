@@ -46,6 +46,7 @@ from PIL import Image
 from scipy import fft as sfft
 
 from imgextract.distance import tile_edges
+from imgextract.rule import CopyRule
 
 MASK = 16                      # copy_mask grid: MASK × MASK blocks over the generation
 MIN_BLOCK = 8                  # blocks have at least this many pixels a side: fewer make chance correlations
@@ -56,23 +57,6 @@ KEEP_ZOOMS = 3                 # ...and the best this many again at
 COARSE = 128                   # this side
 WORK = 256                     # larger pairs are judged box-downsampled to this side: calibrated there, 4x cheaper
 MAX_SHIFT = 0.12               # registration moves a copy by at most this share of the image (a crop of ~10%)
-
-
-@dataclass(frozen=True)
-class CopyRule:
-    """The thresholds of the verdict; the defaults are the calibrated ones (docs/findings.md)."""
-
-    threshold: float = 0.15    # Carlini's tiled L2, for whole copies
-    grid: int = 4              # Carlini's tiles per side
-    min_share: float = 0.25    # substantial: this share of the training image's detailed area, at least...
-    min_area: float = 0.10     # ...covering this share of the generation's area (an outline or a few chance blocks never count)
-    block_rms: float = 0.10    # a block is near-exact below this RMS (RGB, pixels in [0, 1])...
-    block_ncc: float = 0.80    # ...when its grey pixels correlate at least this much...
-    detail: float = 0.015      # ...and the training block has detail (grey std in [0, 1] units)
-    block_contrast: float = 2.0  # ...its RMS at most this many times that detail (flat blocks agree by chance)...
-    ncc_floor: float = 0.70    # ...and the correlation at least this, however noisy the pair (smooth 8-px blocks reach 0.6 by chance)
-    whole_agree: float = 0.5   # a whole copy: Carlini's test, and this share of the detailed area copied
-    align: bool = True         # register the pair (shifted and rescaled copies)
 
 
 @dataclass

@@ -26,7 +26,9 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image
 
-DEFAULT_THRESHOLD = 0.15
+from imgextract.rule import CopyRule
+
+DEFAULT_THRESHOLD = CopyRule.threshold   # Carlini's tiled L2 (owned by the copy rule)
 DEFAULT_GRID = 4
 
 

@@ -42,6 +42,7 @@ from imgextract.errors import InputError
 from imgextract.sources.images import IMAGE_SUFFIXES, BadImage, list_image_files, open_rgb
 from imgextract.sources.tables import read_captions
 from imgextract.stages.scan import strongest_first
+from imgextract.copies import CopyRule
 
 PHASH_CLOSE = 10
 EXTRA_CAP = 3          # a work with c training copies draws samples × (1 + min(c, EXTRA_CAP)) samples
@@ -208,7 +209,8 @@ def work_id(i: int) -> str:
     return f"w{i:04d}"
 
 
-def find_training_copies(works: list[Path], index, threshold: float = 0.15, min_share: float = 0.25,
+def find_training_copies(works: list[Path], index, threshold: float = CopyRule.threshold,
+                         min_share: float = CopyRule.min_share,
                          say=print) -> list[list[dict] | None]:
     """Per work, its pixel-verified copies in the training index (strongest first), or None when the
     index cannot show pixels (an embeddings-only index: membership is then not tested, never "no")."""
@@ -389,7 +391,7 @@ def run_check(works_path: Path, model: str, out: Path, caption: str | None = Non
               captions_file: Path | None = None, samples: int = 8, steps: int | None = None,
               guidance: float | None = None,
               seed: int = 0, device: str = "auto", size: tuple[int, int] | None = None,
-              threshold: float = 0.15, say=print, scheduler: str | None = None,
+              threshold: float = CopyRule.threshold, say=print, scheduler: str | None = None,
               dtype: str = "auto", training_index: str | None = None, reconstruct: bool = False,
               null: Path | None = None, budget=None, descriptor: str | None = None) -> tuple[list[WorkVerdict], Path]:
     """The whole check; every argument is checked (model loaded, index opened, calibration images read)

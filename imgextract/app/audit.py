@@ -19,6 +19,7 @@ import tomllib
 from pathlib import Path
 
 from imgextract.errors import InputError
+from imgextract.copies import CopyRule
 
 SCAN_KEYS = {"k", "threshold", "grid", "relative_n", "alpha", "relative_threshold", "criterion", "exact_below",
              "min_share", "descriptor"}
@@ -167,7 +168,7 @@ def run_config(path: Path, keep: str | None = None, say=print, descriptor: str |
     if descriptor or "descriptor" in s:   # a file named in the config is found beside it
         kind, _, arg = (descriptor or s["descriptor"]).partition(":")
         relative["descriptor"] = resolved_spec(f"{kind}:{_path(base, arg) if not descriptor else arg}")
-    params = ScanParams(index=str(Path(index_path).resolve()), k=s.get("k", 10), threshold=s.get("threshold", 0.15),
+    params = ScanParams(index=str(Path(index_path).resolve()), k=s.get("k", 10), threshold=s.get("threshold", CopyRule.threshold),
                         grid=s.get("grid", 4), **relative)
     validate_params(params)
     cliques = CliqueParams(grid=params.grid, **cfg["cliques"]) if "cliques" in cfg else None

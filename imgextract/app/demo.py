@@ -7,6 +7,7 @@ from pathlib import Path
 
 from imgextract import rundir
 from imgextract.app.audit import verdict
+from imgextract.copies import CopyRule
 
 
 def cache_root() -> Path:
@@ -47,7 +48,7 @@ def run_demo(out: Path, vae_steps: int = DEMO_STEPS[0], unet_steps: int = DEMO_S
                               device="cpu", shard_size=128)
     run_generation(model / "train" / "copies.csv", str(model), run, sampling)
     say("[4/5] scanning generations against the index")
-    run_scan(run, str(index_path), run, k=5, threshold=0.15, grid=4)
+    run_scan(run, str(index_path), run, k=5, threshold=CopyRule.threshold, grid=4)
     say("[5/5] writing the report")
     report = render_report(run, "imgextract demo: a toy model trained with known duplication")
     return report, verdict(rundir.read_json(run / rundir.SUMMARY))

@@ -25,6 +25,7 @@ from imgextract.sources.images import open_rgb
 from imgextract.sources.tables import LICENSE_COLUMNS, SOURCE_COLUMNS, role_column
 from imgextract.copies import copy_words
 from imgextract.stages.scan import KIND_ORDER, ScanParams, TrainingImages, described, match_image
+from imgextract.copies import CopyRule
 
 ORIGINS = {"ordinary": "regurgitated", "targeted": "extracted"}
 
@@ -72,8 +73,9 @@ class GuardVerdict:
 class Guard:
     """An index held open for repeated checks."""
 
-    def __init__(self, index: str | Path | TrainingIndex, k: int = 10, threshold: float = 0.15, grid: int = 4,
-                 device: str = "cpu", min_share: float = 0.25, descriptor: str | None = None):
+    def __init__(self, index: str | Path | TrainingIndex, k: int = 10, threshold: float = CopyRule.threshold,
+                 grid: int = 4,
+                 device: str = "cpu", min_share: float = CopyRule.min_share, descriptor: str | None = None):
         from imgextract.models.descriptors import resolved_spec
         self.index = index if isinstance(index, TrainingIndex) else open_index(index)
         self.params = ScanParams(index=str(self.index.path), k=k, threshold=threshold, grid=grid, relative_n=0,
@@ -121,7 +123,8 @@ class Guard:
 
 
 def guard_file(image: str | Path, index: str | Path | TrainingIndex, origin: str = "ordinary", k: int = 10,
-               threshold: float = 0.15, min_share: float = 0.25, descriptor: str | None = None) -> GuardVerdict:
+               threshold: float = CopyRule.threshold, min_share: float = CopyRule.min_share,
+               descriptor: str | None = None) -> GuardVerdict:
     """One-shot check of an image file, every argument checked first; for many images keep a
     ``Guard`` open instead."""
     from imgextract.errors import InputError

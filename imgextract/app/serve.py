@@ -24,6 +24,7 @@ from pathlib import Path
 from imgextract.app.guard import ORIGINS, Guard
 from imgextract.errors import InputError
 from imgextract.sources.images import BadImage, open_rgb
+from imgextract.copies import CopyRule
 
 LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1.0, 2.5, 5.0)
 
@@ -32,8 +33,8 @@ LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1.0, 2.5, 5.0
 class ServeConfig:
     index: str
     k: int = 10
-    threshold: float = 0.15
-    min_share: float = 0.25
+    threshold: float = CopyRule.threshold
+    min_share: float = CopyRule.min_share
     workers: int = 2              # checks at once (threads)
     queue: int = 30               # checks waiting beyond those (~0.5 s of work on 2 cores); more gets 503
     max_bytes: int = 20 * 1024 * 1024

@@ -26,6 +26,7 @@ import pyarrow as pa
 from imgextract import rundir
 from imgextract.errors import InputError
 from imgextract.stats import bootstrap_metric, roc_auc, tpr_at_fpr
+from imgextract.copies import CopyRule
 
 # What the literature reports for SD 1.4/1.5 (shared/notes/literature.md): (detector, AUC, TPR@1%FPR, setting)
 LITERATURE = [
@@ -265,7 +266,7 @@ def sweep_toy(spec: ToySpec, samples: int, say=print) -> tuple[Path, Path]:
     if not (run / "summary.json").is_file():
         cfg = SamplingConfig(samples=samples, batch_size=32, steps=25, guidance=3.0, seed=spec.seed, device="cpu")
         run_generation(model / "train" / "copies.csv", str(model), run, cfg, say=say)
-        run_scan(run, str(index), run, k=5, threshold=0.15, grid=4, say=say)
+        run_scan(run, str(index), run, k=5, threshold=CopyRule.threshold, grid=4, say=say)
     return model, run
 
 

@@ -10,6 +10,7 @@ import typer
 from imgextract.cli.options import (Captions, Descriptor, Device, Dtype, Grid, Guidance, IndexName, K, MinShare, Model,
                                     ModelConfig, Samples, Scheduler, Seed, Size, Steps, Threshold, sampling)
 from imgextract.errors import InputError
+from imgextract.rule import CopyRule
 
 
 def _err(line: str) -> None:
@@ -103,7 +104,7 @@ def scan(
     index: IndexName,
     out: Annotated[Optional[Path], typer.Option(help="Output folder (default: the run folder, or GENERATIONS-scan).")] = None,
     k: K = 10,
-    threshold: Threshold = 0.15,
+    threshold: Threshold = CopyRule.threshold,
     grid: Grid = 4,
     embedder: Annotated[Optional[str], typer.Option(help="Assert the index was built with this embedder.")] = None,
     device: Annotated[str, typer.Option(help="Device for the embedder.")] = "auto",
@@ -113,7 +114,7 @@ def scan(
     criterion: Annotated[str, typer.Option(help="What 'memorized' means: copy (whole, portion or template copies; "
                                                 "docs: Reading a finding) | tiled (Carlini's plain tiled L2) | "
                                                 "relative | either | both.")] = "copy",
-    min_share: MinShare = 0.25,
+    min_share: MinShare = CopyRule.min_share,
     exact_below: Annotated[Optional[float], typer.Option(
         help="Measure tiled L2 at full resolution where the thumbnail bound is below this (default: threshold "
              "+ 0.10); above it the row keeps the bound (exact = false). 2 measures everything.")] = None,
@@ -172,7 +173,7 @@ def run(
 
 def cliques(
     run: Annotated[Path, typer.Argument(help="Run folder of `imgextract generate`.")],
-    delta: Annotated[float, typer.Option(help="Edge between two generations when their tiled L2 is below this.")] = 0.15,
+    delta: Annotated[float, typer.Option(help="Edge between two generations when their tiled L2 is below this.")] = CopyRule.threshold,
     min_size: Annotated[int, typer.Option(help="Flag a caption whose largest clique has at least this many members.")] = 10,
     grid: Grid = 4,
     max_cliques: Annotated[int, typer.Option(help="Stop the exact search after this many maximal cliques.")] = 200_000,

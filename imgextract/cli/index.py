@@ -11,6 +11,7 @@ import typer
 
 from imgextract.cli.options import Device, IndexArg
 from imgextract.errors import InputError
+from imgextract.rule import CopyRule
 
 app = typer.Typer(no_args_is_help=True, help="Build and inspect training-image indexes.")
 
@@ -104,7 +105,7 @@ def index_build(
 def index_duplicates(
     name: IndexArg,
     out: Annotated[Path, typer.Option(help="dups.parquet to write: id, cluster, copies, representative per index row.")],
-    threshold: Annotated[float, typer.Option(help="Two images are copies when their tiled L2 is below this.")] = 0.15,
+    threshold: Annotated[float, typer.Option(help="Two images are copies when their tiled L2 is below this.")] = CopyRule.threshold,
     similarity: Annotated[float, typer.Option(help="Embedding similarity a pair needs to be compared on pixels.")] = 0.9,
     k: Annotated[int, typer.Option("-k", help="Neighbours looked at per image.")] = 32,
     top: Annotated[Optional[int], typer.Option(help="With --captions-out: how many of the most duplicated groups.")] = None,

@@ -11,6 +11,7 @@ from imgextract import errors
 from imgextract.cli.options import (Descriptor, Device, Dtype, Guidance, IndexName, K, MinShare, Model, Scheduler, Seed, Size,
                                     Steps, Threshold)
 from imgextract.errors import InputError
+from imgextract.rule import CopyRule
 
 
 def check(
@@ -85,9 +86,9 @@ def guard(
     image: Annotated[Path, typer.Argument(help="One generated image.")],
     index: IndexName,
     origin: Annotated[str, typer.Option(help="How it was made: ordinary (prompt) or targeted (search).")] = "ordinary",
-    threshold: Annotated[float, typer.Option(help="Memorized when tiled L2 is below this.")] = 0.15,
+    threshold: Annotated[float, typer.Option(help="Memorized when tiled L2 is below this.")] = CopyRule.threshold,
     k: Annotated[int, typer.Option("-k", help="Candidates tested.")] = 10,
-    min_share: MinShare = 0.25,
+    min_share: MinShare = CopyRule.min_share,
     descriptor: Descriptor = None,
 ) -> None:
     """Release guard: does this image substantially replicate an indexed training image?
@@ -119,9 +120,9 @@ def serve(
                                             "on 2 cores); more get 503 with Retry-After.")] = 30,
     max_bytes: Annotated[int, typer.Option(help="Largest image accepted, in bytes (413 above).")] = 20 * 1024 * 1024,
     max_batch: Annotated[int, typer.Option(help="Most images in one /v1/check/batch request.")] = 16,
-    threshold: Threshold = 0.15,
+    threshold: Threshold = CopyRule.threshold,
     k: K = 10,
-    min_share: MinShare = 0.25,
+    min_share: MinShare = CopyRule.min_share,
 ) -> None:
     """The release guard as an HTTP service: POST /v1/check, /v1/check/batch; GET /healthz, /metrics.
 

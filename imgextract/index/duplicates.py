@@ -27,6 +27,7 @@ from imgextract.index.store import TrainingIndex
 from imgextract.progress import Step
 from imgextract.sources.images import BadImage, open_rgb
 from imgextract.sources.tables import SOURCE_COLUMNS, role_column
+from imgextract.distance import DEFAULT_THRESHOLD
 
 DUPLICATES_JSON = "duplicates.json"
 MAX_SIDE = 128  # pixel confirmation size cap: copies are near-identical at any size
@@ -51,7 +52,7 @@ def find_duplicates(index: TrainingIndex, params: DuplicateParams = DuplicatePar
     substantial detailed region without being a whole copy joins one template ``family`` (Webster's
     template verbatim: a layout many training images share)."""
     if not 0 < params.threshold <= 1:
-        raise InputError(f"--threshold {params.threshold}", "use a tiled-L2 threshold in (0, 1]; 0.15 is the default")
+        raise InputError(f"--threshold {params.threshold}", f"use a tiled-L2 threshold in (0, 1]; {DEFAULT_THRESHOLD} is the default")
     if not -1 <= params.similarity <= 1:
         raise InputError(f"--similarity {params.similarity}", "use a cosine similarity in [-1, 1]")
     n = index.faiss_index.ntotal

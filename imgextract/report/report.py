@@ -28,6 +28,7 @@ from imgextract.stages.generate import regenerate_command
 from imgextract.stages.scan import strongest_first
 from imgextract.stages.watermarks import WATERMARKS
 from imgextract.stats import bootstrap_ci
+from imgextract.copies import CopyRule
 
 MAX_ENTRIES = 200        # training-image entries in the page; the rest are in summary.json / matches.parquet
 STRIP = 8                # other generations shown per entry
@@ -134,7 +135,7 @@ def _entry(tid: int, grp: pd.DataFrame, record: dict | None, params: dict, index
     what = copy_words(kind, share, len(members))
     extent = ("the whole image" if kind == "whole" else
               f"{share:.0%} of the image's detailed area, a substantial portion (at least "
-              f"{params.get('min_share', 0.25):.0%})")
+              f"{params.get('min_share', CopyRule.min_share):.0%})")
     sentence = (f"Training image #{tid} was memorized and {term}: {why}; {len(grp)} generation(s)"
                 f"{f' of {n_drawn} drawn for that prompt' if n_drawn else ''} reproduce {extent} near-exactly "
                 f"({what}; best tiled L2 {best['tiled_l2']:.3f}).")
@@ -241,7 +242,7 @@ def executive_summary(summary: dict, record: dict | None) -> str:
              ("captions", len(per) if per else "n/a"), ("samples per caption", samples or "n/a"),
              ("generations scanned", summary["generations_scanned"]),
              ("threshold", f"tiled L2 < {p['threshold']} on {p['grid']}×{p['grid']} tiles for whole copies; "
-                           f"portions and templates from {p.get('min_share', 0.25):.0%} of a training image's detail; "
+                           f"portions and templates from {p.get('min_share', CopyRule.min_share):.0%} of a training image's detail; "
                            f"k={p['k']} candidates from {p['embedder']}"),
              ("training images memorized", len(summary["memorized_images"])),
              ("memorized generations by copy kind", ", ".join(f"{k} {n}" for k, n in summary["copies"].items())

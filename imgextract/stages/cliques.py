@@ -26,6 +26,7 @@ from PIL import Image
 from imgextract import distance, rundir
 from imgextract.errors import InputError
 from imgextract.sources.images import BadImage, open_rgb
+from imgextract.distance import DEFAULT_THRESHOLD
 
 CLIQUES = "cliques.parquet"
 
@@ -126,7 +127,7 @@ def largest_clique(adjacency: np.ndarray, max_cliques: int = 200_000) -> CliqueR
 
 @dataclass(frozen=True)
 class CliqueParams:
-    delta: float = 0.15
+    delta: float = DEFAULT_THRESHOLD   # the same tiled-L2 test, between two generations
     min_size: int = 10
     grid: int = distance.DEFAULT_GRID
     max_cliques: int = 200_000

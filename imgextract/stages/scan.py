@@ -53,6 +53,7 @@ from imgextract.progress import Note, Step
 from imgextract.stats import wilson_ci
 from imgextract.sources.images import BadImage, list_image_files, open_rgb
 from imgextract.sources.tables import LICENSE_COLUMNS, SOURCE_COLUMNS, role_column
+from imgextract.distance import DEFAULT_THRESHOLD
 
 FOLDER_SHARD = 512
 MATCH_COLUMNS = ["generation_path", "caption_id", "caption", "sample_index", "seed", "train_id", "train_path",
@@ -234,7 +235,7 @@ def validate_params(params: ScanParams) -> None:
     if not 1 <= params.grid <= MAX_GRID:
         raise InputError(f"--grid {params.grid}", f"use a tile grid from 1 to {MAX_GRID} per side (4 is Carlini et al.'s)")
     if not 0 < params.threshold <= 1:
-        raise InputError(f"--threshold {params.threshold}", "use a tiled-L2 threshold in (0, 1]; 0.15 is the default")
+        raise InputError(f"--threshold {params.threshold}", f"use a tiled-L2 threshold in (0, 1]; {DEFAULT_THRESHOLD} is the default")
     if params.relative_n < 0:
         raise InputError(f"--relative-n {params.relative_n}", "use 0 (off) or a positive number of neighbours")
     if params.alpha <= 0:

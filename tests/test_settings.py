@@ -1,0 +1,46 @@
+"""Each setting's default has one owner: the copy rule's threshold (0.15) and substantial share (0.25) are written in
+imgextract/rule.py only; everywhere else a default, a keyword or a fallback names ``CopyRule`` (or
+``distance.DEFAULT_THRESHOLD``, which is the rule's)."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+PACKAGE = Path(__file__).resolve().parent.parent / "imgextract"
+OWNED = {0.15: "threshold", 0.25: "min_share"}
+
+
+def default_literals(tree: ast.AST):
+    """(line, value) of every 0.15/0.25 used as a default: an argument's default, a class field's default, a
+    keyword argument's value, or a dict.get / getattr fallback."""
+    def owned(node):
+        return isinstance(node, ast.Constant) and type(node.value) is float and node.value in OWNED
+    for node in ast.walk(tree):
+        if isinstance(node, ast.arguments):
+            yield from ((d.lineno, d.value) for d in node.defaults + [d for d in node.kw_defaults if d] if owned(d))
+        elif isinstance(node, ast.ClassDef):
+            yield from ((s.value.lineno, s.value.value) for s in node.body
+                        if isinstance(s, ast.AnnAssign) and s.value is not None and owned(s.value))
+        elif isinstance(node, ast.Call):
+            yield from ((k.value.lineno, k.value.value) for k in node.keywords if owned(k.value))
+            name = node.func.attr if isinstance(node.func, ast.Attribute) else getattr(node.func, "id", "")
+            if name in ("get", "getattr") and len(node.args) >= 2 and owned(node.args[-1]):
+                yield node.args[-1].lineno, node.args[-1].value
+
+
+def test_the_threshold_and_share_defaults_are_written_only_by_their_owner():
+    found = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        if path.name == "rule.py" and path.parent == PACKAGE:
+            continue
+        for line, value in default_literals(ast.parse(path.read_text(), str(path))):
+            found.append(f"{path.relative_to(PACKAGE.parent)}:{line}: {value} ({OWNED[value]}'s default)")
+    assert not found, "defaults written outside imgextract/rule.py:\n" + "\n".join(found)
+    rule = ast.parse((PACKAGE / "rule.py").read_text())
+    assert sorted(v for _, v in default_literals(rule)) == [0.15, 0.25]
+
+
+def test_the_check_finds_a_written_out_default():
+    planted = ast.parse("def scan(run, threshold: float = 0.15):\n    return judge(run, min_share=0.25)\n")
+    assert sorted(v for _, v in default_literals(planted)) == [0.15, 0.25]
