@@ -130,8 +130,8 @@ def run_generation(captions: Path, model: str, out: Path, cfg, loaded=None, capt
 
 
 def require_family(model: str, what: str, remedy: str | None = None) -> None:
-    """Refuse ``what`` for a model whose family the registry does not know, before its weights load
-    (wherever its files tell the family: a folder's model_index.json, a single-file checkpoint)."""
+    """Refuse ``what`` for a model whose family the registry does not know, before its weights load, when its
+    files tell the family (a folder's model_index.json); hub ids and single files are checked once loaded."""
     from imgextract.models.families import require
     from imgextract.models.pipelines import peek_family
     family = peek_family(model)

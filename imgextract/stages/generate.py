@@ -71,9 +71,9 @@ def render(loaded: LoadedModel, prompts: list[str], seeds: list[int], steps: int
 def resolve_sampling(cfg: SamplingConfig, loaded: LoadedModel) -> SamplingConfig:
     """``cfg`` with the model family's defaults where it left steps or guidance open, and its size
     checked against the family (transformers take multiples of their patch)."""
-    from dataclasses import replace as _replace
+    from dataclasses import replace
     fam = loaded.family
-    cfg = _replace(cfg, steps=cfg.steps if cfg.steps is not None else fam.steps,
+    cfg = replace(cfg, steps=cfg.steps if cfg.steps is not None else fam.steps,
                    guidance=cfg.guidance if cfg.guidance is not None else fam.guidance)
     if cfg.size is not None:
         check_size(fam, tuple(cfg.size), loaded.pipe)
