@@ -66,6 +66,24 @@ def test_imports_only_go_down():
     assert not upward, "\n".join(sorted(upward))
 
 
+CLI_MAY_IMPORT = ("imgextract.app", "imgextract.cli", "imgextract.errors")
+
+
+def test_the_command_line_calls_only_the_app():
+    """A command is its options and one call into imgextract.app: nothing below it is imported by cli/."""
+    below = sorted(f"{src} imports {dst}" for src, targets in graph().items() if layer(src) == "cli"
+                   for dst in targets if not dst.startswith(CLI_MAY_IMPORT))
+    assert not below, "\n".join(below)
+
+
+def test_a_command_reaching_past_the_app_would_be_caught(monkeypatch, tmp_path):
+    fake = tmp_path / "bad.py"
+    fake.write_text("def f():\n    from imgextract.stages.scan import ScanParams\n")
+    monkeypatch.setitem(MODULES, "imgextract.cli.bad", fake)
+    with pytest.raises(AssertionError, match="imgextract.cli.bad imports imgextract.stages.scan"):
+        test_the_command_line_calls_only_the_app()
+
+
 def test_no_import_cycles():
     g = graph()
     index, low, stack, on, cycles = {}, {}, [], set(), []

@@ -393,7 +393,8 @@ def run_check(works_path: Path, model: str, out: Path, caption: str | None = Non
               seed: int = 0, device: str = "auto", size: tuple[int, int] | None = None,
               threshold: float = CopyRule.threshold, say=print, scheduler: str | None = None,
               dtype: str = "auto", training_index: str | None = None, reconstruct: bool = False,
-              null: Path | None = None, budget=None, descriptor: str | None = None) -> tuple[list[WorkVerdict], Path]:
+              null: Path | None = None, budget=None, descriptor: str | None = None,
+              reconstruct_steps: int | None = None) -> tuple[list[WorkVerdict], Path]:
     """The whole check; every argument is checked (model loaded, index opened, calibration images read)
     before anything is written."""
     from imgextract.app.commands import build_index, require_family, run_generation, run_scan
@@ -425,7 +426,7 @@ def run_check(works_path: Path, model: str, out: Path, caption: str | None = Non
     wanted = load_descriptor(descriptor, device).record() if descriptor else None
     calibration = null_images(null, reconstruct, say) if reconstruct or null is not None else []
     from imgextract.stages.reconstruct import Budget, validate_budget
-    budget = budget or Budget(seed=seed)
+    budget = budget or Budget(seed=seed, **({} if reconstruct_steps is None else {"steps": reconstruct_steps}))
     validate_budget(budget)
     if reconstruct:   # refused before the weights load wherever the files tell the family
         require_family(model, "check --reconstruct", "drop --reconstruct for this model")

@@ -210,6 +210,12 @@ def run_config(path: Path, keep: str | None = None, say=print, descriptor: str |
     return render_report(out, cfg.get("report", {}).get("title", "imgextract report"))
 
 
+def run_verdict(report: Path) -> str:
+    """The verdict line of the run whose report.html this is."""
+    from imgextract import rundir
+    return verdict(rundir.read_json(Path(report).parent / rundir.SUMMARY))
+
+
 def verdict(summary: dict) -> str:
     """One line: how many training images were found memorized, per duplication level if known."""
     n = len(summary["memorized_images"])

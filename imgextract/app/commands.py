@@ -52,6 +52,74 @@ def build_index(source: Path, name: str, embedder: str = "pixel", *, progress: b
         return show(events(), say) if progress else drain(events())
 
 
+def index_build(source: Path, name: str, embedder: str = "pixel", *, thumb_size=(), no_thumbs: bool = False,
+                max_memory: str = "4G", workers: int = 0, processes: int = 0, engine: str = "local",
+                address: Optional[str] = None, ray_workers: int = 1, **options):
+    """``imgextract index build``: the command's options checked (sizes, memory, threads, engine), then
+    :func:`build_index`. Returns the result and its rows line (what img2dataset's status column held)."""
+    from collections import Counter
+
+    from imgextract.engines import EngineConfig, validate_engine
+    from imgextract.index.build import parse_size
+    from imgextract.index.choice import parse_memory
+    from imgextract.sources.img2dataset import stats_line
+    sizes = [parse_size(t) for t in thumb_size]
+    if no_thumbs and sizes:
+        raise InputError("--no-thumbs and --thumb-size", "give one of them")
+    budget = parse_memory(max_memory)
+    if workers < 0:
+        raise InputError(f"--workers {workers}", "give 0 (one per core) or a positive number of threads")
+    if processes < 0:
+        raise InputError(f"--processes {processes}", "give 0 (chosen for you) or a positive number of processes")
+    if engine != "local" and processes:
+        raise InputError("--processes is for the local engine", "drop it, or use --ray-workers with --engine ray")
+    if engine == "local" and (address is not None or ray_workers != 1):
+        raise InputError("--address and --ray-workers need --engine ray", "add --engine ray, or leave them out")
+    cluster = None
+    if engine != "local":
+        cluster = EngineConfig(kind=engine, address=address, workers=ray_workers, test_cpus=max(1, workers or 1))
+        validate_engine(cluster, "--engine")
+    result = build_index(source, name, embedder, engine=cluster, max_memory=budget,
+                         thumb_sizes=None if no_thumbs else sizes, workers=workers or None,
+                         processes=processes or None, **options)
+    rows = f"; rows by status: {stats_line(Counter(result.statuses))} (only success rows are indexed)" \
+        if result.statuses else ""
+    return result, rows
+
+
+def index_info(name: str) -> list[str]:
+    """What an index holds, one line per aspect (``imgextract index info``)."""
+    import json
+
+    from imgextract.index.duplicates import DUPLICATES_JSON
+    from imgextract.index.store import open_index
+    idx = open_index(name, gpu="off")
+    factory = idx.embedder.get("faiss_factory", "Flat")
+    params = ", ".join(f"{k}={v}" for k, v in (idx.embedder.get("faiss_params") or {}).items())
+    recall = idx.embedder.get("recall_at_10")
+    lines = [f"index      {idx.path}", f"images     {len(idx.table)}",
+             f"embedder   {idx.embedder['spec']} (dim {idx.embedder['dimension']})",
+             f"faiss      {factory}" + (f" ({params})" if params else "")
+             + (f", recall@10 {recall:.3f} against exact search at build" if recall is not None else "")
+             + (", exact re-rank from vectors.f16" if idx.vectors is not None and factory != "Flat" else ""),
+             f"source     {idx.embedder.get('source', '?')} ({idx.embedder.get('source_kind', 'folder')})",
+             f"captions   {int(idx.table['caption'].notna().sum())} of {len(idx.table)}"]
+    dups = idx.path / DUPLICATES_JSON
+    if dups.is_file():
+        d = json.loads(dups.read_text())
+        groups = ", ".join(f"{c}x: {n}" for c, n in sorted(d["groups_by_copies"].items(), key=lambda kv: -int(kv[0])))
+        lines.append(f"duplicates {d['groups']} groups of {d['images']} images (tiled L2 < {d['threshold']}); "
+                     f"groups by copies: {groups}")
+        families = {int(c): n for c, n in (d.get("families_by_size") or {}).items() if int(c) > 1}
+        if families:
+            lines.append("families   template families by size: " + ", ".join(
+                f"{c} images: {n}" for c, n in sorted(families.items(), reverse=True))
+                + " (each shares a substantial detailed region)")
+    thumbs = idx.thumb_info()
+    lines.append("thumbnails " + (", ".join(f"{k} ({v['rows']} images)" for k, v in sorted(thumbs.items())) or "none"))
+    return lines
+
+
 def convert_sscd(src: Path, out: Path) -> dict:
     """The SSCD release → safetensors (``models.descriptors.convert_sscd``, the one TorchScript reader)."""
     from imgextract.models.descriptors import convert_sscd as convert
@@ -104,6 +172,17 @@ def index_search(name: str, image: Path, k: int) -> list[dict]:
 
 
 # -- sampling --------------------------------------------------------------------------------------------------
+
+def sampling_config(samples: int = 1, batch_size: int = 1, steps: Optional[int] = None,
+                    guidance: Optional[float] = None, scheduler: Optional[str] = None, size=None, seed: int = 0,
+                    device: str = "auto", dtype: str = "auto", shard_size: int = 256,
+                    model_config: Optional[str] = None):
+    """The sampling options as the stages take them (``stages.generate.SamplingConfig``)."""
+    from imgextract.stages.generate import SamplingConfig
+    return SamplingConfig(samples=samples, batch_size=batch_size, steps=steps, guidance=guidance,
+                          scheduler=scheduler, size=tuple(size) if size else None, seed=seed, device=device,
+                          dtype=dtype, shard_size=shard_size, model_config=model_config)
+
 
 def run_generation(captions: Path, model: str, out: Path, cfg, loaded=None, caption_table=None,
                    triage_file: Optional[Path] = None, top: Optional[int] = None,
@@ -177,6 +256,15 @@ def sample(model: str, prompt: str, seed: int, out: Path, cfg) -> Path:
     return Path(out)
 
 
+def toy_config(images: Optional[Path] = None, **settings):
+    """The toy's settings (``demo.toy.ToyConfig``), checked with its images (spec, size, files) before anything
+    is written."""
+    from imgextract.demo.toy import ToyConfig, training_set
+    cfg = ToyConfig(**settings)
+    training_set(cfg, images)
+    return cfg
+
+
 def train_toy(out: Path, cfg, images: Optional[Path] = None) -> None:
     """Train (or resume) the toy model into ``out``, holding its lock."""
     from imgextract.demo.toy import check_toy_folder, train
@@ -212,10 +300,31 @@ def run_scan(generations: Path, index: str, out: Optional[Path], k: int, thresho
     return out
 
 
-def run_cliques(run: Path, params):
-    """cliques.parquet of a run (the clique test of every caption), holding the run's lock."""
+def scan_summary(out: Path) -> dict:
+    """A scan's summary.json (what ``scan`` prints)."""
+    return rundir.read_json(Path(out) / rundir.SUMMARY)
+
+
+def write_report(run: Path, title: str) -> Path:
+    """report.html of a run or scan folder."""
+    from imgextract.report.report import render_report
+    return render_report(run, title)
+
+
+def paper_figures(run: Path) -> tuple[str, Path]:
+    """The papers' table of a scanned run, as text, and the paper.json written."""
+    from imgextract.report.paper import paper_text, write_paper
+    block, path = write_paper(run)
+    return paper_text(block), path
+
+
+def run_cliques(run: Path, params=None, **settings):
+    """cliques.parquet of a run (the clique test of every caption), holding the run's lock. ``params``: a
+    ``stages.cliques.CliqueParams``, or its fields as keywords."""
+    from imgextract.stages.cliques import CliqueParams
     from imgextract.stages.cliques import run_cliques as cliques_of
     from imgextract.stages.cliques import validate_params
+    params = params if params is not None else CliqueParams(**settings)
     validate_params(params)
     if not rundir.is_run_dir(run):
         return cliques_of(run, params)  # refuses it, naming the folder
@@ -223,9 +332,16 @@ def run_cliques(run: Path, params):
         return cliques_of(run, params)
 
 
-def run_watermarks(images: Path, out: Optional[Path], detector):
-    """watermarks.parquet for a run, an index or a folder; a scanned run's summary gains the rates."""
-    from imgextract.stages.watermarks import list_targets, run_watermarks as marks_of, watermark_summary
+def run_watermarks(images: Path, out: Optional[Path], detector=None, *, brands: Optional[Path] = None,
+                   templates: Optional[Path] = None, classifier: Optional[Path] = None, device: str = "cpu"):
+    """watermarks.parquet for a run, an index or a folder; a scanned run's summary gains the rates.
+    ``detector``: a ``stages.watermarks.Detector``, else one made of the brand list, templates and classifier."""
+    from imgextract.stages.watermarks import (Detector, WatermarkClassifier, list_targets, load_brands, load_templates,
+                                              watermark_summary)
+    from imgextract.stages.watermarks import run_watermarks as marks_of
+    if detector is None:
+        detector = Detector(brands=load_brands(brands), templates=load_templates(templates),
+                            classifier=WatermarkClassifier(classifier, device) if classifier else None)
     _, default = list_targets(images)
     out = Path(out) if out else default
     claim_out_folder(out)
@@ -238,6 +354,38 @@ def run_watermarks(images: Path, out: Optional[Path], detector):
                 summary["watermarks"] = marks
                 rundir.write_json_atomic(out / rundir.SUMMARY, summary)
     return table, out
+
+
+def triage_params(steps: int, samples: int, schedule_steps: int, guidance: float, seed: int,
+                  run: Optional[Path] = None, say: Callable[[str], None] = _err):
+    """Triage's settings (``stages.triage.TriageParams``), from a run's run.json when given (said)."""
+    from imgextract.stages.triage import TriageParams, params_of_run
+    params = TriageParams(steps=steps, samples=samples, schedule_steps=schedule_steps, guidance=guidance, seed=seed)
+    if run is None:
+        return params
+    params = params_of_run(run, params)
+    say(f"note: measuring the model as {run} sampled it: guidance {params.guidance}, {params.schedule_steps} steps, "
+        f"{params.scheduler}")
+    return params
+
+
+def triage_methods(methods: Optional[str]) -> tuple[str, ...]:
+    """A comma list of methods; none given: the evaluated default score's."""
+    from imgextract.stages.triage import DEFAULT_METHOD
+    return tuple(m.strip() for m in (methods or DEFAULT_METHOD).split(",") if m.strip())
+
+
+def score_column(method: str) -> str:
+    """The column a triage method writes (wen → wen_score)."""
+    from imgextract.stages.triage import SCORE_OF
+    return SCORE_OF[method]
+
+
+def ranking_reason(key: str) -> str:
+    """Why a triage ranked by ``key``: the default score's evidence, or that it is not the default."""
+    from imgextract.stages.triage import DEFAULT_EVIDENCE, DEFAULT_METHOD, SCORE_OF
+    default = SCORE_OF[DEFAULT_METHOD]
+    return DEFAULT_EVIDENCE if key == default else f"not the default ({default}: {DEFAULT_EVIDENCE})"
 
 
 def run_triage(captions: Path, model: str, out: Path, params, methods: tuple[str, ...], device: str = "auto",

@@ -41,6 +41,17 @@ class ServeConfig:
     max_batch: int = 16
     api_keys: tuple = ()          # bearer keys; empty: no key asked
 
+    def __post_init__(self):
+        """Checked when made, so a bad setting is one error line before the index is opened."""
+        for name, value, least in (("--workers", self.workers, 1), ("--queue", self.queue, 0),
+                                   ("--max-bytes", self.max_bytes, 1), ("--max-batch", self.max_batch, 1),
+                                   ("-k", self.k, 1)):
+            if value < least:
+                raise InputError(f"{name} {value}", f"give a whole number >= {least}")
+        from imgextract.stages.scan import ScanParams, validate_params
+        validate_params(ScanParams(index=self.index, k=self.k, threshold=self.threshold, relative_n=0,
+                                   min_share=self.min_share))
+
 
 def read_api_keys(path: Path) -> tuple[str, ...]:
     """One key per line (blank lines and # comments ignored); an empty file is refused."""

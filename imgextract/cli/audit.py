@@ -8,9 +8,9 @@ from typing import Annotated, Optional
 import typer
 
 from imgextract.cli.options import (Captions, Descriptor, Device, Dtype, Grid, Guidance, IndexName, K, MinShare, Model,
-                                    ModelConfig, Samples, Scheduler, Seed, Size, Steps, Threshold, sampling)
+                                    ModelConfig, Samples, Scheduler, Seed, Size, Steps, Threshold)
 from imgextract.errors import InputError
-from imgextract.rule import CopyRule
+from imgextract.app.settings import CopyRule
 
 
 def _err(line: str) -> None:
@@ -39,8 +39,8 @@ def generate(
 
     Example: imgextract generate captions.txt --model stable-diffusion-v1-5/stable-diffusion-v1-5 --out runs/sd15 --samples 16
     """
-    from imgextract.app.commands import run_generation
-    cfg = sampling(samples, batch_size, steps, guidance, scheduler, size, seed, device, dtype, shard_size, model_config)
+    from imgextract.app.commands import run_generation, sampling_config
+    cfg = sampling_config(samples, batch_size, steps, guidance, scheduler, size, seed, device, dtype, shard_size, model_config)
     run_generation(captions, model, out, cfg, triage_file=triage, top=top, say=_err)
     typer.echo(f"samples in {out}")
 
@@ -76,14 +76,15 @@ def sample(
     missing = [n for n, v in (("--model", model), ("--prompt", prompt), ("--seed", seed)) if v is None]
     if missing:
         raise InputError(f"sample needs {', '.join(missing)}", "pass --model, --prompt and --seed, or --run and --file")
-    cfg = sampling(steps=steps, guidance=guidance, scheduler=scheduler, size=size, device=device, dtype=dtype,
-                   model_config=model_config)
+    from imgextract.app.commands import sampling_config
+    cfg = sampling_config(steps=steps, guidance=guidance, scheduler=scheduler, size=size, device=device, dtype=dtype,
+                          model_config=model_config)
     typer.echo(str(draw(model, prompt, seed, out, cfg)))
 
 
 def print_findings(out: Path, limit: int = 10) -> None:
-    from imgextract import rundir
-    summary = rundir.read_json(out / rundir.SUMMARY)
+    from imgextract.app.commands import scan_summary
+    summary = scan_summary(out)
     typer.echo(f"{summary['generations_scanned']} generations scanned, {summary['memorized_generations']} memorized, "
                f"{len(summary['memorized_images'])} training images memorized, {len(summary['skipped'])} skipped")
     for s in summary["skipped"]:
@@ -142,14 +143,13 @@ def report(
 
     Example: imgextract report runs/sd15   (--paper: the figures papers report, with their intervals)
     """
+    from imgextract.app.commands import paper_figures, write_report
     if paper:
-        from imgextract.report.paper import paper_text, write_paper
-        block, path = write_paper(run)
-        typer.echo(paper_text(block))
+        text, path = paper_figures(run)
+        typer.echo(text)
         typer.echo(f"paper figures in {path}")
         return
-    from imgextract.report.report import render_report
-    typer.echo(str(render_report(run, title)))
+    typer.echo(str(write_report(run, title)))
 
 
 def run(
@@ -164,11 +164,10 @@ def run(
 
     Example: imgextract run audit.toml --keep evidence   (see docs/audit.md for the file's keys; [engine] kind = "ray" for a cluster)
     """
-    from imgextract import rundir
-    from imgextract.app.audit import run_config, verdict
+    from imgextract.app.audit import run_config, run_verdict
     path = run_config(config, keep=keep, descriptor=descriptor)
     typer.echo(f"report: {path.resolve()}")
-    typer.echo(verdict(rundir.read_json(path.parent / rundir.SUMMARY)))
+    typer.echo(run_verdict(path))
 
 
 def cliques(
@@ -183,30 +182,18 @@ def cliques(
     Example: imgextract cliques runs/sd15 --delta 0.15 --min-size 10
     """
     from imgextract.app.commands import run_cliques
-    from imgextract.stages.cliques import CLIQUES, CliqueParams
-    table = run_cliques(run, CliqueParams(delta=delta, min_size=min_size, grid=grid, max_cliques=max_cliques))
+    table = run_cliques(run, delta=delta, min_size=min_size, grid=grid, max_cliques=max_cliques)
     flagged = table[table["flagged"]]
     typer.echo(f"{len(flagged)} of {len(table)} captions flagged (largest clique >= {min_size}, delta {delta})")
     for _, r in flagged.sort_values("largest_clique", ascending=False).head(10).iterrows():
         bound = "" if r["exact"] else f" (search bound hit; true size <= {r['upper_bound']})"
         typer.echo(f"  {r['largest_clique']:>4}/{r['n_generations']}  {r['caption']}{bound}")
-    typer.echo(f"cliques in {run / CLIQUES}")
+    typer.echo(f"cliques in {run / 'cliques.parquet'}")
 
 
 RunSettings = Annotated[Optional[Path], typer.Option(
     "--run", help="A run folder: measure the model as it sampled (its guidance, steps and scheduler, which override "
                   "--guidance and --schedule-steps); recorded with the result.")]
-
-
-def _triage_params(params, run: Optional[Path]):
-    """Triage's settings, from a run's run.json when given (said on stderr)."""
-    if run is None:
-        return params
-    from imgextract.stages.triage import params_of_run
-    params = params_of_run(run, params)
-    _err(f"note: measuring the model as {run} sampled it: guidance {params.guidance}, {params.schedule_steps} steps, "
-         f"{params.scheduler}")
-    return params
 
 
 def triage(
@@ -226,19 +213,16 @@ def triage(
 
     Example: imgextract triage captions.txt --model ./toy --out triage.parquet --samples 4
     """
-    from imgextract.app.commands import run_triage
-    from imgextract.stages.triage import DEFAULT_EVIDENCE, DEFAULT_METHOD, SCORE_OF, TriageParams
-    chosen = tuple(m.strip() for m in (methods or DEFAULT_METHOD).split(",") if m.strip())
-    params = _triage_params(TriageParams(steps=steps, samples=samples, schedule_steps=schedule_steps,
-                                         guidance=guidance, seed=seed), run)
+    from imgextract.app.commands import ranking_reason, run_triage, score_column, triage_methods, triage_params
+    chosen = triage_methods(methods)
+    params = triage_params(steps, samples, schedule_steps, guidance, seed, run, say=_err)
     result = run_triage(captions, model, out, params, chosen, device, dtype, model_config)
     key = result["ranked_by"].iat[0]
-    why = DEFAULT_EVIDENCE if key == SCORE_OF[DEFAULT_METHOD] else \
-        f"not the default ({SCORE_OF[DEFAULT_METHOD]}: {DEFAULT_EVIDENCE})"
-    typer.echo(f"{len(result)} captions, {int(result['unet_evals'].sum())} UNet evaluations; ranked by {key}: {why}")
+    typer.echo(f"{len(result)} captions, {int(result['unet_evals'].sum())} UNet evaluations; ranked by {key}: "
+               f"{ranking_reason(key)}")
     typer.echo("most suspicious:")
     for _, r in result.head(5).iterrows():
-        cells = "  ".join(f"{SCORE_OF[m].removesuffix('_score')} {r[SCORE_OF[m]]:8.3f}" for m in chosen)
+        cells = "  ".join(f"{score_column(m).removesuffix('_score')} {r[score_column(m)]:8.3f}" for m in chosen)
         typer.echo(f"  {cells}  {r['caption']}")
     typer.echo(f"triage in {out}")
 
@@ -264,10 +248,9 @@ def triage_eval(
 
     Example: imgextract triage-eval --memorized sdv1_500_memorized.jsonl --clean coco.txt --model M --out eval.json
     """
+    from imgextract.app.commands import triage_params
     from imgextract.app.triage_eval import run_triage_eval
-    from imgextract.stages.triage import TriageParams
-    params = _triage_params(TriageParams(steps=steps, samples=samples, schedule_steps=schedule_steps,
-                                         guidance=guidance, seed=seed), run)
+    params = triage_params(steps, samples, schedule_steps, guidance, seed, run, say=_err)
     chosen = tuple(m.strip() for m in methods.split(",") if m.strip())
     result = run_triage_eval(model, out, params, memorized, clean, labelled, chosen, device, dtype, model_config,
                              bootstrap, say=_err)
@@ -288,10 +271,7 @@ def watermarks(
     Example: imgextract watermarks runs/sd15 --templates logos/ && imgextract watermarks indexes/laion-subset
     """
     from imgextract.app.commands import run_watermarks
-    from imgextract.stages.watermarks import Detector, WatermarkClassifier, load_brands, load_templates
-    detector = Detector(brands=load_brands(brands), templates=load_templates(templates),
-                        classifier=WatermarkClassifier(classifier, device) if classifier else None)
-    table, out = run_watermarks(images, out, detector)
+    table, out = run_watermarks(images, out, brands=brands, templates=templates, classifier=classifier, device=device)
     flagged = table[table["watermark"].fillna(False).astype(bool)]
     typer.echo(f"{len(flagged)} of {len(table)} images carry a watermark")
     for _, r in flagged.head(10).iterrows():

@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import json
-from collections import Counter
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
 from imgextract.cli.options import Device, IndexArg
-from imgextract.errors import InputError
-from imgextract.rule import CopyRule
+from imgextract.app.settings import CopyRule
 
 app = typer.Typer(no_args_is_help=True, help="Build and inspect training-image indexes.")
 
@@ -61,33 +58,13 @@ def index_build(
 
     Example: imgextract index build ./laion-subset --name laion-subset --embedder pixel --thumb-size 512
     """
-    from imgextract.app.commands import build_index
-    from imgextract.index.build import parse_size
-    from imgextract.index.choice import parse_memory
-    from imgextract.sources.img2dataset import stats_line
-    sizes = [parse_size(t) for t in thumb_size]
-    if no_thumbs and sizes:
-        raise InputError("--no-thumbs and --thumb-size", "give one of them")
-    budget = parse_memory(max_memory)
-    if workers < 0:
-        raise InputError(f"--workers {workers}", "give 0 (one per core) or a positive number of threads")
-    if processes < 0:
-        raise InputError(f"--processes {processes}", "give 0 (chosen for you) or a positive number of processes")
-    if engine != "local" and processes:
-        raise InputError("--processes is for the local engine", "drop it, or use --ray-workers with --engine ray")
-    from imgextract.engines import EngineConfig, validate_engine
-    if engine == "local" and (address is not None or ray_workers != 1):
-        raise InputError("--address and --ray-workers need --engine ray", "add --engine ray, or leave them out")
-    cluster = None
-    if engine != "local":
-        cluster = EngineConfig(kind=engine, address=address, workers=ray_workers,
-                               test_cpus=max(1, workers or 1))
-        validate_engine(cluster, "--engine")
-    result = build_index(source, name, embedder, engine=cluster, batch_size=batch_size, overwrite=overwrite,
-                         image_column=image_column, caption_column=caption_column, factory=factory, device=device,
-                         max_memory=budget, thumb_sizes=None if no_thumbs else sizes, workers=workers or None,
-                         processes=processes or None, embeddings=embeddings, images=images, hashes=hashes,
-                         descriptor=descriptor)
+    from imgextract.app.commands import index_build
+    result, rows = index_build(source, name, embedder, thumb_size=thumb_size, no_thumbs=no_thumbs,
+                               max_memory=max_memory, workers=workers, processes=processes, engine=engine,
+                               address=address, ray_workers=ray_workers, batch_size=batch_size, overwrite=overwrite,
+                               image_column=image_column, caption_column=caption_column, factory=factory,
+                               device=device, embeddings=embeddings, images=images, hashes=hashes,
+                               descriptor=descriptor)
     for note in result.notes:
         typer.echo(note, err=True)
     for s in result.skipped:
@@ -95,8 +72,6 @@ def index_build(
         typer.echo(f"skipped {what}{s['path']}: {s['reason']}", err=True)
     if result.resumed_parts:
         typer.echo(f"resumed an interrupted build: {result.resumed_parts} part(s) were already done", err=True)
-    rows = f"; rows by status: {stats_line(Counter(result.statuses))} (only success rows are indexed)" \
-        if result.statuses else ""
     typer.echo(f"indexed {result.count} images from a {result.kind} source into {result.path} "
                f"({len(result.skipped)} skipped{rows})")
 
@@ -139,33 +114,9 @@ def index_info(name: IndexArg) -> None:
 
     Example: imgextract index info laion-subset
     """
-    from imgextract.index.duplicates import DUPLICATES_JSON
-    from imgextract.index.store import open_index
-    idx = open_index(name, gpu="off")
-    factory = idx.embedder.get("faiss_factory", "Flat")
-    params = ", ".join(f"{k}={v}" for k, v in (idx.embedder.get("faiss_params") or {}).items())
-    recall = idx.embedder.get("recall_at_10")
-    typer.echo(f"index      {idx.path}")
-    typer.echo(f"images     {len(idx.table)}")
-    typer.echo(f"embedder   {idx.embedder['spec']} (dim {idx.embedder['dimension']})")
-    typer.echo(f"faiss      {factory}" + (f" ({params})" if params else "")
-               + (f", recall@10 {recall:.3f} against exact search at build" if recall is not None else "")
-               + (", exact re-rank from vectors.f16" if idx.vectors is not None and factory != "Flat" else ""))
-    typer.echo(f"source     {idx.embedder.get('source', '?')} ({idx.embedder.get('source_kind', 'folder')})")
-    typer.echo(f"captions   {int(idx.table['caption'].notna().sum())} of {len(idx.table)}")
-    dups = idx.path / DUPLICATES_JSON
-    if dups.is_file():
-        d = json.loads(dups.read_text())
-        groups = ", ".join(f"{c}x: {n}" for c, n in sorted(d["groups_by_copies"].items(), key=lambda kv: -int(kv[0])))
-        typer.echo(f"duplicates {d['groups']} groups of {d['images']} images (tiled L2 < {d['threshold']}); "
-                   f"groups by copies: {groups}")
-        families = {int(c): n for c, n in (d.get("families_by_size") or {}).items() if int(c) > 1}
-        if families:
-            typer.echo("families   template families by size: " + ", ".join(
-                f"{c} images: {n}" for c, n in sorted(families.items(), reverse=True))
-                + " (each shares a substantial detailed region)")
-    thumbs = idx.thumb_info()
-    typer.echo("thumbnails " + (", ".join(f"{k} ({v['rows']} images)" for k, v in sorted(thumbs.items())) or "none"))
+    from imgextract.app.commands import index_info as info
+    for line in info(name):
+        typer.echo(line)
 
 
 @app.command("search")

@@ -43,13 +43,3 @@ OutFolder = Annotated[Path, typer.Option(help="Output folder.")]
 Captions = Annotated[Path, typer.Argument(
     help=".txt (one caption per line), CSV/JSONL/Parquet with a caption column, or a published prompt set "
          "(Webster's sdv1_500_memorized.jsonl, MemBench's SD1_final.csv).")]
-
-
-def sampling(samples: int = 1, batch_size: int = 1, steps: Optional[int] = None, guidance: Optional[float] = None,
-             scheduler: Optional[str] = None, size: Optional[tuple[int, int]] = None, seed: int = 0,
-             device: str = "auto", dtype: str = "auto", shard_size: int = 256, model_config: Optional[str] = None):
-    """The sampling options as the stages take them."""
-    from imgextract.stages.generate import SamplingConfig
-    return SamplingConfig(samples=samples, batch_size=batch_size, steps=steps, guidance=guidance,
-                          scheduler=scheduler, size=tuple(size) if size else None, seed=seed, device=device,
-                          dtype=dtype, shard_size=shard_size, model_config=model_config)

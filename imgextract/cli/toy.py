@@ -25,10 +25,8 @@ def toy_train(
 
     Example: imgextract toy train --out runs/toy --duplicates 100x1,10x4,1x25 --minutes 4
     """
-    from imgextract.app.commands import train_toy
-    from imgextract.demo.toy import ToyConfig, training_set
-    cfg = ToyConfig(duplicates=duplicates, size=size, minutes=minutes, seed=seed, vae_steps=vae_steps,
-                    unet_steps=unet_steps)
-    training_set(cfg, images)  # validate SPEC, size and images before anything is written
+    from imgextract.app.commands import toy_config, train_toy
+    cfg = toy_config(images, duplicates=duplicates, size=size, minutes=minutes, seed=seed, vae_steps=vae_steps,
+                     unet_steps=unet_steps)   # SPEC, size and images checked before anything is written
     train_toy(out, cfg, images)
     typer.echo(f"toy model in {out} (training set in {out / 'train'})")

@@ -11,7 +11,7 @@ from imgextract import errors
 from imgextract.cli.options import (Descriptor, Device, Dtype, Guidance, IndexName, K, MinShare, Model, Scheduler, Seed, Size,
                                     Steps, Threshold)
 from imgextract.errors import InputError
-from imgextract.rule import CopyRule
+from imgextract.app.settings import CopyRule
 
 
 def check(
@@ -44,11 +44,10 @@ def check(
     Example: imgextract check ./my-paintings --model stable-diffusion-v1-5/stable-diffusion-v1-5 --index laion-subset
     """
     from imgextract.app.artist import run_check
-    from imgextract.stages.reconstruct import Budget
     result, page = run_check(works, model, out, caption, captions, samples, steps, guidance, seed, device,
                              tuple(size) if size else None, say=lambda line: typer.echo(line, err=True),
                              scheduler=scheduler, dtype=dtype, training_index=index, reconstruct=reconstruct,
-                             null=null, budget=Budget(steps=reconstruct_steps, seed=seed), descriptor=descriptor)
+                             null=null, reconstruct_steps=reconstruct_steps, descriptor=descriptor)
     for v in result:
         terms = f" [{'; '.join(v.terms())}]" if v.verdict != "unreadable" else ""
         typer.echo(f"{Path(v.work).name}: {v.sentence()}{terms}")
@@ -129,10 +128,6 @@ def serve(
     Example: imgextract serve --index laion-subset --port 8000 --api-key-file keys.txt
     """
     from imgextract.app.serve import ServeConfig, read_api_keys, serve as run_service
-    for name, value, least in (("--workers", workers, 1), ("--queue", queue, 0), ("--max-bytes", max_bytes, 1),
-                               ("--max-batch", max_batch, 1), ("-k", k, 1)):
-        if value < least:
-            raise InputError(f"{name} {value}", f"give a whole number >= {least}")
     if not 0 < port < 65536:
         raise InputError(f"--port {port}", "give a port from 1 to 65535")
     try:
@@ -146,11 +141,9 @@ def serve(
     if not keys and host not in ("127.0.0.1", "localhost", "::1"):
         typer.echo(f"warning: listening on {host} without --api-key-file: anyone who reaches this address "
                    "can use the service", err=True)
-    from imgextract.stages.scan import ScanParams, validate_params
-    validate_params(ScanParams(index=index, k=k, threshold=threshold, relative_n=0, min_share=min_share))
-    run_service(ServeConfig(index=index, k=k, threshold=threshold, min_share=min_share, workers=workers, queue=queue,
-                            max_bytes=max_bytes, max_batch=max_batch, api_keys=keys), host, port,
-                say=lambda m: typer.echo(m, err=True))
+    cfg = ServeConfig(index=index, k=k, threshold=threshold, min_share=min_share, workers=workers, queue=queue,
+                      max_bytes=max_bytes, max_batch=max_batch, api_keys=keys)   # checks every setting
+    run_service(cfg, host, port, say=lambda m: typer.echo(m, err=True))
 
 
 COMMANDS = {"check": check, "compare": compare, "guard": guard, "serve": serve}
