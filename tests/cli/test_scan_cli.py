@@ -73,7 +73,7 @@ def test_folder_scan_resumes_by_file(env, tmp_path, monkeypatch, photos):
         Image.open(env["train"] / f"{n}.png").save(gens / f"{n}.jpg", quality=90)
     out = tmp_path / "out"
     # an interrupted scan: two files per shard, stopped after the first shard
-    monkeypatch.setattr(scan_mod, "FOLDER_SHARD", 2)
+    monkeypatch.setattr(scan_mod.plan, "FOLDER_SHARD", 2)
     params = scan_mod.ScanParams(index=str(env["indexes"] / "train"), k=3, relative_n=0)
     steps = scan_mod.scan(gens, params, out, index=open_index(env["indexes"] / "train"))
     while next(steps) != Step("scan", 1, 2, "shard"):
