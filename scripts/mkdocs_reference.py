@@ -25,7 +25,7 @@ def on_page_markdown(markdown: str, page, config, files) -> str:
     return markdown.replace(MARKER, reference()) if MARKER in markdown else markdown
 
 
-RECONSTRUCTION = {   # the search's loss per adapter (stages/reconstruct.py through models/denoisers.py)
+RECONSTRUCTION = {   # the search's loss per adapter (stages/reconstruct.py through models/denoisers/)
     "unet": "the DDPM loss with its scheduler's target (ε, v or x0)",
     "sdxl": "the DDPM loss (ε or v); pooled text and size embeddings held at the empty prompt's",
     "sd3": "rectified flow: ‖v̂ − (n − x0)‖², σ uniform in (0, 1); pooled embeddings held",

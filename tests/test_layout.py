@@ -146,3 +146,9 @@ def test_an_upward_import_would_be_caught(monkeypatch, tmp_path):
     monkeypatch.setitem(MODULES, "imgextract.stages.bad", fake)
     with pytest.raises(AssertionError, match="imgextract.stages.bad"):
         test_imports_only_go_down()
+
+
+def test_no_module_is_crowded():
+    """A module a newcomer can read in one sitting: over 600 lines, split it by what its parts do."""
+    crowded = {m: n for m, p in MODULES.items() if (n := len(p.read_text().splitlines())) > 600}
+    assert not crowded, crowded
