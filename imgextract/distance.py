@@ -29,7 +29,7 @@ from PIL import Image
 from imgextract.rule import CopyRule
 
 DEFAULT_THRESHOLD = CopyRule.threshold   # Carlini's tiled L2 (owned by the copy rule)
-DEFAULT_GRID = 4
+DEFAULT_GRID = CopyRule.grid             # Carlini's tiles per side (owned by the copy rule)
 
 
 def to_array(image: Image.Image, size: tuple[int, int] | None = None) -> np.ndarray:

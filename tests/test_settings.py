@@ -44,3 +44,47 @@ def test_the_threshold_and_share_defaults_are_written_only_by_their_owner():
 def test_the_check_finds_a_written_out_default():
     planted = ast.parse("def scan(run, threshold: float = 0.15):\n    return judge(run, min_share=0.25)\n")
     assert sorted(v for _, v in default_literals(planted)) == [0.15, 0.25]
+
+
+# the commands whose options are an owner's settings (an option with a field's name takes the field's default)
+OWNERS = {"scan": ("ScanParams",), "guard": ("ScanParams",), "serve": ("ScanParams", "ServeConfig"),
+          "generate": ("SamplingConfig",), "triage": ("TriageParams",), "triage-eval": ("TriageParams",),
+          "cliques": ("CliqueParams",), "check": ("CheckSettings",), "demo": ("DemoSettings",)}
+
+
+def option_defaults(fn) -> dict[str, ast.expr]:
+    """Each parameter's default as written in the command's source."""
+    import inspect
+    import textwrap
+    node = ast.parse(textwrap.dedent(inspect.getsource(fn))).body[0]
+    args = node.args.args
+    return {a.arg: d for a, d in zip(args[len(args) - len(node.args.defaults):], node.args.defaults)}
+
+
+# index build's options that name a field in another form (a memory string, 0 for "chosen")
+INDEX_BUILD_OWN = {"max_memory", "workers", "processes"}
+
+
+def test_each_commands_defaults_are_its_settings_owners():
+    import dataclasses
+    import inspect
+
+    from imgextract.app import settings
+    from imgextract.cli import audit, index, users
+    commands = {**audit.COMMANDS, **users.COMMANDS, "index build": index.index_build}
+    wrong, checked = [], 0
+    for name, owners in {**OWNERS, "index build": ("BuildSettings",)}.items():
+        fields = {f.name: (o, f.default) for o in owners for f in dataclasses.fields(getattr(settings, o))
+                  if f.default is not dataclasses.MISSING}
+        written = option_defaults(commands[name])
+        for p in inspect.signature(commands[name]).parameters.values():
+            if p.name not in fields or name == "index build" and p.name in INDEX_BUILD_OWN:
+                continue
+            checked += 1
+            owner, default = fields[p.name]
+            if p.default != default:
+                wrong.append(f"{name} --{p.name}: {p.default!r}, but {owner}.{p.name} is {default!r}")
+            node = written[p.name]
+            if isinstance(node, ast.Constant) and node.value is not None or isinstance(node, ast.BinOp):
+                wrong.append(f"{name} --{p.name}: the default is written out ({ast.unparse(node)}); name {owner}")
+    assert checked >= 25 and not wrong, "\n".join(wrong)

@@ -16,18 +16,18 @@ model, index source, engine) before the first sample is drawn; each stage resume
 from __future__ import annotations
 
 import tomllib
+from dataclasses import fields
 from pathlib import Path
 
+from imgextract.app.settings import CliqueParams, SamplingConfig, ScanParams
 from imgextract.errors import InputError
-from imgextract.copies import CopyRule
 
-SCAN_KEYS = {"k", "threshold", "grid", "relative_n", "alpha", "relative_threshold", "criterion", "exact_below",
-             "min_share", "descriptor"}
-CLIQUE_KEYS = {"delta", "min_size", "max_cliques"}
+# a section's keys are its settings object's fields (the defaults are theirs), plus what names the work
+SCAN_KEYS = {f.name for f in fields(ScanParams)} - {"index"}
+CLIQUE_KEYS = {f.name for f in fields(CliqueParams)} - {"grid"}     # the scan's grid
 WATERMARK_KEYS = {"brands", "templates"}
 TOP_KEYS = {"out", "keep", "index", "generate", "scan", "cliques", "watermarks", "report", "engine"}
-GENERATE_KEYS = {"captions", "model", "samples", "batch_size", "steps", "guidance", "scheduler", "size", "seed",
-                 "device", "dtype", "shard_size", "model_config", "triage", "top"}
+GENERATE_KEYS = {f.name for f in fields(SamplingConfig)} | {"captions", "model", "triage", "top"}
 
 
 # every key's type, and for counts the least value: checked before anything is built or loaded
@@ -136,9 +136,8 @@ def run_config(path: Path, keep: str | None = None, say=print, descriptor: str |
     from imgextract.index.store import open_index, resolve_index
     from imgextract.report.report import render_report
     from imgextract.sources.tables import read_captions
-    from imgextract.stages.cliques import CliqueParams, check_can_flag, validate_params as validate_cliques
-    from imgextract.stages.generate import SamplingConfig, prepare_run
-    from imgextract.stages.scan import ScanParams, validate_params
+    from imgextract.stages.cliques import check_can_flag
+    from imgextract.stages.generate import prepare_run
     from imgextract.stages.tester import (SweepSettings, align_shard_size, assemble_cliques, assemble_watermarks,
                                           resolve_keep, storage_record)
     base = path.resolve().parent
@@ -168,12 +167,10 @@ def run_config(path: Path, keep: str | None = None, say=print, descriptor: str |
     if descriptor or "descriptor" in s:   # a file named in the config is found beside it
         kind, _, arg = (descriptor or s["descriptor"]).partition(":")
         relative["descriptor"] = resolved_spec(f"{kind}:{_path(base, arg) if not descriptor else arg}")
-    params = ScanParams(index=str(Path(index_path).resolve()), k=s.get("k", 10), threshold=s.get("threshold", CopyRule.threshold),
-                        grid=s.get("grid", 4), **relative)
-    validate_params(params)
-    cliques = CliqueParams(grid=params.grid, **cfg["cliques"]) if "cliques" in cfg else None
+    params = ScanParams(index=str(Path(index_path).resolve()),   # the file's [scan] keys over ScanParams' defaults
+                        **{k: s[k] for k in ("k", "threshold", "grid") if k in s}, **relative)
+    cliques = CliqueParams(grid=params.grid, **cfg["cliques"]) if "cliques" in cfg else None   # checks itself
     if cliques:
-        validate_cliques(cliques)
         check_can_flag(sampling.samples, cliques.min_size, f"config file {path}: [cliques] min_size = "
                        f"{cliques.min_size} but [generate] samples = {sampling.samples}", "min_size")
     keep = resolve_keep(keep, table.num_rows * sampling.samples)

@@ -32,13 +32,16 @@ def run_lock(out: Path, what: str = "run folder"):
 # -- indexes ---------------------------------------------------------------------------------------------------
 
 def build_index(source: Path, name: str, embedder: str = "pixel", *, progress: bool = True,
-                say: Callable[[str], None] = _err, engine=None, **options):
+                say: Callable[[str], None] = _err, engine=None, settings=None, **options):
     """Index training images (``index.build``), holding the index's lock; ``progress``: show a bar.
+    ``settings``: an ``index.settings.BuildSettings`` (else made of ``embedder`` and ``options``, its fields).
     ``engine``: where the parts are built (an ``engines.EngineConfig``; None: this process)."""
     from imgextract.engines import engine_module
     from imgextract.index.build import begin, finish, prepare
+    from imgextract.index.settings import BuildSettings
     from imgextract.index.store import lock_path
-    job = prepare(source, name, embedder, **options)   # every argument checked before a cluster is joined
+    settings = settings if settings is not None else BuildSettings(embedder=embedder, **options)
+    job = prepare(source, name, settings)   # every argument checked before a cluster is joined
     if engine is not None and engine.kind != "local":
         from imgextract.engines import prepare_engine
         engine, _ = prepare_engine(engine)
@@ -63,14 +66,17 @@ def index_build(source: Path, name: str, embedder: str = "pixel", *, thumb_size=
     from imgextract.index.build import parse_size
     from imgextract.index.choice import parse_memory
     from imgextract.sources.img2dataset import stats_line
+    from imgextract.index.settings import BuildSettings
     sizes = [parse_size(t) for t in thumb_size]
     if no_thumbs and sizes:
         raise InputError("--no-thumbs and --thumb-size", "give one of them")
-    budget = parse_memory(max_memory)
     if workers < 0:
         raise InputError(f"--workers {workers}", "give 0 (one per core) or a positive number of threads")
     if processes < 0:
         raise InputError(f"--processes {processes}", "give 0 (chosen for you) or a positive number of processes")
+    settings = BuildSettings(embedder=embedder, max_memory=parse_memory(max_memory),
+                             thumb_sizes=None if no_thumbs else tuple(sizes), workers=workers or None,
+                             processes=processes or None, **options)
     if engine != "local" and processes:
         raise InputError("--processes is for the local engine", "drop it, or use --ray-workers with --engine ray")
     if engine == "local" and (address is not None or ray_workers != 1):
@@ -79,9 +85,7 @@ def index_build(source: Path, name: str, embedder: str = "pixel", *, thumb_size=
     if engine != "local":
         cluster = EngineConfig(kind=engine, address=address, workers=ray_workers, test_cpus=max(1, workers or 1))
         validate_engine(cluster, "--engine")
-    result = build_index(source, name, embedder, engine=cluster, max_memory=budget,
-                         thumb_sizes=None if no_thumbs else sizes, workers=workers or None,
-                         processes=processes or None, **options)
+    result = build_index(source, name, engine=cluster, settings=settings)
     rows = f"; rows by status: {stats_line(Counter(result.statuses))} (only success rows are indexed)" \
         if result.statuses else ""
     return result, rows
@@ -173,15 +177,13 @@ def index_search(name: str, image: Path, k: int) -> list[dict]:
 
 # -- sampling --------------------------------------------------------------------------------------------------
 
-def sampling_config(samples: int = 1, batch_size: int = 1, steps: Optional[int] = None,
-                    guidance: Optional[float] = None, scheduler: Optional[str] = None, size=None, seed: int = 0,
-                    device: str = "auto", dtype: str = "auto", shard_size: int = 256,
-                    model_config: Optional[str] = None):
-    """The sampling options as the stages take them (``stages.generate.SamplingConfig``)."""
-    from imgextract.stages.generate import SamplingConfig
-    return SamplingConfig(samples=samples, batch_size=batch_size, steps=steps, guidance=guidance,
-                          scheduler=scheduler, size=tuple(size) if size else None, seed=seed, device=device,
-                          dtype=dtype, shard_size=shard_size, model_config=model_config)
+def sampling_config(**options):
+    """The sampling options as the stages take them (``stages.settings.SamplingConfig``, which checks them);
+    an option left None takes SamplingConfig's default."""
+    from imgextract.stages.settings import SamplingConfig
+    if options.get("size"):
+        options["size"] = tuple(options["size"])
+    return SamplingConfig(**{k: v for k, v in options.items() if v is not None})
 
 
 def run_generation(captions: Path, model: str, out: Path, cfg, loaded=None, caption_table=None,
@@ -283,11 +285,10 @@ def run_scan(generations: Path, index: str, out: Optional[Path], k: int, thresho
     """Scan with progress, holding the output folder's lock; says what it resumed, added or dropped."""
     from imgextract.index.store import check_embedder, open_index
     from imgextract.models.descriptors import resolved_spec
-    from imgextract.stages.scan import ScanParams, default_out, described, scan, validate_params
+    from imgextract.stages.scan import ScanParams, default_out, described, scan
     if relative.get("descriptor"):
         relative["descriptor"] = resolved_spec(relative["descriptor"])
-    params = ScanParams(index=index, k=k, threshold=threshold, grid=grid, **relative)
-    validate_params(params)
+    params = ScanParams(index=index, k=k, threshold=threshold, grid=grid, **relative)   # checks itself
     out = Path(out) if out else default_out(generations)
     check_out_folder(out)
     idx = open_index(index)

@@ -7,20 +7,21 @@ from pathlib import Path
 
 from imgextract import rundir
 from imgextract.app.audit import verdict
-from imgextract.copies import CopyRule
+from imgextract.app.settings import DemoSettings
+from imgextract.rule import CopyRule
 
 
 def cache_root() -> Path:
     return Path(os.environ.get("IMGEXTRACT_CACHE", ".cache/imgextract"))
 
 
-DEMO_STEPS = (580, 900)  # VAE, UNet: about 4 minutes on 2 cores; steps (not minutes) make the demo repeatable
-DEMO_SPEC = "100x1,10x4,1x25,1t16"  # Carlini's duplication schedule, and one of Webster's template families
-# (16 members: at this budget a family of 5 is not learned as a template, one of 16 is)
+DEMO_STEPS = (DemoSettings.vae_steps, DemoSettings.unet_steps)
+DEMO_SPEC = DemoSettings.spec
 
 
-def run_demo(out: Path, vae_steps: int = DEMO_STEPS[0], unet_steps: int = DEMO_STEPS[1], seed: int = 0,
-             samples: int = 16, steps: int = 25, guidance: float = 3.0, say=print) -> tuple[Path, str]:
+def run_demo(out: Path, vae_steps: int = DemoSettings.vae_steps, unet_steps: int = DemoSettings.unet_steps,
+             seed: int = DemoSettings.seed, samples: int = DemoSettings.samples, steps: int = DemoSettings.steps,
+             guidance: float = DemoSettings.guidance, say=print) -> tuple[Path, str]:
     """The offline default: train (or reuse) the toy model, then index → generate → scan → report."""
     from imgextract.app.commands import build_index, run_generation, run_scan, train_toy
     from imgextract.demo.toy import ToyConfig

@@ -73,8 +73,8 @@ class GuardVerdict:
 class Guard:
     """An index held open for repeated checks."""
 
-    def __init__(self, index: str | Path | TrainingIndex, k: int = 10, threshold: float = CopyRule.threshold,
-                 grid: int = 4,
+    def __init__(self, index: str | Path | TrainingIndex, k: int = ScanParams.k, threshold: float = CopyRule.threshold,
+                 grid: int = CopyRule.grid,
                  device: str = "cpu", min_share: float = CopyRule.min_share, descriptor: str | None = None):
         from imgextract.models.descriptors import resolved_spec
         self.index = index if isinstance(index, TrainingIndex) else open_index(index)
@@ -122,15 +122,14 @@ class Guard:
                             len(best["template_members"]), best.get("sscd_similarity"))
 
 
-def guard_file(image: str | Path, index: str | Path | TrainingIndex, origin: str = "ordinary", k: int = 10,
+def guard_file(image: str | Path, index: str | Path | TrainingIndex, origin: str = "ordinary", k: int = ScanParams.k,
                threshold: float = CopyRule.threshold, min_share: float = CopyRule.min_share,
                descriptor: str | None = None) -> GuardVerdict:
     """One-shot check of an image file, every argument checked first; for many images keep a
     ``Guard`` open instead."""
     from imgextract.errors import InputError
     from imgextract.sources.images import BadImage
-    from imgextract.stages.scan import validate_params
-    validate_params(ScanParams(index=str(index), k=k, threshold=threshold, relative_n=0, min_share=min_share))
+    ScanParams(index=str(index), k=k, threshold=threshold, relative_n=0, min_share=min_share)   # checks itself
     try:
         img = open_rgb(Path(image), min_side=4)
     except BadImage as bad:

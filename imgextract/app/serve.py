@@ -18,39 +18,14 @@ import json
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 
 from imgextract.app.guard import ORIGINS, Guard
 from imgextract.errors import InputError
 from imgextract.sources.images import BadImage, open_rgb
-from imgextract.copies import CopyRule
+from imgextract.app.settings import ServeConfig
 
 LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1.0, 2.5, 5.0)
-
-
-@dataclass(frozen=True)
-class ServeConfig:
-    index: str
-    k: int = 10
-    threshold: float = CopyRule.threshold
-    min_share: float = CopyRule.min_share
-    workers: int = 2              # checks at once (threads)
-    queue: int = 30               # checks waiting beyond those (~0.5 s of work on 2 cores); more gets 503
-    max_bytes: int = 20 * 1024 * 1024
-    max_batch: int = 16
-    api_keys: tuple = ()          # bearer keys; empty: no key asked
-
-    def __post_init__(self):
-        """Checked when made, so a bad setting is one error line before the index is opened."""
-        for name, value, least in (("--workers", self.workers, 1), ("--queue", self.queue, 0),
-                                   ("--max-bytes", self.max_bytes, 1), ("--max-batch", self.max_batch, 1),
-                                   ("-k", self.k, 1)):
-            if value < least:
-                raise InputError(f"{name} {value}", f"give a whole number >= {least}")
-        from imgextract.stages.scan import ScanParams, validate_params
-        validate_params(ScanParams(index=self.index, k=self.k, threshold=self.threshold, relative_n=0,
-                                   min_share=self.min_share))
 
 
 def read_api_keys(path: Path) -> tuple[str, ...]:

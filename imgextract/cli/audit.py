@@ -10,7 +10,7 @@ import typer
 from imgextract.cli.options import (Captions, Descriptor, Device, Dtype, Grid, Guidance, IndexName, K, MinShare, Model,
                                     ModelConfig, Samples, Scheduler, Seed, Size, Steps, Threshold)
 from imgextract.errors import InputError
-from imgextract.app.settings import CopyRule
+from imgextract.app.settings import CliqueParams, CopyRule, DemoSettings, SamplingConfig, ScanParams, TriageParams
 
 
 def _err(line: str) -> None:
@@ -21,16 +21,16 @@ def generate(
     captions: Captions,
     model: Model,
     out: Annotated[Path, typer.Option(help="Run folder (created; an existing one with the same settings resumes).")],
-    samples: Samples = 16,
-    batch_size: Annotated[int, typer.Option(help="Images per pipeline call (batches mix captions).")] = 8,
+    samples: Samples = SamplingConfig.samples,
+    batch_size: Annotated[int, typer.Option(help="Images per pipeline call (batches mix captions).")] = SamplingConfig.batch_size,
     steps: Steps = None,
     guidance: Guidance = None,
     scheduler: Scheduler = None,
     size: Size = None,
-    seed: Seed = 0,
-    device: Device = "auto",
-    dtype: Dtype = "auto",
-    shard_size: Annotated[int, typer.Option(help="Samples per resumable shard.")] = 256,
+    seed: Seed = SamplingConfig.seed,
+    device: Device = SamplingConfig.device,
+    dtype: Dtype = SamplingConfig.dtype,
+    shard_size: Annotated[int, typer.Option(help="Samples per resumable shard.")] = SamplingConfig.shard_size,
     model_config: ModelConfig = None,
     triage: Annotated[Optional[Path], typer.Option(help="Output of `imgextract triage`: sample only its top captions.")] = None,
     top: Annotated[Optional[int], typer.Option(help="With --triage: how many of the most suspicious captions to sample.")] = None,
@@ -40,7 +40,9 @@ def generate(
     Example: imgextract generate captions.txt --model stable-diffusion-v1-5/stable-diffusion-v1-5 --out runs/sd15 --samples 16
     """
     from imgextract.app.commands import run_generation, sampling_config
-    cfg = sampling_config(samples, batch_size, steps, guidance, scheduler, size, seed, device, dtype, shard_size, model_config)
+    cfg = sampling_config(samples=samples, batch_size=batch_size, steps=steps, guidance=guidance, scheduler=scheduler,
+                          size=size, seed=seed, device=device, dtype=dtype, shard_size=shard_size,
+                          model_config=model_config)
     run_generation(captions, model, out, cfg, triage_file=triage, top=top, say=_err)
     typer.echo(f"samples in {out}")
 
@@ -77,8 +79,8 @@ def sample(
     if missing:
         raise InputError(f"sample needs {', '.join(missing)}", "pass --model, --prompt and --seed, or --run and --file")
     from imgextract.app.commands import sampling_config
-    cfg = sampling_config(steps=steps, guidance=guidance, scheduler=scheduler, size=size, device=device, dtype=dtype,
-                          model_config=model_config)
+    cfg = sampling_config(samples=1, batch_size=1, steps=steps, guidance=guidance, scheduler=scheduler, size=size,
+                          device=device, dtype=dtype, model_config=model_config)
     typer.echo(str(draw(model, prompt, seed, out, cfg)))
 
 
@@ -104,17 +106,18 @@ def scan(
     generations: Annotated[Path, typer.Argument(help="A run folder, or any folder of generated images.")],
     index: IndexName,
     out: Annotated[Optional[Path], typer.Option(help="Output folder (default: the run folder, or GENERATIONS-scan).")] = None,
-    k: K = 10,
+    k: K = ScanParams.k,
     threshold: Threshold = CopyRule.threshold,
-    grid: Grid = 4,
+    grid: Grid = ScanParams.grid,
     embedder: Annotated[Optional[str], typer.Option(help="Assert the index was built with this embedder.")] = None,
     device: Annotated[str, typer.Option(help="Device for the embedder.")] = "auto",
-    relative_n: Annotated[int, typer.Option(help="Neighbours in Carlini's relative distance (0 turns it off).")] = 50,
-    alpha: Annotated[float, typer.Option(help="Relative distance = L2 / (alpha * mean L2 to the n nearest others).")] = 0.5,
-    relative_threshold: Annotated[float, typer.Option(help="Relative distance below this counts for the relative criterion.")] = 1.0,
+    relative_n: Annotated[int, typer.Option(help="Neighbours in Carlini's relative distance (0 turns it off).")] = ScanParams.relative_n,
+    alpha: Annotated[float, typer.Option(help="Relative distance = L2 / (alpha * mean L2 to the n nearest others).")] = ScanParams.alpha,
+    relative_threshold: Annotated[float, typer.Option(
+        help="Relative distance below this counts for the relative criterion.")] = ScanParams.relative_threshold,
     criterion: Annotated[str, typer.Option(help="What 'memorized' means: copy (whole, portion or template copies; "
                                                 "docs: Reading a finding) | tiled (Carlini's plain tiled L2) | "
-                                                "relative | either | both.")] = "copy",
+                                                "relative | either | both.")] = ScanParams.criterion,
     min_share: MinShare = CopyRule.min_share,
     exact_below: Annotated[Optional[float], typer.Option(
         help="Measure tiled L2 at full resolution where the thumbnail bound is below this (default: threshold "
@@ -172,10 +175,12 @@ def run(
 
 def cliques(
     run: Annotated[Path, typer.Argument(help="Run folder of `imgextract generate`.")],
-    delta: Annotated[float, typer.Option(help="Edge between two generations when their tiled L2 is below this.")] = CopyRule.threshold,
-    min_size: Annotated[int, typer.Option(help="Flag a caption whose largest clique has at least this many members.")] = 10,
-    grid: Grid = 4,
-    max_cliques: Annotated[int, typer.Option(help="Stop the exact search after this many maximal cliques.")] = 200_000,
+    delta: Annotated[float, typer.Option(help="Edge between two generations when their tiled L2 is below this.")] = CliqueParams.delta,
+    min_size: Annotated[int, typer.Option(
+        help="Flag a caption whose largest clique has at least this many members.")] = CliqueParams.min_size,
+    grid: Grid = CliqueParams.grid,
+    max_cliques: Annotated[int, typer.Option(
+        help="Stop the exact search after this many maximal cliques.")] = CliqueParams.max_cliques,
 ) -> None:
     """Training-set-free test: captions whose generations form a large near-duplicate clique.
 
@@ -200,14 +205,15 @@ def triage(
     captions: Captions,
     model: Model,
     out: Annotated[Path, typer.Option(help="Parquet file to write (caption, scores, unet_evals, ranked_by).")],
-    steps: Annotated[int, typer.Option(help="Sampling steps measured by the noise-difference score.")] = 1,
-    samples: Annotated[int, typer.Option(help="Seeds per caption.")] = 4,
-    guidance: Annotated[float, typer.Option(help="Guidance for advancing latents and for the one-step images.")] = 7.5,
-    schedule_steps: Annotated[int, typer.Option(help="Length of the sampling schedule.")] = 50,
+    steps: Annotated[int, typer.Option(help="Sampling steps measured by the noise-difference score.")] = TriageParams.steps,
+    samples: Annotated[int, typer.Option(help="Seeds per caption.")] = TriageParams.samples,
+    guidance: Annotated[float, typer.Option(
+        help="Guidance for advancing latents and for the one-step images.")] = TriageParams.guidance,
+    schedule_steps: Annotated[int, typer.Option(help="Length of the sampling schedule.")] = TriageParams.schedule_steps,
     methods: Annotated[Optional[str], typer.Option(help="Comma list of wen, attn, guide, mid, edge (default: the evaluated default "
                                                         "score's method; the ranking uses it when computed).")] = None,
     run: RunSettings = None,
-    seed: Seed = 0, device: Device = "auto", dtype: Dtype = "auto", model_config: ModelConfig = None,
+    seed: Seed = TriageParams.seed, device: Device = "auto", dtype: Dtype = "auto", model_config: ModelConfig = None,
 ) -> None:
     """Rank captions by how likely they are memorized, cheaply (Webster; Wen et al.; Ren et al.).
 
@@ -236,13 +242,14 @@ def triage_eval(
     labelled: Annotated[Optional[Path], typer.Option(
         help="Instead of the two files: one table with a caption and a memorized (1/0) column.")] = None,
     methods: Annotated[str, typer.Option(help="Comma list of wen, attn, guide, mid, edge.")] = "wen,attn,guide,edge",
-    steps: Annotated[int, typer.Option(help="Sampling steps measured by the noise-difference score.")] = 1,
-    samples: Annotated[int, typer.Option(help="Seeds per prompt.")] = 4,
-    guidance: Annotated[float, typer.Option(help="Guidance for advancing latents and for the one-step images.")] = 7.5,
-    schedule_steps: Annotated[int, typer.Option(help="Length of the sampling schedule.")] = 50,
+    steps: Annotated[int, typer.Option(help="Sampling steps measured by the noise-difference score.")] = TriageParams.steps,
+    samples: Annotated[int, typer.Option(help="Seeds per prompt.")] = TriageParams.samples,
+    guidance: Annotated[float, typer.Option(
+        help="Guidance for advancing latents and for the one-step images.")] = TriageParams.guidance,
+    schedule_steps: Annotated[int, typer.Option(help="Length of the sampling schedule.")] = TriageParams.schedule_steps,
     bootstrap: Annotated[int, typer.Option(help="Bootstrap resamples for every interval.")] = 2000,
     run: RunSettings = None,
-    seed: Seed = 0, device: Device = "auto", dtype: Dtype = "auto", model_config: ModelConfig = None,
+    seed: Seed = TriageParams.seed, device: Device = "auto", dtype: Dtype = "auto", model_config: ModelConfig = None,
 ) -> None:
     """Score detection of memorized prompts as the papers do: ROC AUC, TPR at 1% and 3% FPR, with CIs.
 
@@ -283,10 +290,11 @@ def watermarks(
 
 def demo(
     out: Annotated[Path, typer.Option(help="Where the demo run and its report go.")] = Path("runs/demo"),
-    vae_steps: Annotated[int, typer.Option(help="Toy VAE training steps (a finished model is reused from the cache).")] = 580,
-    unet_steps: Annotated[int, typer.Option(help="Toy UNet training steps.")] = 900,
-    seed: Annotated[int, typer.Option(help="Seed for training and sampling.")] = 0,
-    samples: Annotated[int, typer.Option(help="Samples per training caption.")] = 16,
+    vae_steps: Annotated[int, typer.Option(
+        help="Toy VAE training steps (a finished model is reused from the cache).")] = DemoSettings.vae_steps,
+    unet_steps: Annotated[int, typer.Option(help="Toy UNet training steps.")] = DemoSettings.unet_steps,
+    seed: Annotated[int, typer.Option(help="Seed for training and sampling.")] = DemoSettings.seed,
+    samples: Annotated[int, typer.Option(help="Samples per training caption.")] = DemoSettings.samples,
 ) -> None:
     """The whole audit offline: toy model → index → generate → scan → report.
 

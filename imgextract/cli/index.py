@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 import typer
 
 from imgextract.cli.options import Device, IndexArg
-from imgextract.app.settings import CopyRule
+from imgextract.app.settings import BuildSettings, CopyRule
 
 app = typer.Typer(no_args_is_help=True, help="Build and inspect training-image indexes.")
 
@@ -17,15 +17,15 @@ app = typer.Typer(no_args_is_help=True, help="Build and inspect training-image i
 def index_build(
     source: Annotated[Path, typer.Argument(help="Folder of images (sidecar .txt = caption) or CSV/JSONL/Parquet table.")],
     name: Annotated[str, typer.Option("--name", help="Index name (stored under ./indexes or $IMGEXTRACT_INDEX_DIR) or a path.")],
-    embedder: Annotated[str, typer.Option(help="pixel | clip:MODEL/PRETRAINED | clip:hf-hub:ORG/REPO | clip:PATH")] = "pixel",
+    embedder: Annotated[str, typer.Option(help="pixel | clip:MODEL/PRETRAINED | clip:hf-hub:ORG/REPO | clip:PATH")] = BuildSettings.embedder,
     image_column: Annotated[Optional[str], typer.Option(help="Table column with image paths (default: path/image/file).")] = None,
     caption_column: Annotated[Optional[str], typer.Option(help="Table column with captions (default: caption/text/prompt).")] = None,
-    batch_size: Annotated[int, typer.Option(help="Images embedded per batch.")] = 64,
+    batch_size: Annotated[int, typer.Option(help="Images embedded per batch.")] = BuildSettings.batch_size,
     factory: Annotated[str, typer.Option(help="FAISS index_factory string (Flat, HNSW32, IVF1024,Flat, ...) or auto: "
-                                              "chosen from the number of vectors and --max-memory.")] = "auto",
-    max_memory: Annotated[str, typer.Option(help="Memory budget for the index when --factory auto (e.g. 4G, 512M).")] = "4G",
-    overwrite: Annotated[bool, typer.Option(help="Replace an existing index of that name.")] = False,
-    device: Device = "auto",
+                                              "chosen from the number of vectors and --max-memory.")] = BuildSettings.factory,
+    max_memory: Annotated[str, typer.Option(help="Memory budget for the index when --factory auto (e.g. 4G, 512M).")] = f"{BuildSettings.max_memory // 2**30}G",
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing index of that name.")] = BuildSettings.overwrite,
+    device: Device = BuildSettings.device,
     thumb_size: Annotated[list[str], typer.Option(help="Also store thumbnails of every image fitted to this generation "
                                                        "size (512 or HxW; repeatable) so scans at that size prune fast. "
                                                        "Each image's own size is always stored.")] = [],
@@ -34,7 +34,7 @@ def index_build(
                                                 "one per core for the pixel embedder when there are 2+ parts and "
                                                 "2,048+ images, else 1).")] = 0,
     embeddings: Annotated[bool, typer.Option("--embeddings", help="SOURCE is clip-retrieval output (img_emb/, "
-                          "metadata/): index its vectors as they are; --embedder names the model that made them.")] = False,
+                          "metadata/): index its vectors as they are; --embedder names the model that made them.")] = BuildSettings.embeddings,
     images: Annotated[Optional[Path], typer.Option(help="With --embeddings: the img2dataset folder whose keys the "
                                                         "metadata's image_path names, so candidates' pixels can be tested.")] = None,
     no_thumbs: Annotated[bool, typer.Option("--no-thumbs", help="Store no thumbnails (6 KB per image and size): "
@@ -42,7 +42,7 @@ def index_build(
                                                                 "candidate (slower, see ARCHITECTURE.md).")] = False,
     hashes: Annotated[bool, typer.Option("--hashes", help="Store every image's perceptual hashes (phash, dhash, whash) "
                                                           "in images.parquet. Off: scans hash the copies they find, "
-                                                          "and ingest runs 1.5-2x faster.")] = False,
+                                                          "and ingest runs 1.5-2x faster.")] = BuildSettings.hashes,
     engine: Annotated[str, typer.Option(help="Where the parts are built: local (this machine) or ray (Ray Data "
                                              "actors; the source and the index folder must be on storage every "
                                              "node sees).")] = "local",

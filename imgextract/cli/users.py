@@ -11,7 +11,7 @@ from imgextract import errors
 from imgextract.cli.options import (Descriptor, Device, Dtype, Guidance, IndexName, K, MinShare, Model, Scheduler, Seed, Size,
                                     Steps, Threshold)
 from imgextract.errors import InputError
-from imgextract.app.settings import CopyRule
+from imgextract.app.settings import Budget, CheckSettings, CopyRule, SamplingConfig, ScanParams, ServeConfig
 
 
 def check(
@@ -19,35 +19,37 @@ def check(
     model: Model,
     caption: Annotated[Optional[str], typer.Option(help="Prompt to use for every work.")] = None,
     captions: Annotated[Optional[Path], typer.Option(help="Table with a file column and a caption column.")] = None,
-    samples: Annotated[int, typer.Option(help="Samples per work.")] = 8,
+    samples: Annotated[int, typer.Option(help="Samples per work.")] = CheckSettings.samples,
     out: Annotated[Path, typer.Option(help="Folder for the index, samples and check.html.")] = Path("imgextract-check"),
     index: Annotated[Optional[str], typer.Option(
         "--index", help="The model's training index: find each work's copies in it and sample their captions first "
                         "(name under ./indexes or $IMGEXTRACT_INDEX_DIR, or a path).")] = None,
     reconstruct: Annotated[bool, typer.Option(
         help="Search for any input that draws a work no prompt reproduced, with the same search on --null images "
-             "as its calibration.")] = False,
+             "as its calibration.")] = CheckSettings.reconstruct,
     null: Annotated[Optional[Path], typer.Option(
         help="Folder of calibration images the model never saw (needed by --reconstruct; none ship).")] = None,
-    reconstruct_steps: Annotated[int, typer.Option(help="Optimiser steps of each reconstruction search.")] = 150,
+    reconstruct_steps: Annotated[int, typer.Option(help="Optimiser steps of each reconstruction search.")] = Budget.steps,
     descriptor: Descriptor = None,
     steps: Steps = None,
     guidance: Guidance = None,
-    seed: Seed = 0,
+    seed: Seed = SamplingConfig.seed,
     scheduler: Scheduler = None,
-    dtype: Dtype = "auto",
+    dtype: Dtype = SamplingConfig.dtype,
     size: Size = None,
-    device: Device = "auto",
+    device: Device = SamplingConfig.device,
 ) -> None:
     """Artist's check: is my work in the training set, and can this model reproduce it? One verdict per work.
 
     Example: imgextract check ./my-paintings --model stable-diffusion-v1-5/stable-diffusion-v1-5 --index laion-subset
     """
     from imgextract.app.artist import run_check
-    result, page = run_check(works, model, out, caption, captions, samples, steps, guidance, seed, device,
-                             tuple(size) if size else None, say=lambda line: typer.echo(line, err=True),
-                             scheduler=scheduler, dtype=dtype, training_index=index, reconstruct=reconstruct,
-                             null=null, reconstruct_steps=reconstruct_steps, descriptor=descriptor)
+    from imgextract.app.commands import sampling_config
+    settings = CheckSettings(samples=samples, caption=caption, captions=captions, index=index, reconstruct=reconstruct,
+                             null=null, budget=Budget(steps=reconstruct_steps, seed=seed), descriptor=descriptor)
+    cfg = sampling_config(steps=steps, guidance=guidance, seed=seed, device=device, size=size, scheduler=scheduler,
+                          dtype=dtype)
+    result, page = run_check(works, model, out, settings, cfg, say=lambda line: typer.echo(line, err=True))
     for v in result:
         terms = f" [{'; '.join(v.terms())}]" if v.verdict != "unreadable" else ""
         typer.echo(f"{Path(v.work).name}: {v.sentence()}{terms}")
@@ -86,7 +88,7 @@ def guard(
     index: IndexName,
     origin: Annotated[str, typer.Option(help="How it was made: ordinary (prompt) or targeted (search).")] = "ordinary",
     threshold: Annotated[float, typer.Option(help="Memorized when tiled L2 is below this.")] = CopyRule.threshold,
-    k: Annotated[int, typer.Option("-k", help="Candidates tested.")] = 10,
+    k: Annotated[int, typer.Option("-k", help="Candidates tested.")] = ScanParams.k,
     min_share: MinShare = CopyRule.min_share,
     descriptor: Descriptor = None,
 ) -> None:
@@ -114,20 +116,20 @@ def serve(
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
     api_key_file: Annotated[Optional[Path], typer.Option(help="File of bearer keys, one per line; requests "
                                                                "without one get 401.")] = None,
-    workers: Annotated[int, typer.Option(help="Checks run at once (threads).")] = 2,
+    workers: Annotated[int, typer.Option(help="Checks run at once (threads).")] = ServeConfig.workers,
     queue: Annotated[int, typer.Option(help="Checks that may wait beyond those (30: about half a second of work "
-                                            "on 2 cores); more get 503 with Retry-After.")] = 30,
-    max_bytes: Annotated[int, typer.Option(help="Largest image accepted, in bytes (413 above).")] = 20 * 1024 * 1024,
-    max_batch: Annotated[int, typer.Option(help="Most images in one /v1/check/batch request.")] = 16,
+                                            "on 2 cores); more get 503 with Retry-After.")] = ServeConfig.queue,
+    max_bytes: Annotated[int, typer.Option(help="Largest image accepted, in bytes (413 above).")] = ServeConfig.max_bytes,
+    max_batch: Annotated[int, typer.Option(help="Most images in one /v1/check/batch request.")] = ServeConfig.max_batch,
     threshold: Threshold = CopyRule.threshold,
-    k: K = 10,
+    k: K = ScanParams.k,
     min_share: MinShare = CopyRule.min_share,
 ) -> None:
     """The release guard as an HTTP service: POST /v1/check, /v1/check/batch; GET /healthz, /metrics.
 
     Example: imgextract serve --index laion-subset --port 8000 --api-key-file keys.txt
     """
-    from imgextract.app.serve import ServeConfig, read_api_keys, serve as run_service
+    from imgextract.app.serve import read_api_keys, serve as run_service
     if not 0 < port < 65536:
         raise InputError(f"--port {port}", "give a port from 1 to 65535")
     try:

@@ -30,6 +30,7 @@ from imgextract import distance, hashes
 from imgextract.errors import InputError
 from imgextract.folders import TEMP_MARKER, own_temp_dir, remove_own, replace_dir
 from imgextract.index.choice import choose_factory, training_sample, tune
+from imgextract.index.settings import BuildSettings
 from imgextract.index.store import DESCRIPTORS, IVFDATA, MARKER, THUMBS, VECTORS, faiss_quiet, check_replaceable, resolve_index, size_key
 from imgextract.models.descriptors import load_descriptor, resolved_spec
 from imgextract.models.embedders import Embedder, load_embedder
@@ -116,11 +117,7 @@ class BuildJob:
     processes: int | None = None  # local engine: parts built side by side in this many processes (None: auto)
 
 
-def prepare(source: Path, name: str, embedder_spec: str = "pixel", *, batch_size: int = 64,
-            overwrite: bool = False, image_column: str | None = None, caption_column: str | None = None,
-            factory: str = "auto", max_memory: int = 4 * 2**30, device: str = "auto", thumb_sizes: tuple = (),
-            workers: int | None = None, embeddings: bool = False, images: Path | None = None,
-            hashes: bool = False, descriptor: str | None = None, processes: int | None = None) -> BuildJob:
+def prepare(source: Path, name: str, settings: BuildSettings | None = None) -> BuildJob:
     """Check every argument, load the embedder and plan the source's parts (its form detected by
     ``sources.plan_source``); nothing is written.
 
@@ -130,35 +127,29 @@ def prepare(source: Path, name: str, embedder_spec: str = "pixel", *, batch_size
     image's decode, and scans hash the copies they find (``stages.scan.TrainingImages``).
     ``descriptor``: a ``models.descriptors`` spec (``sscd:PATH``) whose vector of every image is
     stored in ``descriptors/NAME.f16``, so a scan can report the candidates' similarity under it."""
+    s = settings if settings is not None else BuildSettings()
+    thumb_sizes, images = s.thumb_sizes, s.images
     dest = resolve_index(name)
-    if batch_size < 1:
-        raise InputError(f"--batch-size {batch_size}", "give a positive number of images per batch")
-    if processes is not None and processes < 1:
-        raise InputError(f"--processes {processes}", "give 0 (chosen for you) or a positive number of processes")
     if dest.exists() and not dest.is_dir():
         raise InputError(f"--name {name} names a file ({dest})", "choose a name that is a folder or does not exist")
-    check_replaceable(dest, overwrite)
-    if descriptor is not None and embeddings:
-        raise InputError(f"--descriptor {descriptor}: an --embeddings source is indexed from its vectors, without "
-                         "decoding an image to describe", "index the img2dataset shards themselves (SOURCE = the "
-                         "shard folder) to store descriptors, or drop --descriptor")
-    described = load_descriptor(resolved_spec(descriptor), device) if descriptor is not None else None
-    embedder = load_embedder(embedder_spec, device)
-    if factory != "auto":
-        _check_factory(factory, embedder.dim)
-    plan = plan_source(Path(source), image_column, caption_column, embeddings=embeddings, images=images,
+    check_replaceable(dest, s.overwrite)
+    described = load_descriptor(resolved_spec(s.descriptor), s.device) if s.descriptor is not None else None
+    embedder = load_embedder(s.embedder, s.device)
+    if s.factory != "auto":
+        _check_factory(s.factory, embedder.dim)
+    plan = plan_source(Path(source), s.image_column, s.caption_column, embeddings=s.embeddings, images=images,
                        embedder=embedder)
     settings = {"source": str(Path(source).resolve()), "kind": plan.kind, "embedder": embedder.record(),
                 "thumb_sizes": [list(t) for t in thumb_sizes] if thumb_sizes is not None else None,
-                "image_column": image_column,
-                "caption_column": caption_column, "parts": [p.name for p in plan.parts],
-                "images": str(Path(images).resolve()) if images is not None else None, "hashes": bool(hashes),
-                "embeddings": bool(embeddings),
+                "image_column": s.image_column,
+                "caption_column": s.caption_column, "parts": [p.name for p in plan.parts],
+                "images": str(Path(images).resolve()) if images is not None else None, "hashes": bool(s.hashes),
+                "embeddings": bool(s.embeddings),
                 "descriptor": described.record() if described is not None else None}
-    return BuildJob(Path(source), dest, plan, settings, embedder, batch_size, factory,
+    return BuildJob(Path(source), dest, plan, settings, embedder, s.batch_size, s.factory,
                     [tuple(t) for t in thumb_sizes] if thumb_sizes is not None else None,
-                    workers or os.cpu_count() or 1, max_memory, overwrite,
-                    bool(hashes), described, processes)
+                    s.workers or os.cpu_count() or 1, s.max_memory, s.overwrite,
+                    bool(s.hashes), described, s.processes)
 
 
 def _check_factory(factory: str, dim: int) -> None:

@@ -75,6 +75,8 @@ class Family:
     schedulers: tuple[str, ...] = UNET_SCHEDULERS
     call: dict = field(default_factory=dict)      # extra pipeline arguments every draw passes
     packing: int = 1                              # latent patches packed per side before the transformer (Flux: 2)
+    side_multiple: int = 8                        # what its pipeline's own input check demands of a side (SD 1/2/XL,
+                                                  # PixArt: 8 whatever the VAE; SD3, Flux: their latent grid's)
     adapter: str = ""                             # its denoiser adapter (models/denoisers.py ADAPTERS); "": none
     distilled: bool = False                       # guidance-distilled: no unconditional branch when sampling
     attention: TextAttention | None = CROSS       # where its text tokens meet image tokens (the attention score)
@@ -87,7 +89,7 @@ class Family:
 
 
 FLUX = dict(denoiser="transformer", objectives=("flow",), size_from="pipeline", schedulers=FLOW_SCHEDULERS,
-            packing=2, adapter="flux", distilled=True,
+            packing=2, side_multiple=1, adapter="flux", distilled=True,
             attention=TextAttention("attn.processor", "joint", text_at="first", layout="BSHD",
                                     kernel="diffusers.models.transformers.transformer_flux:dispatch_attention_fn"))
 PIXART = dict(denoiser="transformer", steps=20, guidance=4.5, call={"use_resolution_binning": False},
@@ -103,7 +105,7 @@ FAMILIES: list[Family] = [   # first match wins: variants before the family they
            note="two CLIP text encoders; pooled text and size/crop (text_time) embeddings"),
     Family("sd3", "Stable Diffusion 3 / 3.5", ("StableDiffusion3Pipeline",), denoiser="transformer",
            objectives=("flow",), size_from="pipeline", steps=28, guidance=7.0, schedulers=FLOW_SCHEDULERS,
-           adapter="sd3", attention=TextAttention("attn.processor", "joint", text_at="last"),
+           side_multiple=1, adapter="sd3", attention=TextAttention("attn.processor", "joint", text_at="last"),
            note="MMDiT; CLIP-L + CLIP-G + T5 (T5 may be absent)"),
     Family("flux-schnell", "FLUX.1 schnell", ("FluxPipeline",), steps=4, guidance=0.0,
            call={"max_sequence_length": 256}, match={"transformer.guidance_embeds": False},
@@ -194,11 +196,13 @@ def denoiser_module(loaded):
 
 
 def size_multiple(family: Family, pipe) -> int:
-    """What image sides must be multiples of: the VAE factor × the transformer's patch × Flux's 2×2 packing."""
+    """What image sides must be multiples of: the VAE factor × the transformer's patch × Flux's 2×2 packing, and
+    what the pipeline's own check demands."""
+    import math
     factor = int(getattr(pipe, "vae_scale_factor", 8))
     module = getattr(pipe, family.denoiser, None) if family.registered else None
     patch = int(getattr(getattr(module, "config", None), "patch_size", None) or 1) if module is not None else 1
-    return factor * patch * family.packing
+    return math.lcm(factor * patch * family.packing, family.side_multiple)
 
 
 def check_size(family: Family, size: tuple[int, int], pipe) -> None:

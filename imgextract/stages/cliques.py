@@ -26,7 +26,8 @@ from PIL import Image
 from imgextract import distance, rundir
 from imgextract.errors import InputError
 from imgextract.sources.images import BadImage, open_rgb
-from imgextract.distance import DEFAULT_THRESHOLD
+from imgextract.stages.settings import CliqueParams
+from imgextract.stages.settings import validate_cliques as validate_params
 
 CLIQUES = "cliques.parquet"
 
@@ -125,14 +126,6 @@ def largest_clique(adjacency: np.ndarray, max_cliques: int = 200_000) -> CliqueR
     return CliqueResult(best, True, bound)
 
 
-@dataclass(frozen=True)
-class CliqueParams:
-    delta: float = DEFAULT_THRESHOLD   # the same tiled-L2 test, between two generations
-    min_size: int = 10
-    grid: int = distance.DEFAULT_GRID
-    max_cliques: int = 200_000
-
-
 def caption_cliques(paths: list[str], params: CliqueParams) -> dict:
     """Largest clique among one caption's generations (files), with its mean internal distance."""
     def load(p):
@@ -181,12 +174,6 @@ def check_can_flag(samples: int, min_size: int, said: str, knob: str) -> None:
     if samples < min_size:
         raise InputError(f"{said}: no caption could be flagged",
                          f"lower {knob} to at most {samples}, or draw more samples")
-
-
-def validate_params(params: CliqueParams) -> None:
-    if params.delta <= 0 or params.min_size < 2:
-        raise InputError(f"clique parameters delta={params.delta} min_size={params.min_size}",
-                         "use a positive --delta and --min-size of at least 2")
 
 
 def run_cliques(run: Path, params: CliqueParams = CliqueParams()) -> pd.DataFrame:

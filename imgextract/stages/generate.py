@@ -31,6 +31,7 @@ from imgextract.models.families import check_size, denoiser_module
 from imgextract.models.pipelines import LoadedModel, load_pipeline, native_size, pick_dtype, set_scheduler
 from imgextract.progress import Note, Step
 from imgextract.sources.tables import read_captions
+from imgextract.stages.settings import SamplingConfig, validate_sampling
 
 
 def sample_seed(base_seed: int, caption_id: str, sample_index: int) -> int:
@@ -40,21 +41,6 @@ def sample_seed(base_seed: int, caption_id: str, sample_index: int) -> int:
 
 SEED_POLICY = ("seed = int(sha256(f'{base_seed}:{caption_id}:{sample_index}').hexdigest()[:16], 16) & (2**63-1); "
                "one torch.Generator('cpu') per sample")
-
-
-@dataclass
-class SamplingConfig:
-    samples: int = 16
-    batch_size: int = 8
-    steps: int | None = None        # None: the model family's default (families.Family.steps)
-    guidance: float | None = None   # None: the model family's default (families.Family.guidance)
-    scheduler: str | None = None
-    size: tuple[int, int] | None = None
-    seed: int = 0
-    device: str = "auto"
-    dtype: str = "auto"
-    shard_size: int = 256
-    model_config: str | None = None
 
 
 def render(loaded: LoadedModel, prompts: list[str], seeds: list[int], steps: int, guidance: float,
@@ -115,16 +101,6 @@ def plan(captions: pa.Table, samples: int) -> list[tuple[int, str, str, int]]:
     ids, caps = captions["caption_id"].to_pylist(), captions["caption"].to_pylist()
     counts = per_caption_samples(captions) or [samples] * len(ids)
     return [(row, cid, cap, i) for row, (cid, cap, n) in enumerate(zip(ids, caps, counts)) for i in range(n)]
-
-
-def validate_sampling(cfg: SamplingConfig) -> None:
-    for name in ("samples", "batch_size", "steps", "shard_size"):
-        if getattr(cfg, name) is not None and getattr(cfg, name) < 1:
-            raise InputError(f"--{name.replace('_', '-')} is {getattr(cfg, name)}", "give a positive number")
-    if cfg.size is not None and (cfg.size[0] % 8 or cfg.size[1] % 8 or min(cfg.size) < 8):
-        raise InputError(f"--size {cfg.size[0]} {cfg.size[1]} is not a multiple of 8", "use sizes like 512 512")
-    if cfg.guidance is not None and cfg.guidance < 0:
-        raise InputError(f"--guidance {cfg.guidance}", "use a guidance scale >= 0, or leave it out for the model family's")
 
 
 def prepare_run(captions_path: Path, model: str, out: Path, cfg: SamplingConfig,

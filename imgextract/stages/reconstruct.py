@@ -16,7 +16,7 @@ reconstructable only with that rate reported beside it.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Generator
 
 from PIL import Image
@@ -28,34 +28,10 @@ from imgextract.models.denoisers import Cond, denoiser_of
 from imgextract.models.pipelines import LoadedModel
 from imgextract.progress import Step
 from imgextract.stages.generate import sample_seed
+from imgextract.stages.settings import Budget
 from imgextract.stats import wilson_ci
 
-MAX_STEPS = 100_000
 EVAL_DRAWS = 16   # fixed (timestep, noise) draws on which the loss is measured before and after the search
-
-
-@dataclass(frozen=True)
-class Budget:
-    """One search's fixed budget: what the null rate is measured under, recorded with every result."""
-
-    steps: int = 150       # Adam steps on the conditioning
-    batch: int = 4         # (timestep, noise) draws per step
-    tokens: int = 4        # free conditioning vectors
-    lr: float = 0.05
-    samples: int = 8       # fresh-seed samples drawn from the fitted conditioning
-    seed: int = 0
-
-    def record(self) -> dict:
-        return asdict(self)
-
-
-def validate_budget(b: Budget) -> None:
-    for name in ("steps", "batch", "tokens", "samples"):
-        v = getattr(b, name)
-        if not 1 <= v <= MAX_STEPS:
-            raise InputError(f"reconstruction {name} is {v}", f"give a whole number from 1 to {MAX_STEPS}")
-    if not b.lr > 0:
-        raise InputError(f"reconstruction learning rate {b.lr}", "give a positive learning rate (0.05 is the default)")
 
 
 @dataclass

@@ -37,7 +37,7 @@ attention-entropy score near chance on these toy models):
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Generator
 
@@ -50,17 +50,7 @@ from imgextract.models.denoisers import denoiser_of
 from imgextract.models.pipelines import LoadedModel, native_size
 from imgextract.progress import Step
 from imgextract.stages.generate import render, sample_seed
-
-
-@dataclass(frozen=True)
-class TriageParams:
-    steps: int = 1              # sampling steps measured by Wen's score
-    samples: int = 4            # seeds per caption, for both scores
-    schedule_steps: int = 50    # length of the sampling schedule the first steps come from
-    guidance: float = 7.5       # guidance used to advance the latent between measured steps
-    seed: int = 0
-    scheduler: str | None = None   # the sampler, as the audit samples with it (None: the model's own)
-    run: str | None = None         # the run whose settings these are (triage --run), recorded with the ranking
+from imgextract.stages.settings import TriageParams
 
 
 def params_of_run(run: Path, params: TriageParams) -> TriageParams:
@@ -196,9 +186,6 @@ def score_captions(loaded: LoadedModel, captions: pd.DataFrame, params: TriagePa
                    methods: tuple[str, ...] = ("wen", "edge"),
                    sort_by: str | None = None) -> Generator[Step, None, pd.DataFrame]:
     """:func:`triage` as a stage: yields a step per caption, returns the table."""
-    if params.steps < 1 or params.samples < 1 or params.steps > params.schedule_steps:
-        raise InputError(f"triage steps={params.steps} samples={params.samples}",
-                         "use --steps between 1 and --schedule-steps, and --samples >= 1")
     unknown = [m for m in methods if m not in METHODS]
     if unknown or not methods:
         raise InputError(f"triage methods {','.join(methods) or '(none)'}", f"use some of {', '.join(METHODS)}")

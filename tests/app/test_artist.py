@@ -14,6 +14,7 @@ from helpers import reference_copies
 
 def test_check_reproduced_and_not_reproduced(tmp_path, memorizing_model):
     from imgextract.app.artist import run_check
+    from imgextract.app.settings import CheckSettings, SamplingConfig
     model, cfg = memorizing_model
     from imgextract.demo.toy import training_set
     items, held = training_set(cfg)
@@ -23,8 +24,8 @@ def test_check_reproduced_and_not_reproduced(tmp_path, memorizing_model):
     held[0].image.save(works / f"{held[0].name}.png")                             # never seen
     (works / "astronaut.txt").write_text(items[0].caption)
     said = []
-    result, page = run_check(works, str(model), tmp_path / "check", samples=8, steps=25, guidance=3.0,
-                             device="cpu", say=said.append)
+    result, page = run_check(works, str(model), tmp_path / "check", CheckSettings(samples=8),
+                             SamplingConfig(steps=25, guidance=3.0, device="cpu"), say=said.append)
     by = {v.work.rsplit("/", 1)[1]: v for v in result}
     assert by["astronaut.png"].verdict == "reproduced" and by["astronaut.png"].best_tiled_l2 < 0.15
     unseen = by[f"{held[0].name}.png"]
@@ -178,17 +179,3 @@ def test_check_with_the_training_index_finds_each_works_copies_and_samples_their
     assert html.count("class='training'") == 3 and html.count("class='reproduced'") == 3 - len(searched)
     assert html.count("class='reconstruction'") == len(searched) and "In the training set: not found" in html
     browser.check_page_if_available(tmp_path / "c" / "check.html", "check-training-copies.png")
-
-
-def test_sampling_plan_weights_training_captions_by_their_copies_within_the_budget():
-    from imgextract.app.artist import EXTRA_CAP, sampling_plan
-    copies = [{"caption": "a"}] * 5 + [{"caption": "b"}] * 2 + [{"caption": None}]
-    plan = sampling_plan(3, ("my title", "file name"), copies, 8)
-    assert [(p.caption_id, p.prompt, p.source, p.samples, p.copies) for p in plan] == [
-        ("w0003-t0", "a", "training caption", 17, 5), ("w0003-t1", "b", "training caption", 7, 2),
-        ("w0003", "my title", "file name", 8, 0)]
-    assert sum(p.samples for p in plan) == 8 * (1 + EXTRA_CAP)
-    # the artist's own prompt equal to a training caption is drawn once, as that caption
-    same = sampling_plan(0, ("b", "sidecar text"), copies, 4)
-    assert [(p.prompt, p.samples) for p in same] == [("a", 9), ("b", 7)]
-    assert [(p.prompt, p.samples) for p in sampling_plan(0, ("x", "file name"), [], 4)] == [("x", 4)]

@@ -54,3 +54,15 @@ def test_config_missing_section(tmp_path):
     cfg.write_text("[index]\nsource='x'\n")
     with pytest.raises(InputError, match=r"no \[generate\] section"):
         run_config(cfg)
+
+
+def test_a_config_sections_keys_are_its_settings_fields_each_with_a_type():
+    """[scan], [generate] and [cliques] map onto ScanParams, SamplingConfig and CliqueParams: a new field is a new
+    key, and the file's values are type-checked before anything is built."""
+    from dataclasses import fields
+
+    from imgextract.app.audit import CLIQUE_KEYS, GENERATE_KEYS, SCAN_KEYS, TYPES
+    from imgextract.app.settings import CliqueParams, SamplingConfig, ScanParams
+    assert SCAN_KEYS == {f.name for f in fields(ScanParams)} - {"index"} == set(TYPES["scan"])
+    assert {f.name for f in fields(SamplingConfig)} <= GENERATE_KEYS == set(TYPES["generate"])
+    assert CLIQUE_KEYS == {f.name for f in fields(CliqueParams)} - {"grid"} == set(TYPES["cliques"])

@@ -66,6 +66,7 @@ def test_odd_images_through_index_scan_watermarks_and_report(env, tmp_path):
 def test_folder_scan_resumes_by_file(env, tmp_path, monkeypatch, photos):
     from imgextract.progress import Step
     from imgextract.stages import scan as scan_mod
+    from imgextract.stages.scan import plan as scan_plan
     from imgextract.index.store import open_index
     gens = tmp_path / "gens"
     gens.mkdir()
@@ -73,7 +74,7 @@ def test_folder_scan_resumes_by_file(env, tmp_path, monkeypatch, photos):
         Image.open(env["train"] / f"{n}.png").save(gens / f"{n}.jpg", quality=90)
     out = tmp_path / "out"
     # an interrupted scan: two files per shard, stopped after the first shard
-    monkeypatch.setattr(scan_mod.plan, "FOLDER_SHARD", 2)
+    monkeypatch.setattr(scan_plan, "FOLDER_SHARD", 2)
     params = scan_mod.ScanParams(index=str(env["indexes"] / "train"), k=3, relative_n=0)
     steps = scan_mod.scan(gens, params, out, index=open_index(env["indexes"] / "train"))
     while next(steps) != Step("scan", 1, 2, "shard"):

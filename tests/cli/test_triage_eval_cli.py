@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import sys
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -95,8 +97,15 @@ def test_detection_figures_match_sklearns():
     assert lo == hi == 1.0                                            # perfectly separated: every resample too
 
 
-def test_toy_evaluation_counts_shared_unet_calls_once():
-    from imgextract.app.triage_eval import ToySpec, toy_cost
+def test_toy_evaluation_counts_shared_unet_calls_once(monkeypatch):
+    """The held-out toy experiment (scripts/eval_triage.py, an experiment rather than a command)."""
+    import importlib.util
+    script = Path(__file__).resolve().parents[2] / "scripts" / "eval_triage.py"
+    spec = importlib.util.spec_from_file_location("eval_triage", script)
+    module = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, "eval_triage", module)   # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    ToySpec, toy_cost = module.ToySpec, module.toy_cost
     assert toy_cost("guide1") == toy_cost("wen1") == toy_cost("guide1+wen1") == 8   # the same first-step calls
     assert toy_cost("guide1+edge") == 16 and toy_cost("wen5+-end5") == 40
     spec = ToySpec.parse("100x1,10x4,1x27+faces@3")

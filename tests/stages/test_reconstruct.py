@@ -50,7 +50,7 @@ def test_null_rate_counts_the_calibration_images_the_search_draws(memorizing_mod
 
 
 def test_budget_is_checked():
-    from imgextract.stages.reconstruct import Budget, validate_budget
+    from imgextract.stages.settings import Budget, validate_budget
     with pytest.raises(InputError, match="reconstruction samples is 0"):
         validate_budget(Budget(samples=0))
     with pytest.raises(InputError, match="learning rate"):
