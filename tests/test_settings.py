@@ -88,3 +88,21 @@ def test_each_commands_defaults_are_its_settings_owners():
             if isinstance(node, ast.Constant) and node.value is not None or isinstance(node, ast.BinOp):
                 wrong.append(f"{name} --{p.name}: the default is written out ({ast.unparse(node)}); name {owner}")
     assert checked >= 25 and not wrong, "\n".join(wrong)
+
+
+def test_architectures_table_of_defaults_names_real_owners_and_the_rules_values():
+    """ARCHITECTURE.md's 'Where each default lives' stays true: every owner it names exists, and the copy rule's
+    values it quotes are the rule's."""
+    import importlib
+    import re
+
+    from imgextract.rule import CopyRule
+    text = (PACKAGE.parent / "ARCHITECTURE.md").read_text()
+    table = text[text.index("## Where each default lives"):text.index("## Contracts")]
+    owners = re.findall(r"^\| [^|]+ \| `([\w.]+)`", table, flags=re.M)
+    assert len(owners) >= 10
+    for dotted in owners:
+        module, _, name = dotted.rpartition(".")
+        assert hasattr(importlib.import_module(f"imgextract.{module}"), name), dotted
+    quoted = re.search(r"threshold ([\d.]+), substantial share ([\d.]+), tile grid (\d+)", table).groups()
+    assert tuple(map(float, quoted)) == (CopyRule.threshold, CopyRule.min_share, CopyRule.grid)
