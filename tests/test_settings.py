@@ -70,10 +70,12 @@ def test_each_commands_defaults_are_its_settings_owners():
     import inspect
 
     from imgextract.app import settings
-    from imgextract.cli import audit, index, users
-    commands = {**audit.COMMANDS, **users.COMMANDS, "index build": index.index_build}
+    from imgextract.cli import audit, index, toy, users
+    commands = {**audit.COMMANDS, **users.COMMANDS, "index build": index.index_build,
+                "index duplicates": index.index_duplicates, "toy train": toy.toy_train}
     wrong, checked = [], 0
-    for name, owners in {**OWNERS, "index build": ("BuildSettings",)}.items():
+    for name, owners in {**OWNERS, "index build": ("BuildSettings",), "index duplicates": ("DuplicateParams",),
+                         "toy train": ("ToyConfig",)}.items():
         fields = {f.name: (o, f.default) for o in owners for f in dataclasses.fields(getattr(settings, o))
                   if f.default is not dataclasses.MISSING}
         written = option_defaults(commands[name])

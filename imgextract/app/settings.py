@@ -10,13 +10,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from imgextract.errors import InputError
-from imgextract.index.settings import BuildSettings
+from imgextract.demo.settings import ToyConfig
+from imgextract.index.settings import BuildSettings, DuplicateParams
 from imgextract.rule import CopyRule
 from imgextract.stages.scan import ScanParams
 from imgextract.stages.settings import Budget, CheckSettings, CliqueParams, SamplingConfig, TriageParams
 
-__all__ = ["Budget", "BuildSettings", "CheckSettings", "CliqueParams", "CopyRule", "DemoSettings", "SamplingConfig", "ScanParams",
-           "ServeConfig", "TriageParams"]
+__all__ = ["Budget", "BuildSettings", "CheckSettings", "CliqueParams", "CopyRule", "DemoSettings", "DuplicateParams",
+           "SamplingConfig", "ScanParams", "ServeConfig", "ToyConfig", "TriageParams"]
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 import typer
 
 from imgextract.cli.options import Device, IndexArg
-from imgextract.app.settings import BuildSettings, CopyRule
+from imgextract.app.settings import BuildSettings, DuplicateParams
 
 app = typer.Typer(no_args_is_help=True, help="Build and inspect training-image indexes.")
 
@@ -80,9 +80,9 @@ def index_build(
 def index_duplicates(
     name: IndexArg,
     out: Annotated[Path, typer.Option(help="dups.parquet to write: id, cluster, copies, representative per index row.")],
-    threshold: Annotated[float, typer.Option(help="Two images are copies when their tiled L2 is below this.")] = CopyRule.threshold,
-    similarity: Annotated[float, typer.Option(help="Embedding similarity a pair needs to be compared on pixels.")] = 0.9,
-    k: Annotated[int, typer.Option("-k", help="Neighbours looked at per image.")] = 32,
+    threshold: Annotated[float, typer.Option(help="Two images are copies when their tiled L2 is below this.")] = DuplicateParams.threshold,
+    similarity: Annotated[float, typer.Option(help="Embedding similarity a pair needs to be compared on pixels.")] = DuplicateParams.similarity,
+    k: Annotated[int, typer.Option("-k", help="Neighbours looked at per image.")] = DuplicateParams.k,
     top: Annotated[Optional[int], typer.Option(help="With --captions-out: how many of the most duplicated groups.")] = None,
     captions_out: Annotated[Optional[Path], typer.Option(help="Captions of the top groups, for `imgextract generate`.")] = None,
     rank: Annotated[str, typer.Option(help="Rank the top groups by copies (the most duplicated pictures) or by "

@@ -7,6 +7,8 @@ from typing import Annotated, Optional
 
 import typer
 
+from imgextract.app.settings import ToyConfig
+
 app = typer.Typer(no_args_is_help=True, help="The toy memorizing model (trained offline, known duplication).")
 
 
@@ -14,10 +16,10 @@ app = typer.Typer(no_args_is_help=True, help="The toy memorizing model (trained 
 def toy_train(
     out: Annotated[Path, typer.Option(help="Folder for the pipeline (StableDiffusionPipeline) and its train/ set.")],
     images: Annotated[Optional[Path], typer.Option(help="Folder/table of captioned images (default: built-in photographs).")] = None,
-    duplicates: Annotated[str, typer.Option(help="COPIESxIMAGES parts: copies per image, in order.")] = "100x1,10x4,1x25",
-    size: Annotated[int, typer.Option(help="Image side in pixels (multiple of 8, 16..256).")] = 32,
-    minutes: Annotated[float, typer.Option(help="Wall-time budget for training.")] = 4.0,
-    seed: Annotated[int, typer.Option(help="Seed for initialisation and batches.")] = 0,
+    duplicates: Annotated[str, typer.Option(help="COPIESxIMAGES parts: copies per image, in order.")] = ToyConfig.duplicates,
+    size: Annotated[int, typer.Option(help="Image side in pixels (multiple of 8, 16..256).")] = ToyConfig.size,
+    minutes: Annotated[float, typer.Option(help="Wall-time budget for training.")] = ToyConfig.minutes,
+    seed: Annotated[int, typer.Option(help="Seed for initialisation and batches.")] = ToyConfig.seed,
     vae_steps: Annotated[Optional[int], typer.Option(help="Fixed VAE steps instead of the time budget.")] = None,
     unet_steps: Annotated[Optional[int], typer.Option(help="Fixed UNet steps instead of the time budget.")] = None,
 ) -> None:

@@ -27,6 +27,7 @@ from imgextract import rundir
 from imgextract.demo.photos import photo
 from imgextract.demo.tiny import TinyArch, assemble_pipeline, tiny_components
 from imgextract.distance import fit
+from imgextract.demo.settings import ToyConfig
 from imgextract.errors import InputError
 from imgextract.progress import Step
 from imgextract.sources.images import open_rgb
@@ -120,22 +121,6 @@ FAMILY_BACKGROUNDS = [("workshop", "a motorcycle in a workshop", "stereo_motorcy
                       ("wallclock", "a clock on a plain wall", "clock")]
 FAMILY_CONTENTS = ["astronaut", "coffee", "rocket", "chelsea", "camera", "coins", "retina", "page", "logo",
                    "immunohistochemistry", "colorwheel", "china", "flower", "cell", "ascent", "aero"]
-
-
-@dataclass
-class ToyConfig:
-    duplicates: str = "100x1,10x4,1x25"
-    size: int = 32
-    minutes: float = 4.0
-    seed: int = 0
-    vae_share: float = 0.45           # part of the time budget spent on the VAE
-    vae_steps: int | None = None      # fixed step counts override the time budget (reproducible tests)
-    unet_steps: int | None = None
-    batch_size: int = 16
-    lr: float = 2e-3
-    warmup: int = 100
-    caption_dropout: float = 0.1
-    checkpoint_every: float = 30.0    # seconds between resumable checkpoints
 
 
 @dataclass

@@ -13,7 +13,6 @@ pixels is kept on similarity alone and counted as such.
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Generator
 
@@ -27,19 +26,10 @@ from imgextract.index.store import TrainingIndex
 from imgextract.progress import Step
 from imgextract.sources.images import BadImage, open_rgb
 from imgextract.sources.tables import SOURCE_COLUMNS, role_column
-from imgextract.distance import DEFAULT_THRESHOLD
+from imgextract.index.settings import DuplicateParams
 
 DUPLICATES_JSON = "duplicates.json"
 MAX_SIDE = 128  # pixel confirmation size cap: copies are near-identical at any size
-
-
-@dataclass(frozen=True)
-class DuplicateParams:
-    threshold: float = distance.DEFAULT_THRESHOLD  # tiled L2 below which two images are copies
-    similarity: float = 0.9                         # embedding similarity a candidate pair needs
-    k: int = 32                                     # neighbours looked at per row
-    family_similarity: float = 0.6                  # template families: pairs this similar are judged too
-    chunk: int = 4096                               # rows searched at once
 
 
 def find_duplicates(index: TrainingIndex, params: DuplicateParams = DuplicateParams()
@@ -51,10 +41,6 @@ def find_duplicates(index: TrainingIndex, params: DuplicateParams = DuplicatePar
     (re-encoded, resized, cropped by up to ~10%) joins one ``cluster``; a pair that shares a
     substantial detailed region without being a whole copy joins one template ``family`` (Webster's
     template verbatim: a layout many training images share)."""
-    if not 0 < params.threshold <= 1:
-        raise InputError(f"--threshold {params.threshold}", f"use a tiled-L2 threshold in (0, 1]; {DEFAULT_THRESHOLD} is the default")
-    if not -1 <= params.similarity <= 1:
-        raise InputError(f"--similarity {params.similarity}", "use a cosine similarity in [-1, 1]")
     n = index.faiss_index.ntotal
     copies_of, families = _UnionFind(n), _UnionFind(n)
     paths = index.table["path"].tolist()

@@ -1,4 +1,5 @@
-"""An index build's settings as data: the one owner of their defaults, checked when made.
+"""An index's settings as data (its build, its near-duplicate search): the one owner of their defaults,
+checked when made.
 
 Light on purpose (no numpy, no FAISS): the command line reads these defaults for ``index build``'s options.
 What needs the source or the embedder (the FAISS factory string, the source's form) is checked by
@@ -11,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from imgextract.errors import InputError
+from imgextract.rule import CopyRule
 
 
 @dataclass(frozen=True)
@@ -44,3 +46,21 @@ class BuildSettings:
             raise InputError(f"--descriptor {self.descriptor}: an --embeddings source is indexed from its vectors, "
                              "without decoding an image to describe", "index the img2dataset shards themselves "
                              "(SOURCE = the shard folder) to store descriptors, or drop --descriptor")
+
+
+@dataclass(frozen=True)
+class DuplicateParams:
+    """``imgextract index duplicates``: which pairs are compared, and when two images are copies."""
+
+    threshold: float = CopyRule.threshold           # tiled L2 below which two images are copies
+    similarity: float = 0.9                         # embedding similarity a candidate pair needs
+    k: int = 32                                     # neighbours looked at per row
+    family_similarity: float = 0.6                  # template families: pairs this similar are judged too
+    chunk: int = 4096                               # rows searched at once
+
+    def __post_init__(self):
+        if not 0 < self.threshold <= 1:
+            raise InputError(f"--threshold {self.threshold}",
+                             f"use a tiled-L2 threshold in (0, 1]; {CopyRule.threshold} is the default")
+        if not -1 <= self.similarity <= 1:
+            raise InputError(f"--similarity {self.similarity}", "use a cosine similarity in [-1, 1]")
