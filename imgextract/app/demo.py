@@ -19,9 +19,16 @@ DEMO_STEPS = (DemoSettings.vae_steps, DemoSettings.unet_steps)
 DEMO_SPEC = DemoSettings.spec
 
 
+def toy_name(cfg) -> str:
+    """The cache folder of a demo toy: one per spec, size, steps, seed and architecture."""
+    arch = "" if cfg.arch == "unet" else f"-{cfg.arch}"
+    return f"toy-{cfg.duplicates.replace(',', '_')}-{cfg.size}px-{cfg.vae_steps}+{cfg.unet_steps}steps-seed{cfg.seed}{arch}"
+
+
 def run_demo(out: Path, vae_steps: int = DemoSettings.vae_steps, unet_steps: int = DemoSettings.unet_steps,
              seed: int = DemoSettings.seed, samples: int = DemoSettings.samples, steps: int = DemoSettings.steps,
-             guidance: float = DemoSettings.guidance, say=print) -> tuple[Path, str]:
+             guidance: float = DemoSettings.guidance, arch: str = DemoSettings.arch,
+             dit_steps: int = DemoSettings.dit_steps, say=print) -> tuple[Path, str]:
     """The offline default: train (or reuse) the toy model, then index → generate → scan → report."""
     from imgextract.app.commands import build_index, run_generation, run_scan, train_toy
     from imgextract.demo.toy import ToyConfig
@@ -30,9 +37,12 @@ def run_demo(out: Path, vae_steps: int = DemoSettings.vae_steps, unet_steps: int
     from imgextract.stages.generate import SamplingConfig
 
     out = Path(out)
-    cfg = ToyConfig(duplicates=DEMO_SPEC, seed=seed, vae_steps=vae_steps, unet_steps=unet_steps)
-    model = cache_root() / f"toy-{cfg.duplicates.replace(',', '_')}-{cfg.size}px-{vae_steps}+{unet_steps}steps-seed{seed}"
-    state = "reusing" if (model / "toy.json").is_file() else f"training {vae_steps} VAE + {unet_steps} UNet steps, ~4 min"
+    steps_of = {"unet": unet_steps, "dit": dit_steps}
+    cfg = ToyConfig(duplicates=DEMO_SPEC, seed=seed, vae_steps=vae_steps, unet_steps=steps_of.get(arch), arch=arch)
+    model = cache_root() / toy_name(cfg)
+    what = "UNet" if arch == "unet" else "transformer"
+    state = "reusing" if (model / "toy.json").is_file() else \
+        f"training {vae_steps} VAE + {cfg.unet_steps} {what} steps, ~4 min"
     say(f"[1/5] toy model: {model} ({state})")
     train_toy(model, cfg)
     index_path = resolve_index(f"demo-{model.name}")  # one index per toy model: seeds do not overwrite each other

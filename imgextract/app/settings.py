@@ -27,6 +27,8 @@ class DemoSettings:
 
     vae_steps: int = 580
     unet_steps: int = 900
+    dit_steps: int = 900    # the transformer toy's steps (--arch dit)
+    arch: str = "unet"      # the toy's denoiser: unet or dit (demo.settings.ARCHS)
     spec: str = "100x1,10x4,1x25,1t16"   # Carlini's duplication schedule, and one of Webster's template families
     # (16 members: at this budget a family of 5 is not learned as a template, one of 16 is)
     seed: int = 0

@@ -295,13 +295,17 @@ def demo(
     unet_steps: Annotated[int, typer.Option(help="Toy UNet training steps.")] = DemoSettings.unet_steps,
     seed: Annotated[int, typer.Option(help="Seed for training and sampling.")] = DemoSettings.seed,
     samples: Annotated[int, typer.Option(help="Samples per training caption.")] = DemoSettings.samples,
+    arch: Annotated[str, typer.Option(help="The toy's denoiser: unet (SD 1's layout) or dit (SD3's transformer, "
+                                           "rectified flow).")] = DemoSettings.arch,
+    dit_steps: Annotated[int, typer.Option(help="Toy transformer training steps (--arch dit).")] = DemoSettings.dit_steps,
 ) -> None:
     """The whole audit offline: toy model → index → generate → scan → report.
 
     Example: imgextract demo --out runs/demo
     """
     from imgextract.app.demo import run_demo
-    report_path, line = run_demo(out, vae_steps, unet_steps, seed, samples, say=typer.echo)
+    report_path, line = run_demo(out, vae_steps, unet_steps, seed, samples, arch=arch, dit_steps=dit_steps,
+                                 say=typer.echo)
     typer.echo(f"report: {report_path.resolve()}")
     typer.echo(line)
 

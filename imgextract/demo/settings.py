@@ -8,6 +8,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from imgextract.errors import InputError
+
+ARCHS = ("unet", "dit")   # demo.toy_models.TOY_ARCHS: an SD 1-style UNet, an SD3-style transformer
+
 
 @dataclass
 class ToyConfig:
@@ -25,3 +29,8 @@ class ToyConfig:
     warmup: int = 100
     caption_dropout: float = 0.1
     checkpoint_every: float = 30.0    # seconds between resumable checkpoints
+    arch: str = "unet"                # the denoiser: unet (SD 1's layout) or dit (SD3's MMDiT, rectified flow)
+
+    def __post_init__(self):
+        if self.arch not in ARCHS:
+            raise InputError(f"--arch {self.arch} is not a toy architecture", f"use one of {', '.join(ARCHS)}")

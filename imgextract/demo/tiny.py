@@ -63,6 +63,16 @@ class TinyArch:
     prediction_type: str = "sample"                 # x0-prediction memorizes fastest at toy scale
 
 
+def tiny_vae(arch: TinyArch = TinyArch()):
+    """The toy's latent VAE (size → size / 2, ``latent_channels`` deep), randomly initialised."""
+    from diffusers import AutoencoderKL
+    n = len(arch.vae_channels)
+    return AutoencoderKL(in_channels=3, out_channels=3, latent_channels=arch.latent_channels,
+                         block_out_channels=arch.vae_channels, layers_per_block=1, norm_num_groups=8,
+                         down_block_types=("DownEncoderBlock2D",) * n, up_block_types=("UpDecoderBlock2D",) * n,
+                         sample_size=arch.image_size)
+
+
 def tiny_components(arch: TinyArch = TinyArch(), seed: int = 0) -> dict:
     """Randomly initialised, seeded components of a latent StableDiffusionPipeline.
 
@@ -71,15 +81,12 @@ def tiny_components(arch: TinyArch = TinyArch(), seed: int = 0) -> dict:
     import tempfile
 
     import torch
-    from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
+    from diffusers import DDIMScheduler, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
 
     torch.manual_seed(seed)
+    vae = tiny_vae(arch)
     n = len(arch.vae_channels)
-    vae = AutoencoderKL(in_channels=3, out_channels=3, latent_channels=arch.latent_channels,
-                        block_out_channels=arch.vae_channels, layers_per_block=1, norm_num_groups=8,
-                        down_block_types=("DownEncoderBlock2D",) * n, up_block_types=("UpDecoderBlock2D",) * n,
-                        sample_size=arch.image_size)
     latent = arch.image_size // 2 ** (n - 1)
     m = len(arch.unet_channels)
     unet = UNet2DConditionModel(

@@ -25,7 +25,7 @@ from PIL import Image
 
 from imgextract import rundir
 from imgextract.demo.photos import photo
-from imgextract.demo.tiny import TinyArch, assemble_pipeline, tiny_components
+from imgextract.demo.toy_models import TOY_ARCHS
 from imgextract.distance import fit
 from imgextract.demo.settings import ToyConfig
 from imgextract.errors import InputError
@@ -215,7 +215,6 @@ def train(out: Path, cfg: ToyConfig = ToyConfig(), images: Path | None = None) -
     steps when both step counts are fixed), ends with the saved pipeline."""
     import torch
     import torch.nn.functional as F
-    from diffusers import DDPMScheduler
 
     out = Path(out)
     items, _ = training_set(cfg, images)
@@ -225,24 +224,24 @@ def train(out: Path, cfg: ToyConfig = ToyConfig(), images: Path | None = None) -
     done_marker = out / "toy.json"
     if done_marker.is_file() and rundir.read_json(done_marker).get("config") == asdict(cfg):
         return
-    torch.manual_seed(cfg.seed)
-    comps = tiny_components(TinyArch(image_size=cfg.size), cfg.seed)
-    vae, unet, text, tok = comps["vae"], comps["unet"], comps["text_encoder"], comps["tokenizer"]
+    model = TOY_ARCHS[cfg.arch](cfg.size, cfg.seed)
+    vae, trained = model.vae, model.modules
     pixels = torch.tensor(np.stack([np.asarray(it.image, np.float32) / 127.5 - 1 for it in items])).permute(0, 3, 1, 2)
     weights = torch.tensor([float(it.copies) for it in items])
-    ids = tok([it.caption for it in items] + [""], padding="max_length", max_length=tok.model_max_length,
-              truncation=True, return_tensors="pt").input_ids
+    captions = [it.caption for it in items]
     gen = torch.Generator().manual_seed(cfg.seed)
     budget = cfg.minutes * 60
     vae_opt = torch.optim.AdamW(vae.parameters(), lr=2e-3)
-    params = list(unet.parameters()) + list(text.parameters())
+    params = [p for m in trained.values() for p in m.parameters()]
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.0)
-    state = {"phase": "vae", "step": 0, "elapsed": 0.0, "scaling": 1.0}
+    state = {"phase": "vae", "step": 0, "elapsed": 0.0}
     ckpt = out / CHECKPOINT
     if ckpt.is_file():
         saved = torch.load(ckpt, weights_only=True)
         if saved["config"] == json.dumps(asdict(cfg), sort_keys=True):
-            vae.load_state_dict(saved["vae"]), unet.load_state_dict(saved["unet"]), text.load_state_dict(saved["text"])
+            vae.load_state_dict(saved["vae"])
+            for name, module in trained.items():
+                module.load_state_dict(saved["modules"][name])
             vae_opt.load_state_dict(saved["vae_opt"]), opt.load_state_dict(saved["opt"])
             gen.set_state(saved["gen"])
             state = json.loads(saved["state"])
@@ -250,7 +249,7 @@ def train(out: Path, cfg: ToyConfig = ToyConfig(), images: Path | None = None) -
     def save_checkpoint() -> None:
         tmp = ckpt.with_suffix(".tmp")
         torch.save({"config": json.dumps(asdict(cfg), sort_keys=True), "vae": vae.state_dict(),
-                    "unet": unet.state_dict(), "text": text.state_dict(), "vae_opt": vae_opt.state_dict(),
+                    "modules": {name: m.state_dict() for name, m in trained.items()}, "vae_opt": vae_opt.state_dict(),
                     "opt": opt.state_dict(), "gen": gen.get_state(), "state": json.dumps(state)}, tmp)
         os.replace(tmp, ckpt)
 
@@ -265,7 +264,7 @@ def train(out: Path, cfg: ToyConfig = ToyConfig(), images: Path | None = None) -
             last_save = time.monotonic()
         detail = f"{state['phase']} step {state['step']} loss {loss:.4f}"
         if cfg.vae_steps is not None and cfg.unet_steps is not None:
-            done = state["step"] + (state.get("vae_steps") or 0) if state["phase"] == "unet" else state["step"]
+            done = state["step"] + (state.get("vae_steps") or 0) if state["phase"] == "denoiser" else state["step"]
             return Step("train", done, cfg.vae_steps + cfg.unet_steps, "step", detail)
         return Step("train", round(state["elapsed"]), round(budget), "s", detail)
 
@@ -274,7 +273,7 @@ def train(out: Path, cfg: ToyConfig = ToyConfig(), images: Path | None = None) -
     while state["phase"] == "vae":
         if (cfg.vae_steps is not None and state["step"] >= cfg.vae_steps) or \
                 (cfg.vae_steps is None and state["elapsed"] >= budget * cfg.vae_share):
-            state.update(phase="unet", vae_steps=state["step"], step=0)
+            state.update(phase="denoiser", vae_steps=state["step"], step=0)
             break
         idx = torch.randint(len(items), (16,), generator=gen)
         x = pixels[idx]
@@ -289,25 +288,18 @@ def train(out: Path, cfg: ToyConfig = ToyConfig(), images: Path | None = None) -
     vae.eval()
     with torch.no_grad():
         latents_raw = vae.encode(pixels).latent_dist.mean
-    scaling = float(1.0 / latents_raw.std())
-    latents = latents_raw * scaling
+    latents, factors = model.latents(latents_raw)
 
-    # phase 2: UNet + text encoder, x0-prediction, images drawn in proportion to their copies
-    noise_sched = DDPMScheduler.from_config(comps["scheduler"].config)
-    unet.train(), text.train()
-    while state["phase"] == "unet":
+    # phase 2: the denoiser + its text encoders, images drawn in proportion to their copies
+    for m in trained.values():
+        m.train()
+    while state["phase"] == "denoiser":
         if (cfg.unet_steps is not None and state["step"] >= cfg.unet_steps) or \
                 (cfg.unet_steps is None and state["elapsed"] >= budget):
             break
         idx = torch.multinomial(weights, cfg.batch_size, replacement=True, generator=gen)
-        x0 = latents[idx]
-        cap = ids[idx].clone()
         drop = torch.rand(cfg.batch_size, generator=gen) < cfg.caption_dropout
-        cap[drop] = ids[-1]
-        noise = torch.randn(x0.shape, generator=gen)
-        t = torch.randint(0, noise_sched.config.num_train_timesteps, (cfg.batch_size,), generator=gen)
-        pred = unet(noise_sched.add_noise(x0, noise, t), t, encoder_hidden_states=text(cap)[0]).sample
-        loss = F.mse_loss(pred, x0)
+        loss = model.loss(latents[idx], ["" if d else captions[i] for i, d in zip(idx.tolist(), drop.tolist())], gen)
         for g in opt.param_groups:
             g["lr"] = cfg.lr * min(1.0, (state["step"] + 1) / cfg.warmup)
         opt.zero_grad()
@@ -317,15 +309,15 @@ def train(out: Path, cfg: ToyConfig = ToyConfig(), images: Path | None = None) -
         state["step"] += 1
         yield tick(loss.item())
 
-    vae.register_to_config(scaling_factor=scaling)
-    unet.eval(), text.eval()
-    pipe = assemble_pipeline({**comps, "vae": vae, "unet": unet, "text_encoder": text})
-    pipe.save_pretrained(out, safe_serialization=True)
+    vae.register_to_config(**factors)
+    for m in trained.values():
+        m.eval()
+    model.pipeline().save_pretrained(out, safe_serialization=True)
     write_train_folder(out, items)
     rundir.write_json_atomic(done_marker, {
         "config": asdict(cfg), "images": str(images) if images else "built-in",
         "vae_steps": state.get("vae_steps"), "unet_steps": state["step"], "train_seconds": round(state["elapsed"], 1),
-        "scaling_factor": scaling, "copies": {it.name: it.copies for it in items},
+        **factors, "arch": cfg.arch, "copies": {it.name: it.copies for it in items},
         "families": {it.name: it.family for it in items if it.family},
-        "recipe": "latent 32x32 -> 16x16x4, x0-prediction, AdamW, warm-up, grad clip 1, caption dropout"})
+        "recipe": model.recipe})
     ckpt.unlink(missing_ok=True)

@@ -232,11 +232,24 @@ def load_pipeline(model: str, device: str = "auto", dtype: str = "auto",
                              "naming a diffusers folder of the same architecture") from exc
     else:
         check_pipeline_class(local)
-        pipe = diffusers.DiffusionPipeline.from_pretrained(str(local), use_safetensors=True, **common)
+        pipe = diffusers.DiffusionPipeline.from_pretrained(str(local), use_safetensors=True,
+                                                           **{**absent_components(local), **common})
     pipe = pipe.to(device)
     pipe.set_progress_bar_config(disable=True)
     return LoadedModel(pipe, model, kind, local, fingerprint_path(local), device, str(torch_dtype).replace("torch.", ""),
                        family_of_pipe(pipe))
+
+
+def absent_components(folder: Path) -> dict:
+    """Components a folder was saved without (``[null, null]`` in model_index.json, as SD3 without its T5),
+    passed as None: diffusers' loader otherwise refuses the folder it saved itself."""
+    import json
+    try:
+        index = json.loads((folder / "model_index.json").read_text())
+    except (OSError, ValueError):
+        return {}
+    return {k: None for k, v in index.items() if not k.startswith("_") and v == [None, None]} \
+        if isinstance(index, dict) else {}
 
 
 def check_pipeline_class(folder: Path) -> None:

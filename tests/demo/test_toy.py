@@ -37,13 +37,14 @@ def test_default_images_are_distinct_and_not_flat():
         assert distance.tiled_l2(arrays[i][None], others).min() > 0.2, items[i].name
 
 
-def _final_weights(folder):
+def _final_weights(folder, denoiser):
     from safetensors.numpy import load_file
-    return load_file(str(folder / "unet" / "diffusion_pytorch_model.safetensors"))
+    return load_file(str(folder / denoiser / "diffusion_pytorch_model.safetensors"))
 
 
-def test_interrupted_training_resumes_to_the_same_weights(tmp_path):
-    cfg = ToyConfig(duplicates="3x1,1x2", vae_steps=3, unet_steps=4, checkpoint_every=0, batch_size=4)
+@pytest.mark.parametrize("arch,denoiser", [("unet", "unet"), ("dit", "transformer")])
+def test_interrupted_training_resumes_to_the_same_weights(tmp_path, arch, denoiser):
+    cfg = ToyConfig(duplicates="3x1,1x2", vae_steps=3, unet_steps=4, checkpoint_every=0, batch_size=4, arch=arch)
     list(train(tmp_path / "straight", cfg))
     gen = train(tmp_path / "resumed", cfg)
     for _ in range(5):  # 3 VAE steps and 2 UNet steps, then the process "dies"
@@ -51,7 +52,7 @@ def test_interrupted_training_resumes_to_the_same_weights(tmp_path):
     gen.close()
     assert (tmp_path / "resumed" / ".checkpoint.pt").is_file()
     list(train(tmp_path / "resumed", cfg))
-    a, b = _final_weights(tmp_path / "straight"), _final_weights(tmp_path / "resumed")
+    a, b = _final_weights(tmp_path / "straight", denoiser), _final_weights(tmp_path / "resumed", denoiser)
     assert a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
     rows = list(csv.DictReader(open(tmp_path / "resumed" / "train" / "copies.csv")))
     assert [(r["file"], r["copies"]) for r in rows] == [("astronaut.png", "3"), ("rocket.png", "1"),
@@ -141,3 +142,4 @@ def test_the_scan_names_what_brute_force_names_on_a_toys_samples_and_made_templa
     assert by_name["unseen.png"] == {}
     members = {n for n, kind in by_name["template.png"].items() if kind == "template"}
     assert len(members) >= 2 and all(n.startswith("workshop-") for n in members), by_name["template.png"]
+
