@@ -2,6 +2,7 @@
 
     python scripts/eval_triage.py --dev "100x1,10x4,1x25@0" \
         --models "100x1,10x4,1x25@1" "50x2,20x3,1x27@2" "100x1,10x4,1x27+faces@3" --samples 8 [--max-evals 8]
+    python scripts/eval_triage.py --arch dit ...   # the same protocol on the transformer toy (SD3's MMDiT)
 
 A model is ``SCHEDULE@SEED``, with ``+faces`` to add the 200 LFW faces that ship with
 scikit-image as extra single-copy images (many more negatives). Each model is trained (or
@@ -57,18 +58,26 @@ class ToySpec:
     schedule: str
     seed: int
     faces: bool
+    arch: str = "unet"
 
     @classmethod
-    def parse(cls, text: str) -> "ToySpec":
+    def parse(cls, text: str, arch: str = "unet") -> "ToySpec":
         body, _, seed = text.partition("@")
         faces = body.endswith("+faces")
-        return cls(body.removesuffix("+faces"), int(seed or 0), faces)
+        return cls(body.removesuffix("+faces"), int(seed or 0), faces, arch)
+
+    @property
+    def steps(self) -> int:
+        """The demo's denoiser steps for this architecture."""
+        from imgextract.app.settings import DemoSettings
+        return DemoSettings.unet_steps if self.arch == "unet" else DemoSettings.dit_steps
 
     @property
     def name(self) -> str:
         from imgextract.app.demo import DEMO_STEPS
-        v, u = DEMO_STEPS
-        return f"toy-{self.schedule.replace(',', '_')}{'-faces' if self.faces else ''}-32px-{v}+{u}steps-seed{self.seed}"
+        arch = "" if self.arch == "unet" else f"-{self.arch}"
+        return (f"toy-{self.schedule.replace(',', '_')}{'-faces' if self.faces else ''}-32px-{DEMO_STEPS[0]}+"
+                f"{self.steps}steps-seed{self.seed}{arch}")
 
 
 TOY_SCORES = {  # name: (column, sign, family); family "noiseN" = Wen's calls over the first N steps
@@ -113,7 +122,8 @@ def sweep_toy(spec: ToySpec, samples: int, say=print) -> tuple[Path, Path]:
     model = root / spec.name
     if not (model / "toy.json").is_file():
         say(f"training {spec.name}")
-        cfg = ToyConfig(duplicates=spec.schedule, seed=spec.seed, vae_steps=DEMO_STEPS[0], unet_steps=DEMO_STEPS[1])
+        cfg = ToyConfig(duplicates=spec.schedule, seed=spec.seed, vae_steps=DEMO_STEPS[0], unet_steps=spec.steps,
+                        arch=spec.arch)
         train_toy(model, cfg, faces_folder(root) if spec.faces else None)
     index = root / "eval-indexes" / spec.name
     if not (index / "embedder.json").is_file():
@@ -226,10 +236,10 @@ def toy_report(title: str, table: pd.DataFrame, names: list[str], say=print) -> 
 
 
 def evaluate_toys(dev: list[str], held: list[str], samples: int = 8, max_evals: int | None = None,
-                  say: Callable[[str], None] = lambda s: print(s, file=sys.stderr)) -> dict:
+                  say: Callable[[str], None] = lambda s: print(s, file=sys.stderr), arch: str = "unet") -> dict:
     """Choose the default on the dev models (best pooled AUC, the cheaper on a tie; within ``max_evals`` UNet
     evaluations per caption when given), then measure every score on the held-out models."""
-    dev_specs, held_specs = [ToySpec.parse(t) for t in dev], [ToySpec.parse(t) for t in held]
+    dev_specs, held_specs = [ToySpec.parse(t, arch) for t in dev], [ToySpec.parse(t, arch) for t in held]
     if {s.name for s in dev_specs} & {s.name for s in held_specs}:
         raise InputError("a held-out model is also a dev model", "hold out models the default is not chosen on")
     tables = {}
@@ -249,7 +259,8 @@ def evaluate_toys(dev: list[str], held: list[str], samples: int = 8, max_evals: 
     print(f"\ndefault {best}: held-out pooled AUC {h['auc']:.3f} [{h['ci_low']:.3f}, {h['ci_high']:.3f}], "
           f"TPR@1%FPR {h['tpr_at_1pct_fpr']:.3f}, TPR@3%FPR {h['tpr_at_3pct_fpr']:.3f}; best held-out score would "
           f"have been {top} ({held_fig[top]['auc']:.3f})")
-    return {"dev": dev, "held_out": held, "chosen": best, "dev_figures": dev_fig, "held_out_figures": held_fig}
+    return {"arch": arch, "dev": dev, "held_out": held, "chosen": best, "dev_figures": dev_fig,
+            "held_out_figures": held_fig}
 
 
 def main() -> None:
@@ -258,8 +269,12 @@ def main() -> None:
     ap.add_argument("--models", nargs="+", required=True, help="held-out models: SCHEDULE@SEED[+faces]")
     ap.add_argument("--samples", type=int, default=8, help="sweep samples per caption (ground truth)")
     ap.add_argument("--max-evals", type=int, default=None, help="only scores within this many UNet evaluations")
+    ap.add_argument("--arch", default="unet", choices=("unet", "dit"), help="the toys' denoiser (demo.toy_models)")
+    ap.add_argument("--json", type=Path, default=None, help="also write the figures here")
     args = ap.parse_args()
-    evaluate_toys(args.dev, args.models, args.samples, args.max_evals)
+    figures = evaluate_toys(args.dev, args.models, args.samples, args.max_evals, arch=args.arch)
+    if args.json:
+        args.json.write_text(json.dumps(figures, indent=2, default=float))
 
 
 if __name__ == "__main__":

@@ -4,11 +4,13 @@
     python scripts/gpu_check.py --small         # the same code paths at toy sizes (CPU; the tests run it)
     python scripts/gpu_check.py --json out.json # the figures as JSON too
 
-1. **Generation**: Stable Diffusion 1.5's real architecture (random weights, nothing downloaded,
-   as ``bench_generate.py`` builds it) at 512 px, 50 steps, fp16, batch 8, drawn the way a sweep
-   draws (``stages.generate.render``: one seeded generator per image, then PNG bytes with
-   provenance). Prints images/s and the UNet's share of wall time (``UnetClock``, synchronised).
-   Goal on a GPU: the UNet ≥ 90% of the wall time.
+1. **Generation, per family**: the real architectures of Stable Diffusion 1.5 (512 px, fp16, batch 8),
+   SDXL (1024 px, fp16), SD 3 medium (1024 px, bf16, with T5-XXL) and FLUX.1 dev (1024 px, bf16),
+   random weights from their published config values (``architectures.py``, nothing downloaded),
+   each at its family's default steps and guidance, drawn the way a sweep draws
+   (``stages.generate.render``: one seeded generator per image, then PNG bytes with provenance).
+   Prints images/s, the denoiser's share of wall time (``UnetClock``, synchronised) and peak memory.
+   Goal on a GPU: the denoiser ≥ 90% of the wall time.
 2. **Embedding**: open_clip ViT-L/14 (random weights) through imgextract's ``ClipEmbedder``,
    preprocessing included, in images/s.
 3. **Search**: 10^6 × 768 normalised vectors, exact inner product, on faiss-gpu when the
@@ -17,7 +19,7 @@
    (on the GPU when CUDA is present, else the same torch code on the CPU), checked against the
    numpy path on a subset.
 
-``--small`` (automatic without CUDA) runs the tiny pipeline, a tiny open_clip, 10^4 vectors
+``--small`` (automatic without CUDA) runs each family's tiny build (``demo.families``), a tiny open_clip, 10^4 vectors
 and 24 images of 64 px: the figures mean nothing there, but every path runs and is checked.
 """
 
@@ -49,41 +51,56 @@ def _sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def check_generation(device: str, small: bool) -> dict:
+FAMILIES = ("sd1", "sdxl", "sd3", "flux-dev")   # SD 1.5, SDXL, SD 3 medium, FLUX.1 dev: UNets and transformers
+
+
+def _peak_memory(device: str) -> dict:
+    if device == "cuda":
+        import torch
+        return {"peak_memory_gib": torch.cuda.max_memory_allocated() / 2 ** 30, "memory_of": "CUDA allocations"}
+    import resource
+    return {"peak_memory_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20,
+            "memory_of": "this process's peak resident set (every check so far)"}
+
+
+def check_generation(device: str, small: bool, family: str = "sd1") -> dict:
+    """One family's real architecture (``architectures.build_full``; ``--small``: its tiny build) drawn the way a
+    sweep draws, at its native size, its default steps and guidance, in its usual precision."""
+    import gc
+
     import torch
 
+    from imgextract.models.families import BY_NAME, family_of_pipe
+    from imgextract.models.pipelines import native_size
     from imgextract.stages.generate import UnetClock, png_bytes, render
+    gc.collect()   # the previous family's pipeline
+    if device == "cuda":
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
     if small:
-        from imgextract.demo.tiny import assemble_pipeline, tiny_components
-        pipe, size, steps, batch, rounds, dtype = assemble_pipeline(tiny_components()), 32, 2, 2, 2, torch.float32
+        from imgextract.demo.families import build
+        pipe, steps, batch, rounds, dtype = build(family), 2, 2, 2, torch.float32
+        pipe = pipe.to(device)
     else:
-        from bench_generate import SD15_SCHEDULER, SD15_TEXT, SD15_UNET, SD15_VAE
-        from diffusers import AutoencoderKL, PNDMScheduler, StableDiffusionPipeline, UNet2DConditionModel
-        from transformers import CLIPTextConfig, CLIPTextModel
-
-        from imgextract.demo.tiny import write_clip_tokenizer
-        import tempfile
-        torch.manual_seed(0)
-        with tempfile.TemporaryDirectory(prefix="imgextract-gpu-check-") as tok:
-            pipe = StableDiffusionPipeline(
-                vae=AutoencoderKL(**SD15_VAE), text_encoder=CLIPTextModel(CLIPTextConfig(**SD15_TEXT)),
-                tokenizer=write_clip_tokenizer(Path(tok)), unet=UNet2DConditionModel(**SD15_UNET),
-                scheduler=PNDMScheduler(**SD15_SCHEDULER), safety_checker=None, feature_extractor=None,
-                requires_safety_checker=False)
-        size, steps, batch, rounds, dtype = 512, 50, 8, 2, torch.float16
-    pipe = pipe.to(device, dtype)
+        from architectures import FULL, build_full
+        pipe = build_full(family, device)
+        steps, batch, rounds, dtype = BY_NAME[family].steps, FULL[family][3], 2, getattr(torch, FULL[family][2])
     pipe.set_progress_bar_config(disable=True)
-    from imgextract.models.families import family_of_pipe
     loaded = types.SimpleNamespace(pipe=pipe, family=family_of_pipe(pipe))
+    assert loaded.family.name == family, (loaded.family.name, family)
+    size = native_size(pipe, loaded.family)
+    denoiser = getattr(pipe, loaded.family.denoiser)
     prompts = [f"a photograph of object {i}" for i in range(batch)]
+    guidance = loaded.family.guidance
 
     def sweep(r: int) -> int:
-        images = render(loaded, prompts, [1000 * r + i for i in range(batch)], steps, 7.5, (size, size))
+        images = render(loaded, prompts, [1000 * r + i for i in range(batch)], steps, guidance, size)
+        assert all(im.size == (size[1], size[0]) for im in images)
         return sum(len(png_bytes(im, {"caption": p, "seed": 1000 * r + i}))
                    for i, (im, p) in enumerate(zip(images, prompts)))
 
     sweep(-1)  # warm-up: kernels chosen, memory allocated
-    clock = UnetClock(pipe.unet)
+    clock = UnetClock(denoiser)
     _sync(device)
     t0 = time.perf_counter()
     for r in range(rounds):
@@ -91,9 +108,13 @@ def check_generation(device: str, small: bool) -> dict:
     _sync(device)
     wall = time.perf_counter() - t0
     n = rounds * batch
-    return {"what": "generation", "size": size, "steps": steps, "batch": batch, "dtype": str(dtype).split(".")[-1],
-            "images": n, "seconds": wall, "images_per_s": n / wall, "unet_share": clock.seconds / wall,
-            "goal_unet_share": 0.90}
+    params = sum(p.numel() for p in denoiser.parameters())
+    figures = {"what": "generation", "family": family, "denoiser": type(denoiser).__name__,
+               "denoiser_parameters": params, "size": list(size), "steps": steps, "guidance": guidance,
+               "batch": batch, "dtype": str(dtype).split(".")[-1], "images": n, "seconds": wall,
+               "images_per_s": n / wall, "unet_share": clock.seconds / wall, "goal_unet_share": 0.90,
+               **_peak_memory(device)}
+    return figures   # the pipeline is freed here; the next family's check collects it before it builds
 
 
 def check_embedding(device: str, small: bool) -> dict:
@@ -168,19 +189,25 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--small", action="store_true", help="toy sizes (automatic without CUDA)")
     ap.add_argument("--json", type=Path, default=None, help="also write the figures here")
+    ap.add_argument("--families", nargs="+", default=list(FAMILIES), choices=FAMILIES,
+                    help="the families whose generation is measured (default: all four)")
     args = ap.parse_args()
+    from imgextract.models.pipelines import quiet_libraries
+    quiet_libraries()
     device, name = _device()
     small = args.small or device == "cpu"
     print(f"device: {name}{' (small mode: toy sizes, the figures only show the paths run)' if small else ''}")
     figures = {"device": name, "small": small, "checks": []}
-    for check in (lambda: check_generation(device, small), lambda: check_embedding(device, small),
-                  lambda: check_search(small), lambda: check_cliques(device, small)):
+    checks = [lambda f=f: check_generation(device, small, f) for f in args.families]
+    for check in checks + [lambda: check_embedding(device, small), lambda: check_search(small),
+                           lambda: check_cliques(device, small)]:
         got = check()
         figures["checks"].append(got)
-        print(json.dumps(got, default=float))
-    gen = figures["checks"][0]
-    print(f"generation: {gen['images_per_s']:.2f} images/s, UNet {gen['unet_share']:.0%} of wall time "
-          f"(goal >= 90% on a GPU)")
+        print(json.dumps(got, default=float), flush=True)
+    for gen in figures["checks"][:len(checks)]:
+        print(f"generation {gen['family']:9s} {gen['size'][0]}x{gen['size'][1]} {gen['dtype']:9s}: "
+              f"{gen['images_per_s']:.2f} images/s, denoiser ({gen['denoiser']}) {gen['unet_share']:.0%} of wall time "
+              f"(goal >= 90% on a GPU), peak {gen['peak_memory_gib']:.1f} GiB")
     if args.json:
         args.json.write_text(json.dumps(figures, indent=2, default=float))
 

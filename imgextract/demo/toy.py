@@ -222,8 +222,8 @@ def train(out: Path, cfg: ToyConfig = ToyConfig(), images: Path | None = None) -
     out.mkdir(parents=True, exist_ok=True)
     (out / TOY_MARKER).touch()
     done_marker = out / "toy.json"
-    if done_marker.is_file() and rundir.read_json(done_marker).get("config") == asdict(cfg):
-        return
+    if done_marker.is_file() and {"arch": "unet", **rundir.read_json(done_marker).get("config", {})} == asdict(cfg):
+        return   # finished (a model trained before the architecture was a setting is a UNet toy)
     model = TOY_ARCHS[cfg.arch](cfg.size, cfg.seed)
     vae, trained = model.vae, model.modules
     pixels = torch.tensor(np.stack([np.asarray(it.image, np.float32) / 127.5 - 1 for it in items])).permute(0, 3, 1, 2)

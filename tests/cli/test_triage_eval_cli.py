@@ -110,6 +110,8 @@ def test_toy_evaluation_counts_shared_unet_calls_once(monkeypatch):
     assert toy_cost("guide1+edge") == 16 and toy_cost("wen5+-end5") == 40
     spec = ToySpec.parse("100x1,10x4,1x27+faces@3")
     assert (spec.schedule, spec.seed, spec.faces) == ("100x1,10x4,1x27", 3, True) and "-faces-" in spec.name
+    dit = ToySpec.parse("100x1,10x4,1x27+faces@3", "dit")   # the transformer toys are cached apart
+    assert dit.arch == "dit" and dit.name.endswith("-dit") and dit.name != spec.name
 
 
 def test_triage_measures_the_model_as_the_audit_sampled_it(tmp_path, tiny_pipeline_dir):
