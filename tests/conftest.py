@@ -102,6 +102,16 @@ def memorizing_model(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def memorizing_dit(tmp_path_factory):
+    """The transformer toy (SD3's MMDiT, rectified flow) trained for fixed steps on one image 60 times among 5
+    singletons."""
+    return _toy(tmp_path_factory, "dit", duplicates="60x1,1x5", vae_steps=300, unet_steps=DIT_STEPS, arch="dit")
+
+
+DIT_STEPS = 450
+
+
+@pytest.fixture(scope="session")
 def plain_model(tmp_path_factory):
     """Six images once each, each drawn as often as the memorizing model's singletons
     (450 steps x 16 / 65 images ~ 110 draws; 40 steps x 16 / 6 ~ 107): a model without a duplicated
@@ -113,8 +123,8 @@ def plain_model(tmp_path_factory):
 # toys (under a file lock) and the engine tests' sweeps (helpers.once) are made once per run, by whichever
 # worker asks first).
 # The modules go out in this order (--no-loadscope-reorder): the memorizing toy's first user (the run's
-# critical path) on one worker while the other starts on long modules that need no toy.
-FIRST = ["engines/test_local.py", "sources/test_clip_retrieval.py", "cli/test_triage_eval_cli.py",
+# critical path) on one worker while the other trains the transformer toy, then long modules that need no toy.
+FIRST = ["engines/test_local.py", "demo/test_toy_models.py", "sources/test_clip_retrieval.py", "cli/test_triage_eval_cli.py",
          "sources/test_fetch_hostile.py", "app/test_artist.py", "engines/test_ray.py"]
 
 
