@@ -21,6 +21,7 @@ import pandas as pd
 
 from imgextract import rundir
 from imgextract.errors import InputError
+from imgextract.sources.tables import KINDS
 from imgextract.stats import bootstrap_metric, roc_auc, tpr_at_fpr
 
 # What the literature reports for SD 1.4/1.5 (shared/notes/literature.md): (detector, AUC, TPR@1%FPR, setting)
@@ -57,6 +58,8 @@ def labelled_prompts(memorized: Path | None = None, clean: Path | None = None,
             raise InputError(f"{labelled} has no 'memorized' column",
                              "add a memorized column (1/0), or give --memorized FILE --clean FILE")
         out = table[["caption_id", "caption"]].assign(label=table["memorized"].astype(int))
+        if "published_kind" in table.columns:   # a published label file: what each memorized prompt copies
+            out["kind"] = table["published_kind"]
     elif memorized is not None and clean is not None:
         pos = read_captions(Path(memorized)).to_pandas()
         neg = read_captions(Path(clean)).to_pandas()
@@ -114,6 +117,37 @@ def evaluate(table: pd.DataFrame, n_boot: int = 2000) -> list[dict]:
     return rows
 
 
+def by_kind(table: pd.DataFrame, n_boot: int = 2000) -> dict:
+    """Every figure per published kind: that kind's memorized prompts against every clean prompt."""
+    if "kind" not in table.columns:
+        return {}
+    clean = table[table["label"] == 0]
+    out = {}
+    for kind in [k for k in KINDS if k != "none"]:
+        pos = table[(table["label"] == 1) & (table["kind"] == kind)]
+        if len(pos):
+            out[kind] = {"memorized": len(pos), "clean": len(clean),
+                         "scores": evaluate(pd.concat([pos, clean], ignore_index=True), n_boot)}
+    return out
+
+
+def kind_table(kinds: dict) -> str:
+    """AUC and TPR@1%FPR per score and published kind."""
+    if not kinds:
+        return ""
+    names = [r["score"] for r in next(iter(kinds.values()))["scores"]]
+    lines = ["", "per published kind (its memorized prompts against every clean prompt):",
+             "| detector | " + " | ".join(f"{k} ({v['memorized']}): AUC, TPR@1%FPR" for k, v in kinds.items()) + " |",
+             "|---|" + "---|" * len(kinds)]
+    for name in names:
+        cells = []
+        for v in kinds.values():
+            r = next(r for r in v["scores"] if r["score"] == name)
+            cells.append(f"{_f(r['auc'])}, {r['tpr_at_1pct_fpr']['value']:.2f}")
+        lines.append(f"| imgextract {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def _f(fig: dict) -> str:
     return f"{fig['value']:.3f} [{fig['ci_low']:.3f}, {fig['ci_high']:.3f}]"
 
@@ -159,7 +193,10 @@ def run_triage_eval(model: str, out: Path, params, memorized: Path | None = None
     set_scheduler(loaded.pipe, params.scheduler, loaded.family)
     scored = show(score_captions(loaded, prompts, params, methods), say)
     table = scored.merge(prompts[["caption_id", "label"]], on="caption_id")
+    if "kind" in prompts.columns:
+        table = table.merge(prompts[["caption_id", "kind"]], on="caption_id")
     rows = evaluate(table, n_boot)
+    kinds = by_kind(table, n_boot)
     pos, neg = int(table["label"].sum()), int((table["label"] == 0).sum())
     result = {"model": model, "family": loaded.family.name, "prompts": {"memorized": pos, "clean": neg,
                                           "sources": {"memorized": str(memorized) if memorized else None,
@@ -167,7 +204,9 @@ def run_triage_eval(model: str, out: Path, params, memorized: Path | None = None
                                                       "labelled": str(labelled) if labelled else None}},
               "triage": params.__dict__, "methods": list(methods), "bootstrap": n_boot, "scores": rows,
               "per_prompt": table.drop(columns=[c for c in table.columns if c.startswith("param_")]).to_dict("records"),
-              "table": paper_table(rows, model, pos, neg)}
+              "by_kind": kinds, "table": paper_table(rows, model, pos, neg) + kind_table(kinds)}
+    if kinds:
+        result["prompts"]["kinds"] = {k: v["memorized"] for k, v in kinds.items()}
     rundir.write_json_atomic(out, result)
     return result
 

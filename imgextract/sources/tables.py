@@ -36,14 +36,33 @@ SOURCE_COLUMNS = ("url", "source", "source_url")        # where a training image
 
 LICENSE_COLUMNS = ("license", "licence", "license_url", "rights")  # img2dataset writes LICENSE
 
-# The literature's prompt sets as published, told apart by their columns (data, not code paths):
-# their training images' URLs become ``train_urls`` and Webster's LAION row ``laion_index``.
+# The literature's prompt sets as published, told apart by their columns (data, not code paths; the first form
+# whose columns a table has wins, so a form that refines another comes first): their training images' URLs become
+# ``train_urls``, a LAION row ``laion_index``. A labelled form's ``kind`` column says what was copied, read through
+# ``kinds`` onto KINDS (``memorized`` = a kind other than none); its ``carry`` columns travel with the captions.
+KINDS = ("whole", "retrieved", "template", "none")   # its own image whole; another training image; a template; none
 PROMPT_SETS = {
+    "webster-groundtruth": {
+        "columns": ("caption", "url", "overfit_type", "gen_seeds"), "urls": "url", "index": None,
+        "kind": "overfit_type", "kinds": {"MV": "whole", "RV": "retrieved", "TV": "template", "N": "none"},
+        "carry": {"gen_seeds": "ints", "retrieved_urls": "strings", "mse_real_gen": "number"},
+        "says": "Webster's ground-truth labels (onestep-extraction's parquet: overfit_type MV/RV/TV/N, gen_seeds, "
+                "retrieved_urls)"},
+    "jeon": {
+        "columns": ("caption", "url", "index", "overfit_type"), "urls": "url", "index": "index",
+        "kind": "overfit_type", "kinds": {"MV": "whole", "TV": "template"}, "carry": {},
+        "says": "Jeon et al.'s labelled prompt set (caption, url, LAION index, overfit_type MV/TV)"},
+    "nemo": {
+        "columns": ("Caption", "URL", "type"), "urls": "URL", "index": "Index",
+        "kind": "type", "kinds": {"VM": "whole", "TM": "template"}, "carry": {"mean_sscd": "number", "max_sscd": "number"},
+        "says": "NeMo's memorized LAION prompts (memorized_laion_prompts.csv: ';'-separated, type VM/TM, SSCD)"},
     "webster": {"columns": ("caption", "index", "url"), "urls": "url", "index": "index",
                 "says": "Webster's memorized-prompt set (sdv1_500_memorized.jsonl: caption, LAION index, url)"},
     "membench": {"columns": ("prompt", "urls"), "urls": "urls", "index": None,
                  "says": "MemBench's trigger-prompt set (SD1_final.csv: prompt, urls as a list)"},
 }
+MAX_CARRIED = 4096      # items in one carried list cell (gen_seeds, retrieved_urls)
+MAX_LISTED_ROWS = 20    # malformed CSV rows named one by one; the rest counted
 MAX_URLS_TEXT = 65536   # a cell of MemBench's URL lists; more is not a list of training images
 
 notes = logging.getLogger("imgextract.note")   # said to the user as "note: ..." (cli.main)
@@ -113,12 +132,34 @@ def role_column(columns, candidates: tuple[str, ...], given: str | None = None, 
     return found
 
 
+def _read_csv(path: Path) -> pa.Table:
+    """A CSV, ',' or ';' separated (the header line decides: NeMo's file is ';'-separated); a row with the wrong
+    number of fields is listed with its line and skipped, the rest read."""
+    with open(path, "rb") as f:
+        head = f.readline(65536).decode("utf-8", "replace")
+    delimiter = ";" if head.count(";") > head.count(",") else ","
+    bad = []
+
+    def skip(row) -> str:
+        bad.append(row)
+        return "skip"
+    table = pacsv.read_csv(path, read_options=pacsv.ReadOptions(use_threads=False),
+                           parse_options=pacsv.ParseOptions(delimiter=delimiter, invalid_row_handler=skip))
+    for row in bad[:MAX_LISTED_ROWS]:
+        log.warning("%s: skipped malformed row at line %s (%d fields where the header has %d): %s", path,
+                    row.number if row.number is not None else "?", row.actual_columns, row.expected_columns,
+                    (row.text or "")[:80])
+    if len(bad) > MAX_LISTED_ROWS:
+        log.warning("%s: skipped %d more malformed rows", path, len(bad) - MAX_LISTED_ROWS)
+    return table
+
+
 def read_table(path: Path) -> pa.Table:
     """Read a CSV, JSONL or Parquet table; the suffix decides the format."""
     suffix = path.suffix.lower()
     try:
         if suffix == ".csv":
-            return pacsv.read_csv(path)
+            return _read_csv(path)
         if suffix in (".jsonl", ".json"):
             return pajson.read_json(path)
         if suffix == ".parquet":
@@ -273,9 +314,14 @@ def read_captions(path: Path, caption_column: str | None = None) -> pa.Table:
             spec = PROMPT_SETS[form]
             cells = _column(table, spec["urls"], path, "urls")
             urls = [_url_list(cells[i], i, path) for i in rows]
-            if spec["index"]:
+            if spec["index"] and spec["index"] in table.column_names:
                 values = _column(table, spec["index"], path, "index")
                 laion = [_row_number(values[i], i, path) for i in rows]
+            if spec.get("kind"):
+                values = _column(table, spec["kind"], path, "label")
+                published = [_published_kind(values[i], i, path, spec) for i in rows]
+                carried = {col: [_carried(table[col][i].as_py(), how, i, path, col) for i in rows]
+                           for col, how in spec["carry"].items() if col in table.column_names}
         lcol = role_column(table.column_names, LABEL_COLUMNS)
         if lcol:   # a labelled prompt set: which prompts are memorized (triage-eval's ground truth)
             values = _column(table, lcol, path, "label")
@@ -310,14 +356,53 @@ def read_captions(path: Path, caption_column: str | None = None) -> pa.Table:
     if path.suffix.lower() != ".txt" and lcol:
         columns["memorized"] = pa.array(labels, pa.bool_())
     if path.suffix.lower() != ".txt" and form:   # said once the whole file is read: an error comes alone
-        notes.info("%s: read as %s", path, PROMPT_SETS[form]["says"])
+        spec = PROMPT_SETS[form]
+        notes.info("%s: read as %s", path, spec["says"])
         columns["train_urls"] = pa.array(urls, pa.list_(pa.string()))
-        if PROMPT_SETS[form]["index"]:
+        if spec["index"] and spec["index"] in table.column_names:
             columns["laion_index"] = pa.array(laion, pa.int64())
+        if spec.get("kind"):   # the published label: what was copied, and the label as written
+            columns["memorized"] = pa.array([k != "none" for k, _ in published], pa.bool_())
+            columns["published_kind"] = pa.array([k for k, _ in published], pa.string())
+            columns["published_label"] = pa.array([w for _, w in published], pa.string())
+            types = {"ints": pa.list_(pa.int64()), "strings": pa.list_(pa.string()), "number": pa.float64()}
+            for col, values in carried.items():
+                columns[col] = pa.array(values, types[spec["carry"][col]])
     return pa.table(columns)
 
 
 LABEL_COLUMNS = ("memorized", "label", "is_memorized")
+
+
+def _published_kind(value, row: int, path: Path, spec: dict) -> tuple[str, str]:
+    """A published label (Webster's MV/RV/TV/N, Jeon's MV/TV, NeMo's VM/TM) → (kind, the label as written)."""
+    word = str(value).strip() if value is not None else ""
+    if word.upper() in spec["kinds"]:
+        return spec["kinds"][word.upper()], word.upper()
+    raise InputError(f"{path}: '{spec['kind']}' in row {row + 1} is {value!r}, not one of "
+                     f"{', '.join(spec['kinds'])}", f"label every prompt with one of {', '.join(spec['kinds'])}, "
+                     "as the published file does, or drop the row")
+
+
+def _carried(value, how: str, row: int, path: Path, column: str):
+    """A published column carried with the captions: a list of seeds, a list of URLs, or a number; bounded."""
+    if value is None or (isinstance(value, float) and np.isnan(value)):
+        return None
+    if how == "number":
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            raise InputError(f"{path}: '{column}' in row {row + 1} is {value!r}, not a number",
+                             "write a number, or leave it empty") from None
+    if isinstance(value, np.ndarray):
+        value = value.tolist()
+    ok = isinstance(value, list) and len(value) <= MAX_CARRIED and all(
+        (isinstance(v, int) and not isinstance(v, bool)) if how == "ints" else isinstance(v, str) for v in value)
+    if not ok:
+        raise InputError(f"{path}: '{column}' in row {row + 1} is not a list of "
+                         f"{'seeds' if how == 'ints' else 'URLs'} (at most {MAX_CARRIED})",
+                         "write it as the published file does, a list per row")
+    return value
 TRUE_WORDS, FALSE_WORDS = {"1", "true", "yes", "y", "t"}, {"0", "false", "no", "n", "f"}
 
 

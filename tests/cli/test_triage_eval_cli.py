@@ -131,3 +131,44 @@ def test_triage_measures_the_model_as_the_audit_sampled_it(tmp_path, tiny_pipeli
     code, _, err = run("triage", caps, "--model", tiny_pipeline_dir, "--out", tmp_path / "t2.parquet", "--run", caps)
     expect_error(code, err, f"--run {caps} is not an imgextract run folder")
     assert not (tmp_path / "t2.parquet").exists()
+
+
+def test_webster_ground_truth_is_evaluated_overall_and_per_kind(tmp_path, tiny_pipeline_dir):
+    """Webster's ground-truth parquet as published (MV/RV/TV/N, gen_seeds, retrieved_urls, nested
+    template_indices) through the installed CLI: read as labels (it used to answer "has no 'memorized'
+    column"), every figure overall and per kind; an unknown overfit_type is one error line naming the row."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    kinds = ["MV", "MV", "RV", "TV", "TV", "N", "N", "N"]
+    n = len(kinds)
+    gt = tmp_path / "sdv1_bb_edge_groundtruth.parquet"
+    pq.write_table(pa.table({
+        "caption": [f"a caption number {i}" for i in range(n)], "url": [f"https://l.example/{i}.jpg" for i in range(n)],
+        "overfit_type": kinds, "gen_seeds": pa.array([[i, i + 1] for i in range(n)], pa.list_(pa.int64())),
+        "retrieved_urls": pa.array([["https://l.example/r.jpg"] if k == "RV" else [] for k in kinds],
+                                   pa.list_(pa.string())),
+        "template_indices": pa.array([[[1, 2]] if k == "TV" else [] for k in kinds], pa.list_(pa.list_(pa.int64()))),
+        "mse_real_gen": pa.array([float(i) for i in range(n)], pa.float64())}), gt)
+    out = tmp_path / "eval.json"
+    code, stdout, err = run("triage-eval", "--labelled", gt, "--model", tiny_pipeline_dir, "--out", out,
+                            "--samples", "2", "--schedule-steps", "4", "--bootstrap", "200", "--methods", "wen,edge")
+    assert code == 0, err
+    assert f"note: {gt}: read as Webster's ground-truth labels" in err
+    e = json.loads(out.read_text())
+    assert (e["prompts"]["memorized"], e["prompts"]["clean"]) == (5, 3)
+    assert e["prompts"]["kinds"] == {"whole": 2, "retrieved": 1, "template": 2}
+    assert set(e["by_kind"]) == {"whole", "retrieved", "template"}
+    per = pd.DataFrame(e["per_prompt"])
+    for kind, figs in e["by_kind"].items():
+        sub = per[(per["kind"] == kind) | (per["label"] == 0)]
+        wen = next(r for r in figs["scores"] if r["score"] == "wen")
+        from sklearn.metrics import roc_auc_score
+        assert wen["auc"]["value"] == pytest.approx(roc_auc_score(sub["label"], sub["wen_score"]), abs=1e-12)
+    assert "per published kind" in stdout and "retrieved (1)" in stdout
+    bad = tmp_path / "bad_groundtruth.parquet"
+    t = pq.read_table(gt).to_pandas()
+    t.loc[6, "overfit_type"] = None
+    pq.write_table(pa.Table.from_pandas(t, preserve_index=False), bad)
+    code, _, err = run("triage-eval", "--labelled", bad, "--model", tiny_pipeline_dir, "--out", tmp_path / "b.json")
+    expect_error(code, err, "'overfit_type' in row 7 is None, not one of MV, RV, TV, N")
+    assert not (tmp_path / "b.json").exists()
