@@ -7,7 +7,8 @@ What the memorization literature reports for a model, computed from the run's ow
   95% bootstrap interval over captions;
 * with labels (a ``memorized`` column in the caption table, e.g. a labelled Webster/MemBench set):
   the same share among the labelled-memorized prompts (recall) and among the clean ones (false
-  flags), each with its Wilson interval;
+  flags), each with its Wilson interval; with a published label file (Webster's ground truth, Jeon's,
+  NeMo's), the same rate per published kind (whole, retrieved, template, none) and the kinds drawn;
 * the share of generations over SSCD similarity 0.5 and 0.7 (Somepalli/DCR, MemBench; Wen et al.'s
   "memorized") with Wilson intervals, when the scan had an SSCD descriptor (``--descriptor``); else
   it says it was not measured.
@@ -25,6 +26,7 @@ from imgextract.errors import InputError
 from imgextract.stats import bootstrap_ci, wilson_ci
 
 KINDS = ("whole", "portion", "template")
+PUBLISHED_KINDS = ("whole", "retrieved", "template", "none")   # sources.tables.KINDS: what a published label says
 PAPER = "paper.json"
 
 
@@ -67,6 +69,12 @@ def paper_figures(run: Path) -> dict:
             is_pos = ids.map(label).astype(bool).to_numpy()
             pos, neg = any_hit[is_pos], any_hit[~is_pos]
             block["labelled"] = {"memorized_prompts": _rate(pos.astype(float)), "clean_prompts": _rate(neg.astype(float))}
+        if "published_kind" in table.columns:   # a published label file: the extraction rate beside each label
+            published = ids.map(dict(zip(table["caption_id"].astype(str), table["published_kind"]))).to_numpy()
+            block["by_published_kind"] = {
+                k: {**_rate(any_hit[published == k].astype(float)),
+                    "drew": {d: int(sum(d in kinds_of.get(c, set()) for c in ids[published == k])) for d in KINDS}}
+                for k in PUBLISHED_KINDS if (published == k).any()}
     return block
 
 
@@ -89,6 +97,10 @@ def paper_text(block: dict) -> str:
                           ("clean prompts with a copy (false flags)", "clean_prompts")):
             r = block["labelled"][key]
             lines.append(f"| {name} | {_ci(r, 'rate')} | {r['with_copy']}/{r['prompts']} |")
+    for k, r in (block.get("by_published_kind") or {}).items():
+        drew = ", ".join(f"{n} {d}" for d, n in r["drew"].items() if n) or "no copy"
+        lines.append(f"| published '{k}' prompts with a copy (drew: {drew}) | {_ci(r, 'rate')} | "
+                     f"{r['with_copy']}/{r['prompts']} |")
     sscd = block["sscd"]
     if isinstance(sscd, dict):
         for t in ("0.5", "0.7"):

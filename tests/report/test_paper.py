@@ -10,7 +10,7 @@ from helpers import expect_error, reference_copies, run
 
 
 def test_paper_table_of_a_labelled_run(tmp_path, memorizing_model):
-    """A labelled prompt set (a memorized column) swept on the toy: the 60x caption is extracted (a wide
+    """A labelled prompt set (Webster's ground-truth form: MV and N) swept on the toy: the 60x caption is extracted (a wide
     margin on any CPU), and the table counts exactly the copies that judging every sample against every
     training image finds (the captions the model never saw may draw a training image on some machine's
     float kernels: the table must count those as false flags), with its intervals."""
@@ -18,11 +18,14 @@ def test_paper_table_of_a_labelled_run(tmp_path, memorizing_model):
     model, cfg = memorizing_model
     items, held = training_set(cfg)
     rows = [(items[0].caption, 1)] + [(h.caption, 0) for h in held[:3]]
-    pd.DataFrame(rows, columns=["caption", "memorized"]).to_csv(tmp_path / "labelled.csv", index=False)
+    labelled = tmp_path / "groundtruth.parquet"   # Webster's ground-truth form: MV for the 60x image, N for the rest
+    pd.DataFrame({"caption": [c for c, _ in rows], "url": [f"https://t.example/{i}.png" for i in range(4)],
+                  "overfit_type": ["MV" if y else "N" for _, y in rows], "gen_seeds": [[0, 1]] * 4,
+                  "retrieved_urls": [[]] * 4}).to_parquet(labelled)
     ix = {"IMGEXTRACT_INDEX_DIR": str(tmp_path / "ix")}
     code, _, err = run("index", "build", model / "train", "--name", "toy", env_extra=ix)
     assert code == 0, err
-    code, _, err = run("generate", tmp_path / "labelled.csv", "--model", model, "--out", tmp_path / "r", "--samples",
+    code, _, err = run("generate", labelled, "--model", model, "--out", tmp_path / "r", "--samples",
                        "4", "--steps", "25", "--guidance", "3", "--device", "cpu", env_extra=ix)
     assert code == 0, err
     assert pd.read_parquet(tmp_path / "r" / "captions.parquet")["memorized"].tolist() == [True, False, False, False]
@@ -51,6 +54,12 @@ def test_paper_table_of_a_labelled_run(tmp_path, memorizing_model):
     assert c["ci_low"] <= clean / 3 <= c["ci_high"] and c["ci_high"] - c["ci_low"] > 0.4   # 3 prompts: wide
     assert f"| captions with a memorized sample (any kind) | {(1 + clean) / 4:.3f} [" in out and "(false flags)" in out
     assert "not measured" in block["sscd"]
+    published = block["by_published_kind"]
+    assert set(published) == {"whole", "none"}
+    assert (published["whole"]["with_copy"], published["whole"]["prompts"]) == (1, 1)
+    assert (published["none"]["with_copy"], published["none"]["prompts"]) == (clean, 3)
+    assert published["whole"]["drew"]["whole"] == int("whole" in kinds[items[0].caption])
+    assert "| published 'whole' prompts with a copy (drew: " in out
 
 
 def test_paper_needs_a_scanned_run(tmp_path):
