@@ -247,3 +247,20 @@ min_size = 2
 [engine]
 {engine_keys}""")
     return cfg
+
+
+def sweep_and_scan(model: Path, captions: list[str], train: Path, out: Path, samples: int = 4, steps: int = 25,
+                   batch_size: int = 12) -> pd.DataFrame:
+    """A toy's samples of ``captions`` (guidance 3), scanned against ``train`` with every training image a
+    candidate (the brute-force reference has no top-k): the scan's matches."""
+    from imgextract.app.commands import build_index, run_generation, run_scan
+    from imgextract.stages.generate import SamplingConfig
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "caps.txt").write_text("\n".join(captions) + "\n")
+    index = build_index(train, str(out / "index"), progress=False)
+    every = len(list(Path(train).glob("*.png")))
+    run = out / "run"
+    run_generation(out / "caps.txt", str(model), run, SamplingConfig(samples=samples, steps=steps, guidance=3.0,
+                                                                     device="cpu", batch_size=batch_size), say=str)
+    run_scan(run, str(index.path), run, k=every, threshold=0.15, grid=4, relative_n=0, say=str)
+    return pd.read_parquet(run / "matches.parquet")

@@ -101,12 +101,11 @@ def test_the_scan_names_what_brute_force_names_on_a_toys_samples_and_made_templa
     scripts/eval_toy.py and the demo, not a test.)"""
     import pandas as pd
 
-    from helpers import reference_copies, scanned_copies
-    from imgextract.app.commands import build_index, run_generation, run_scan
+    from helpers import reference_copies, scanned_copies, sweep_and_scan
+    from imgextract.app.commands import run_scan
     from imgextract.demo.composites import square, templated
     from imgextract.demo.photos import photo
     from imgextract.demo.toy import template_families
-    from imgextract.stages.generate import SamplingConfig
     model, cfg = memorizing_model
     items, held = training_set(cfg)
     train = tmp_path / "train"
@@ -116,14 +115,7 @@ def test_the_scan_names_what_brute_force_names_on_a_toys_samples_and_made_templa
         (train / f"{it.name}.txt").write_text(it.caption)
     workshop = [p.stem for p in train.glob("workshop-*.png")]
     captions = [items[0].caption] + [(train / f"{w}.txt").read_text() for w in workshop] + [h.caption for h in held[:4]]
-    (tmp_path / "caps.txt").write_text("\n".join(captions) + "\n")
-    index = build_index(train, str(tmp_path / "index"), progress=False)
-    every = len(list(train.glob("*.png")))   # every training image is a candidate: the reference has no top-k
-    run = tmp_path / "run"
-    run_generation(tmp_path / "caps.txt", str(model), run, SamplingConfig(samples=4, steps=25, guidance=3.0,
-                                                                          device="cpu", batch_size=12), say=str)
-    run_scan(run, str(index.path), run, k=every, threshold=0.15, grid=4, relative_n=0, say=str)
-    m = pd.read_parquet(run / "matches.parquet")
+    m = sweep_and_scan(model, captions, train, tmp_path / "sweep")
     got = scanned_copies(m)
     assert len(got) == 4 * len(captions)
     assert got == reference_copies(sorted(got), train)
@@ -135,7 +127,9 @@ def test_the_scan_names_what_brute_force_names_on_a_toys_samples_and_made_templa
     background = square(photo("stereo_motorcycle_left"), cfg.size)
     templated(background, square(photo("flower"), cfg.size)).save(made / "template.png")
     held[0].image.save(made / "unseen.png")
-    run_scan(made, str(index.path), tmp_path / "made-scan", k=every, threshold=0.15, grid=4, relative_n=0, say=str)
+    every = len(list(train.glob("*.png")))   # every training image is a candidate: the reference has no top-k
+    run_scan(made, str(tmp_path / "sweep" / "index"), tmp_path / "made-scan", k=every, threshold=0.15, grid=4,
+             relative_n=0, say=str)
     got = scanned_copies(pd.read_parquet(tmp_path / "made-scan" / "matches.parquet"))
     assert got == reference_copies(sorted(got), train)
     by_name = {Path(g).name: v for g, v in got.items()}

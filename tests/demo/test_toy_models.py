@@ -8,23 +8,12 @@ def test_the_scan_names_what_brute_force_names_on_the_transformer_toys_samples(t
     held-out captions: the scan's copy verdict on every sample is the one judging it against every training image
     by brute force gives. The duplicated image is drawn as a copy in some sample: a margin measured wide (see
     docs/toy.md for the rates; what one run learns is a figure, the equality is the test)."""
-    import pandas as pd
-
-    from helpers import reference_copies, scanned_copies
-    from imgextract.app.commands import build_index, run_generation, run_scan
-    from imgextract.stages.generate import SamplingConfig
+    from helpers import reference_copies, scanned_copies, sweep_and_scan
     model, cfg = memorizing_dit
     items, held = training_set(cfg)
     captions = [items[0].caption, items[1].caption] + [h.caption for h in held[:2]]
-    (tmp_path / "caps.txt").write_text("\n".join(captions) + "\n")
     train = model / "train"
-    index = build_index(train, str(tmp_path / "index"), progress=False)
-    every = len(list(train.glob("*.png")))
-    run = tmp_path / "run"
-    run_generation(tmp_path / "caps.txt", str(model), run, SamplingConfig(samples=4, steps=20, guidance=3.0,
-                                                                          device="cpu", batch_size=16), say=str)
-    run_scan(run, str(index.path), run, k=every, threshold=0.15, grid=4, relative_n=0, say=str)
-    m = pd.read_parquet(run / "matches.parquet")
+    m = sweep_and_scan(model, captions, train, tmp_path, steps=20, batch_size=16)
     got = scanned_copies(m)
     assert len(got) == 4 * len(captions)
     reference = reference_copies(sorted(got), train)
