@@ -138,19 +138,21 @@ def _read_csv(path: Path) -> pa.Table:
     with open(path, "rb") as f:
         head = f.readline(65536).decode("utf-8", "replace")
     delimiter = ";" if head.count(";") > head.count(",") else ","
-    bad = []
+    bad, more = [], [0]
 
-    def skip(row) -> str:
-        bad.append(row)
+    def skip(row) -> str:   # a few kept to be named, the rest counted: a hostile file is not held in memory
+        if len(bad) < MAX_LISTED_ROWS:
+            bad.append((row.number, row.actual_columns, row.expected_columns, (row.text or "")[:80]))
+        else:
+            more[0] += 1
         return "skip"
     table = pacsv.read_csv(path, read_options=pacsv.ReadOptions(use_threads=False),
                            parse_options=pacsv.ParseOptions(delimiter=delimiter, invalid_row_handler=skip))
-    for row in bad[:MAX_LISTED_ROWS]:
+    for number, fields, expected, text in bad:
         log.warning("%s: skipped malformed row at line %s (%d fields where the header has %d): %s", path,
-                    row.number if row.number is not None else "?", row.actual_columns, row.expected_columns,
-                    (row.text or "")[:80])
-    if len(bad) > MAX_LISTED_ROWS:
-        log.warning("%s: skipped %d more malformed rows", path, len(bad) - MAX_LISTED_ROWS)
+                    number if number is not None else "?", fields, expected, text)
+    if more[0]:
+        log.warning("%s: skipped %d more malformed rows", path, more[0])
     return table
 
 
