@@ -69,16 +69,21 @@ class Judgement:
     offset: tuple = (0, 0, 1.0)   # (dy, dx) in pixels of the generation, zoom
     area: float = 0.0          # copied_area: copied blocks / all blocks of the generation
     template_members: list = field(default_factory=list)
+    masked: bool = False       # judged on a published template's fixed region (judge_masked)
+    mse: float = float("nan")  # then also Webster's masked MSE (masked_mse)
 
     @property
     def mask_hex(self) -> str:
         return mask_to_hex(self.mask)
 
 
-def copy_words(kind: str, share: float, members: int = 0) -> str:
-    """``whole copy`` / ``copy of 48% of the image`` / ``copy of the template shared by 3 training images``."""
+def copy_words(kind: str, share: float, members: int = 0, mask: str = "") -> str:
+    """``whole copy`` / ``copy of 48% of the image`` / ``copy of the template shared by 3 training images`` /
+    ``copy of the published template (mask m.png; 92% of its fixed region)``."""
     if kind == "whole":
         return "whole copy"
+    if kind == "template" and mask:
+        return f"copy of the published template (mask {mask}; {share:.0%} of its fixed region)"
     if kind == "template":
         return f"copy of the template shared by {members} training images ({share:.0%} of the image)"
     if kind == "portion":
@@ -363,6 +368,68 @@ def mark_templates(judgements: list[Judgement], overlap: float = 0.5) -> None:
     for i in portions:
         if judgements[i].template_members:
             judgements[i].kind = "template"
+
+
+REGION = 64    # a published template's region is kept at this long side (4 px at the judged 256: finer than a block)
+
+
+def region_to_text(region: np.ndarray) -> str:
+    """A bool region (white: compared) at the template image's own aspect → ``HxW:hex``, long side ``REGION``:
+    small enough for a column of the index's table, fine enough for the verdict's blocks."""
+    h, w = region.shape
+    size = _side(h, w, REGION)
+    small = np.asarray(Image.fromarray(np.asarray(region, np.uint8) * 255).resize(size, Image.BOX)) >= 128
+    return f"{small.shape[0]}x{small.shape[1]}:" + np.packbits(small.reshape(-1)).tobytes().hex()
+
+
+def region_from_text(text: str, size: tuple[int, int]) -> np.ndarray:
+    """The region fitted to ``size=(H, W)`` as the training image is (centre crop to the aspect, then
+    resize: ``distance.fit``), so its pixels lie on the template's."""
+    from imgextract.distance import fit
+    shape, bits = text.split(":", 1)
+    h, w = (int(v) for v in shape.split("x"))
+    small = np.unpackbits(np.frombuffer(bytes.fromhex(bits), np.uint8))[: h * w].reshape(h, w)
+    image = fit(Image.fromarray(small * np.uint8(255)), size).convert("L")
+    return np.asarray(image) >= 128
+
+
+def masked_mse(gen: np.ndarray, train: np.ndarray, region: np.ndarray) -> float:
+    """Webster's masked MSE, in his units: both images at 256 × 256, pixels in [0, 1], squared differences
+    over RGB summed on the region and divided by the region's share of the image (his threshold: 2,500)."""
+    def at256(a: np.ndarray) -> np.ndarray:
+        return np.asarray(Image.fromarray(a).resize((256, 256), Image.BILINEAR), np.float32) / 255.0
+    m = np.asarray(Image.fromarray(region.astype(np.uint8) * 255).resize((256, 256), Image.NEAREST)) >= 128
+    if not m.any():
+        return float("nan")
+    d = at256(gen) - at256(train)
+    return float((d[m] ** 2).sum() / m.mean())
+
+
+def judge_masked(gen: Prepared, train: Prepared, region: np.ndarray, rule: CopyRule = CopyRule()) -> Judgement:
+    """The verdict on a published template: the blocks of its fixed ``region`` (bool, at the judged size)
+    only, as registered by :func:`judge`. A ``template`` when the copied blocks cover ``whole_agree`` of the
+    region's detailed blocks (Webster asks the whole fixed region to agree) and the copy is substantial
+    in the generation; ``none`` otherwise."""
+    h, w = gen.pixels.shape[:2]
+    tries = [(gen.floats, train.floats, region, (0, 0, 1.0))]
+    if rule.align:
+        dy, dx, zoom = register(gen, train)
+        if not (abs(dy) < 0.5 and abs(dx) < 0.5 and zoom == 1.0) and abs(dy) <= MAX_SHIFT * h \
+                and abs(dx) <= MAX_SHIFT * w:
+            moved = _zoomed(Image.fromarray(region.astype(np.uint8) * 255), zoom, dy, dx)
+            tries.append((gen.floats, np.asarray(_zoomed(Image.fromarray(train.pixels), zoom, dy, dx), np.float32)
+                          / 255.0, (np.asarray(moved) >= 128) & _covered((w, h), zoom, dy, dx),
+                          (round(dy), round(dx), zoom)))
+    best = None
+    for g, t, valid, offset in tries:
+        j = _verdict(g, t, valid, rule, offset)
+        j.kind = "template" if j.kind != "none" and j.share >= rule.whole_agree else "none"
+        if best is None or (j.kind != "none", j.share) > (best.kind != "none", best.share):
+            best = j
+    best.masked = True
+    if (h, w) != gen.size:
+        best.offset = (round(best.offset[0] * gen.size[0] / h), round(best.offset[1] * gen.size[1] / w), best.offset[2])
+    return best
 
 
 SCREEN_ZOOMS = tuple(round(0.9 + 0.025 * i, 3) for i in range(10))   # 0.90–1.125 on thumbnails (< 1 block at the edges)

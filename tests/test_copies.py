@@ -104,3 +104,37 @@ def test_small_smooth_images_that_agree_by_chance_are_not_copies():
         assert copies.judge(arr(cp.blur(t, 0.8)), arr(t)).kind == "whole", s
         half = cp.portion(t, views["camera"][1], 0.5, np.random.default_rng(0))
         assert copies.judge(arr(half), arr(t)).kind == "portion", s
+
+
+def test_a_published_region_survives_the_index_and_is_fitted_as_its_image_is():
+    region = np.zeros((300, 200), bool)        # portrait template: its top half compared
+    region[:150] = True
+    text = copies.region_to_text(region)
+    assert text.startswith("64x43:") and len(text) < 800
+    fitted = copies.region_from_text(text, (100, 100))   # centre crop to square, as distance.fit crops the image
+    image = Image.fromarray(region.astype(np.uint8) * 255).crop((0, 50, 200, 250)).resize((100, 100), Image.NEAREST)
+    assert (fitted != (np.asarray(image) >= 128)).mean() < 0.03
+
+
+def test_masked_mse_is_websters_formula(views):
+    gen, train = arr(views["coffee"][0]), arr(views["camera"][0])
+    region = np.zeros((256, 256), bool)
+    region[:, :96] = True
+    g, t = gen.astype(np.float64) / 255, train.astype(np.float64) / 255   # 256 px already: his resize is a no-op
+    brute = ((g - t) ** 2 * region[..., None]).sum() / region.mean()
+    assert copies.masked_mse(gen, train, region) == pytest.approx(brute, rel=1e-4)
+    assert copies.masked_mse(gen, gen, region) == 0.0
+
+
+def test_a_template_is_judged_on_its_fixed_region_only(views):
+    layout, other = arr(views["coffee"][0]), arr(views["chelsea"][0])
+    region = np.ones((256, 256), bool)
+    region[64:192, 64:192] = False            # the window its copies vary in
+    gen = layout.copy()
+    gen[64:192, 64:192] = other[64:192, 64:192]
+    j = copies.judge_masked(copies.Prepared(gen), copies.Prepared(layout), region)
+    assert j.kind == "template" and j.masked and j.share > 0.9
+    most = layout.copy()
+    most[:, 64:] = other[:, 64:]              # two thirds of the fixed layout redrawn: not the template
+    assert copies.judge_masked(copies.Prepared(most), copies.Prepared(layout), region).kind == "none"
+    assert copies.judge_masked(copies.Prepared(other), copies.Prepared(layout), region).kind == "none"

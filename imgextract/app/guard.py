@@ -46,6 +46,7 @@ class GuardVerdict:
     share: float = 0.0        # copied share of the training image's detailed area
     template_members: int = 0
     sscd_similarity: float | None = None   # with a descriptor: the SSCD similarity to that training image
+    template_mask: str = ""   # a published template's mask the copy was judged on (sources.templates)
 
     @property
     def tested(self) -> bool:
@@ -54,7 +55,7 @@ class GuardVerdict:
 
     def what(self) -> str:
         """The copy in words: what the report, check and guard all say."""
-        return copy_words(self.kind, self.share, self.template_members)
+        return copy_words(self.kind, self.share, self.template_members, self.template_mask)
 
     def sentence(self) -> str:
         if self.term.startswith("not tested"):
@@ -119,7 +120,7 @@ class Guard:
                             float(best["tiled_l2"]), int(best["phash_distance"]) if best["phash_distance"] >= 0
                             else None, time.perf_counter() - t0,
                             bool(best["exact"]), best["copy_kind"], float(best["copied_share"]),
-                            len(best["template_members"]), best.get("sscd_similarity"))
+                            len(best["template_members"]), best.get("sscd_similarity"), best.get("template_mask") or "")
 
 
 def guard_file(image: str | Path, index: str | Path | TrainingIndex, origin: str = "ordinary", k: int = ScanParams.k,

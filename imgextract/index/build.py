@@ -25,8 +25,9 @@ import faiss
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+from PIL import Image
 
-from imgextract import distance, hashes
+from imgextract import copies, distance, hashes
 from imgextract.errors import InputError
 from imgextract.folders import TEMP_MARKER, own_temp_dir, remove_own, replace_dir
 from imgextract.index.choice import choose_factory, training_sample, tune
@@ -187,6 +188,13 @@ def load_training_image(rec, thumb_sizes: list[tuple[int, int]] | None, with_has
         return {"skip": {"path": str(rec.path), "reason": exc.strerror or str(exc) or type(exc).__name__}}
     except BadImage as bad:
         return {"skip": {"path": str(bad.path), "reason": bad.reason}}
+    region = None
+    if getattr(rec, "mask", None) is not None:
+        try:
+            region = template_region(rec.mask, image.size)
+        except (OSError, BadImage) as exc:
+            reason = exc.reason if isinstance(exc, BadImage) else exc.strerror or str(exc)
+            return {"skip": {"path": str(rec.path), "reason": f"its mask {rec.mask.name}: {reason}"}}
     own = (image.height, image.width)
     thumbs = {own: distance.block_means(distance.to_uint8(image))} if thumb_sizes is not None else {}
     for size in thumb_sizes or ():
@@ -194,7 +202,18 @@ def load_training_image(rec, thumb_sizes: list[tuple[int, int]] | None, with_has
             thumbs[size] = distance.block_means(distance.to_uint8(image, size))
     return {"image": image, "sha256": hashlib.sha256(data).hexdigest(),
             "hashes": hashes.image_hashes(image) if with_hashes else NO_HASHES, "thumbs": thumbs,
-            "vector": embedder.embed([image])[0] if embedder is not None else None}
+            "vector": embedder.embed([image])[0] if embedder is not None else None,
+            "region": {} if region is None else {"template_region": region}}
+
+
+def template_region(mask: Path, size: tuple[int, int]) -> str:
+    """A published template's mask (white: compared) stretched onto its image, as Webster compares them, and
+    kept in the index as text (``copies.region_to_text``); a mask with nothing white compares nothing."""
+    grey = open_rgb(mask, _read_file(mask)).convert("L").resize(size, Image.NEAREST)
+    region = np.asarray(grey) >= 128
+    if region.mean() < 0.05:
+        raise OSError(f"{region.mean():.0%} of it is white (the region compared); a template needs its layout")
+    return copies.region_to_text(region)
 
 
 PARTS = "parts"
@@ -352,7 +371,7 @@ def _build_part(parts_dir: Path, i: int, records: list, statuses, embedder: Embe
             im = got["image"]
             thumbs.add(len(rows), got["thumbs"])
             rows.append({"path": str(rec.path), "caption": rec.caption, "sha256": got["sha256"],
-                         "width": im.width, "height": im.height, **got["hashes"], **rec.extra})
+                         "width": im.width, "height": im.height, **got["hashes"], **rec.extra, **got["region"]})
         seen += len(batch)
         yield seen
     thumb_info = thumbs.close()

@@ -132,8 +132,10 @@ def _entry(tid: int, grp: pd.DataFrame, record: dict | None, params: dict, index
     n_drawn = sum(drawn.get(c, 0) for c in set(grp["caption_id"].dropna()))
     kind, share = str(best["copy_kind"]), float(best["copied_share"])
     members = [int(m) for m in (best.get("template_members") if best.get("template_members") is not None else [])]
-    what = copy_words(kind, share, len(members))
+    mask = best.get("template_mask")
+    what = copy_words(kind, share, len(members), mask if isinstance(mask, str) else "")
     extent = ("the whole image" if kind == "whole" else
+              f"{share:.0%} of the published template's fixed region (its mask {mask})" if what.find("published") >= 0 else
               f"{share:.0%} of the image's detailed area, a substantial portion (at least "
               f"{params.get('min_share', CopyRule.min_share):.0%})")
     sentence = (f"Training image #{tid} was memorized and {term}: {why}; {len(grp)} generation(s)"

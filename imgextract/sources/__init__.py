@@ -6,6 +6,7 @@ reads it. Precomputed embeddings are a form the user names (``--embeddings``), s
 of ``.npy`` files could otherwise pass for something else.
 
     img2dataset   NNNNN.parquet (key, status) + tars, folders or an image-bytes column
+    templates     Webster's templates: a folder with metadata.parquet (url, img_file, mask_file)
     folder        a directory of image files (sidecar .txt captions)
     table         .csv / .jsonl / .parquet with a path column
     embeddings    clip-retrieval output: img_emb/img_emb_N.npy + metadata/metadata_N.parquet
@@ -18,7 +19,7 @@ from pathlib import Path
 from typing import Callable
 
 from imgextract.errors import InputError
-from imgextract.sources import clip_retrieval, img2dataset, tables
+from imgextract.sources import clip_retrieval, img2dataset, tables, templates
 from imgextract.sources.records import SourcePlan
 
 
@@ -35,6 +36,7 @@ def _tables(source: Path, _found, image_column: str | None = None, caption_colum
 
 FORMS = (
     Form("img2dataset", img2dataset.detect, lambda src, fmt, **_: img2dataset.plan(src, fmt)),
+    Form("templates", templates.detect, lambda src, meta, **_: templates.plan(src, meta)),
     Form("folder", lambda src: src.is_dir(), _tables),
     Form("table", lambda src: True, _tables),  # anything else: the table reader says what is wrong with it
 )

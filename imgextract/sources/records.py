@@ -20,6 +20,7 @@ class ImageRecord:
     locator: bool = False     # ``path`` is a locator the source wrote (a tar member, a parquet cell), never
                               # a user's path: a file named ``holiday::2019.png`` stays a file
     problem: str | None = None   # why it cannot be read (a broken link, a link out of the folder): listed, not opened
+    mask: Path | None = None     # a published template's mask (sources.templates): white where it is compared
 
 
 PART_SIZE = 4096  # images per build part of a folder or table: the unit an interrupted build resumes at

@@ -32,6 +32,10 @@ class TrainingImages:
     def __init__(self, index: TrainingIndex, capacity: int = 256):
         self.paths = index.table["path"].tolist()
         self.stored = {name: index.table[name].tolist() for name in hashes.HASHES if name in index.table}
+        # published templates' masks (sources.templates): (file as published, region as text) per row
+        regions = index.table["template_region"].tolist() if "template_region" in index.table else []
+        self.masks = {i: text for i, text in enumerate(regions) if isinstance(text, str) and text}
+        self.mask_names = index.table["template_mask"].tolist() if "template_mask" in index.table else []
         self.capacity = capacity
         self._cache: OrderedDict = OrderedDict()
         self._hashes: OrderedDict = OrderedDict()
@@ -70,6 +74,14 @@ class TrainingImages:
             arr = self.get(train_id, size)
             return None if arr is None else copies.Prepared(arr)
         return self._remember(self._prepared, self.PREPARED, (train_id, size), make)
+
+    def region(self, train_id: int, size: tuple[int, int]) -> np.ndarray | None:
+        """A published template's fixed region fitted to ``size`` (None: the image has no mask)."""
+        text = self.masks.get(train_id)
+        if text is None:
+            return None
+        return self._remember(self._prepared, self.PREPARED, ("region", train_id, size),
+                              lambda: copies.region_from_text(text, size))
 
     def _remember(self, cache: OrderedDict, capacity: int, key, make):
         """``cache[key]``, made by ``make()`` outside the lock when missing (two threads may make the same
@@ -271,6 +283,7 @@ def match_generation(gen: Generation, sim_row: np.ndarray, id_row: np.ndarray, i
         # the k reported ones without a stored thumbnail get it made from their pixels (on demand)
         made = {j: train.thumb(cand[j][1], size) for j in range(k) if j not in found}
         found.update({j: t for j, t in made.items() if t is not None})   # None: unreadable, left NaN
+    masked = [j for j in range(k) if cand[j][1] in train.masks]   # published templates: judged on their region
     if found:
         have = sorted(found)
         thumbs = np.stack([found[j] for j in have])
@@ -281,12 +294,21 @@ def match_generation(gen: Generation, sim_row: np.ndarray, id_row: np.ndarray, i
             if by_copy and first:
                 could_copy[[have[i] for i in first]] = copies.screen(gen.blocks, thumbs[first], rule)
             could_copy[k:] = False
+    could_copy[masked] = by_copy    # the screen reads the whole image; a template's copy agrees on its region only
     _measure(gen, cand, [j for j in range(k) if not tiled[j] >= params.exact_limit or could_copy[j]], tiled, plain,
              exact, train, params)  # NaN (no thumbnail) is measured too
     # judged: what the screen let through, and every whole copy by Carlini's test (so none is missed unjudged)
     to_judge = [j for j in range(k) if exact[j] and (could_copy[j] or tiled[j] < params.threshold)]
     prepared = copies.Prepared(gen.pixels) if to_judge else None
     judged = {j: copies.judge(prepared, train.prepared(cand[j][1], size), rule) for j in to_judge}
+    for j in masked:   # a published template's copy, beside the families found among the candidates
+        if j in judged and judged[j].kind != "whole":
+            other = train.prepared(cand[j][1], size)
+            region = train.region(cand[j][1], prepared.pixels.shape[:2])
+            on_region = copies.judge_masked(prepared, other, region, rule)
+            if on_region.kind == "template":
+                on_region.mse = copies.masked_mse(prepared.pixels, other.pixels, region)
+                judged[j] = on_region
     copies.mark_templates(list(judged.values()))
     order = list(judged)
     kind = {j: judged[j].kind if j in judged else "none" for j in range(k)}
@@ -323,6 +345,8 @@ def match_generation(gen: Generation, sim_row: np.ndarray, id_row: np.ndarray, i
             "copied_share": jd.share if jd else 0.0, "copied_area": jd.area if jd else 0.0,
             "copy_mask": jd.mask_hex if jd else "", "copy_offset": list(map(float, jd.offset)) if jd else [],
             "template_members": [cand[order[m]][1] for m in jd.template_members] if jd else [],
+            "template_mask": train.mask_names[t] if jd and jd.masked else "",
+            "template_mse": jd.mse if jd else float("nan"),
             "memorized": memorized[j]})
     return rows
 

@@ -23,7 +23,8 @@ if TYPE_CHECKING:
 MATCH_COLUMNS = ["generation_path", "caption_id", "caption", "sample_index", "seed", "train_id", "train_path",
                  "train_caption", "rank", "similarity", "tiled_l2", "l2", "phash_distance", "dhash_distance",
                  "whash_distance", "relative_l2", "exact", "pixels", "copy_kind", "copied_share", "copied_area",
-                 "copy_mask", "copy_offset", "template_members", "memorized"]
+                 "copy_mask", "copy_offset", "template_members", "template_mask", "template_mse",
+                 "memorized"]
 # copy: the copy verdict (copies.py: whole, portion, template); tiled: Carlini's plain tiled L2 < threshold;
 # relative: Carlini's relative distance; either / both: tiled or / and relative, as Carlini et al. combine them
 CRITERIA = ("copy", "tiled", "relative", "either", "both")

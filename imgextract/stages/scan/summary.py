@@ -54,6 +54,8 @@ def summarize(matches: pd.DataFrame, generations_total: int, skipped: list[dict]
                           "kind": str(strongest.get("copy_kind") or "whole"),
                           "best_share": float(grp["copied_share"].max()) if "copied_share" in grp else None,
                           "template_members": members,
+                          **({"template_mask": str(strongest["template_mask"])}
+                             if isinstance(strongest.get("template_mask"), str) and strongest["template_mask"] else {}),
                           "best_tiled_l2": float(grp["tiled_l2"].min()),
                           **({"url": _text(row[url_col])} if url_col else {}),
                           **({"license": _text(row[lic_col])} if lic_col else {})})
