@@ -45,14 +45,39 @@ FAMILY_EVALS = {"noise": "wen_unet_evals", "edge": "edge_unet_evals"}
 
 # -- a labelled prompt set ---------------------------------------------------------------------------------------
 
+VERIFIED_COLUMNS = ("caption_id", "caption", "memorized", "published_memorized", "verified_kind")
+
+
+def verified_prompts(path: Path) -> pd.DataFrame:
+    """A `labels verify` table: the cleaned label (``label``; -1 where the original was unreachable), the
+    published one (``published``) and the verified kind (``kind``)."""
+    from imgextract.sources.tables import read_table
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"--labels {path} does not exist", "give the verified.parquet that `labels verify` wrote")
+    t = read_table(path).to_pandas()
+    missing = [c for c in VERIFIED_COLUMNS if c not in t.columns]
+    if missing:
+        raise InputError(f"--labels {path} is not a `labels verify` table (no {', '.join(missing)})",
+                         "give OUT/verified.parquet of `imgextract labels verify`, or use --labelled for a label file")
+    cleaned = [(-1 if m is None or m != m else int(bool(m))) for m in t["memorized"]]
+    return pd.DataFrame({"caption_id": t["caption_id"].astype(str), "caption": t["caption"].astype(str),
+                         "label": cleaned, "published": t["published_memorized"].astype(bool).astype(int),
+                         "kind": t["verified_kind"].astype(str)})
+
+
 def labelled_prompts(memorized: Path | None = None, clean: Path | None = None,
-                     labelled: Path | None = None) -> pd.DataFrame:
+                     labelled: Path | None = None, labels: Path | None = None) -> pd.DataFrame:
     """caption_id, caption, label: one positives file and one negatives file (any caption source: Webster's
-    jsonl, MemBench's CSV, text, tables), or one table with a ``memorized`` column."""
+    jsonl, MemBench's CSV, text, tables), one table with a ``memorized`` column, or a `labels verify` table
+    (the cleaned labels, with the published ones beside: ``published``)."""
     from imgextract.sources.tables import read_captions
-    if labelled is not None and (memorized is not None or clean is not None):
-        raise InputError("--labelled was given with --memorized/--clean", "give one labelled table, or the two files")
-    if labelled is not None:
+    if sum(x is not None for x in (labelled, labels)) + (memorized is not None or clean is not None) > 1:
+        raise InputError("--labelled, --labels and --memorized/--clean were combined",
+                         "give one: a labelled table, a `labels verify` table, or the two files")
+    if labels is not None:
+        out = verified_prompts(labels)
+    elif labelled is not None:
         table = read_captions(Path(labelled)).to_pandas()
         if "memorized" not in table.columns:
             raise InputError(f"{labelled} has no 'memorized' column",
@@ -68,10 +93,10 @@ def labelled_prompts(memorized: Path | None = None, clean: Path | None = None,
                         ignore_index=True)
     else:
         raise InputError("no labelled prompts", "give --memorized FILE and --clean FILE, or --labelled TABLE")
-    n_pos, n_neg = int(out["label"].sum()), int((out["label"] == 0).sum())
+    n_pos, n_neg = int((out["label"] == 1).sum()), int((out["label"] == 0).sum())
     if not n_pos or not n_neg:
-        raise InputError(f"the labelled prompts hold {n_pos} memorized and {n_neg} clean prompts",
-                         "an evaluation needs both")
+        raise InputError(f"the {'verified' if labels is not None else 'labelled'} prompts hold {n_pos} memorized and "
+                         f"{n_neg} clean prompts", "an evaluation needs both")
     return out
 
 
@@ -123,7 +148,7 @@ def by_kind(table: pd.DataFrame, n_boot: int = 2000) -> dict:
         return {}
     clean = table[table["label"] == 0]
     out = {}
-    for kind in [k for k in KINDS if k != "none"]:
+    for kind in [k for k in (*KINDS, "portion") if k != "none"]:   # published kinds, and the verified portion
         pos = table[(table["label"] == 1) & (table["kind"] == kind)]
         if len(pos):
             out[kind] = {"memorized": len(pos), "clean": len(clean),
@@ -168,8 +193,11 @@ def paper_table(rows: list[dict], model: str, positives: int, negatives: int) ->
 def run_triage_eval(model: str, out: Path, params, memorized: Path | None = None, clean: Path | None = None,
                     labelled: Path | None = None, methods: tuple[str, ...] = ("wen", "attn", "guide", "edge"),
                     device: str = "auto", dtype: str = "auto", model_config: str | None = None,
-                    n_boot: int = 2000, say: Callable[[str], None] = print) -> dict:
-    """Score every labelled prompt with triage, then every score's figures; eval.json is written last."""
+                    n_boot: int = 2000, say: Callable[[str], None] = print, labels: Path | None = None) -> dict:
+    """Score every labelled prompt with triage, then every score's figures; eval.json is written last.
+
+    ``labels``: a `labels verify` table: the figures on its cleaned labels (unreachable prompts left out), and
+    beside them on the published labels of every prompt (``published`` in eval.json)."""
     from imgextract.app.commands import require_family
     from imgextract.models.families import require
     from imgextract.models.pipelines import load_pipeline, quiet_libraries, set_scheduler
@@ -181,7 +209,7 @@ def run_triage_eval(model: str, out: Path, params, memorized: Path | None = None
         raise InputError(f"--bootstrap {n_boot}", "use at least 100 resamples (2000 is the default)")
     out = Path(out)
     _check_out(out)
-    prompts = labelled_prompts(memorized, clean, labelled)
+    prompts = labelled_prompts(memorized, clean, labelled, labels)
     noise = [m for m in methods if m != "edge"]   # the noise-difference scores read the denoiser itself
     what, remedy = f"triage-eval --methods {','.join(noise)}", "use --methods edge for this model"
     if noise:
@@ -192,9 +220,8 @@ def run_triage_eval(model: str, out: Path, params, memorized: Path | None = None
         require(loaded.family, what, model, remedy)
     set_scheduler(loaded.pipe, params.scheduler, loaded.family)
     scored = show(score_captions(loaded, prompts, params, methods), say)
-    table = scored.merge(prompts[["caption_id", "label"]], on="caption_id")
-    if "kind" in prompts.columns:
-        table = table.merge(prompts[["caption_id", "kind"]], on="caption_id")
+    every = scored.merge(prompts.drop(columns=["caption"]), on="caption_id")
+    table = every[every["label"] >= 0].drop(columns=["published"], errors="ignore")   # cleaned: reachable only
     rows = evaluate(table, n_boot)
     kinds = by_kind(table, n_boot)
     pos, neg = int(table["label"].sum()), int((table["label"] == 0).sum())
@@ -203,10 +230,22 @@ def run_triage_eval(model: str, out: Path, params, memorized: Path | None = None
                                                       "clean": str(clean) if clean else None,
                                                       "labelled": str(labelled) if labelled else None}},
               "triage": params.__dict__, "methods": list(methods), "bootstrap": n_boot, "scores": rows,
-              "per_prompt": table.drop(columns=[c for c in table.columns if c.startswith("param_")]).to_dict("records"),
+              "per_prompt": every.drop(columns=[c for c in every.columns if c.startswith("param_")]).to_dict("records"),
               "by_kind": kinds, "table": paper_table(rows, model, pos, neg) + kind_table(kinds)}
     if kinds:
         result["prompts"]["kinds"] = {k: v["memorized"] for k, v in kinds.items()}
+    if labels is not None:   # the same scores judged by the published labels, every prompt
+        published = every.drop(columns=["label", "kind"]).rename(columns={"published": "label"})
+        p_pos, p_neg = int(published["label"].sum()), int((published["label"] == 0).sum())
+        result["prompts"]["sources"]["labels"] = str(labels)
+        result["prompts"]["unreachable"] = int((every["label"] < 0).sum())
+        result["published"] = {"memorized": p_pos, "clean": p_neg,
+                               "scores": evaluate(published, n_boot) if p_pos and p_neg else [],
+                               "note": "" if p_pos and p_neg else "the published labels hold one class only"}
+        result["table"] = ("on the verified labels (unreachable originals left out):\n" + result["table"] +
+                           f"\n\non the published labels ({p_pos} memorized, {p_neg} clean, every prompt):\n" +
+                           (paper_table(result["published"]["scores"], model, p_pos, p_neg)
+                            if p_pos and p_neg else result["published"]["note"]))
     rundir.write_json_atomic(out, result)
     return result
 

@@ -12,7 +12,7 @@ import sys
 import typer
 
 from imgextract import errors
-from imgextract.cli import audit, convert, index, toy, users
+from imgextract.cli import audit, convert, index, labels, toy, users
 from imgextract.errors import InputError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
@@ -20,6 +20,7 @@ app = typer.Typer(add_completion=False, no_args_is_help=True,
 app.add_typer(index.app, name="index")
 app.add_typer(toy.app, name="toy")
 app.add_typer(convert.app, name="convert")
+app.add_typer(labels.app, name="labels")
 for name, command in {**audit.COMMANDS, **users.COMMANDS}.items():
     app.command(name)(command)
 

@@ -241,6 +241,8 @@ def triage_eval(
     clean: Annotated[Optional[Path], typer.Option(help="Non-memorized prompts (negatives), in any caption form.")] = None,
     labelled: Annotated[Optional[Path], typer.Option(
         help="Instead of the two files: one table with a caption and a memorized (1/0) column.")] = None,
+    labels: Annotated[Optional[Path], typer.Option(
+        help="Instead: the verified.parquet of `labels verify` (its cleaned labels, the published ones beside).")] = None,
     methods: Annotated[str, typer.Option(help="Comma list of wen, attn, guide, mid, edge.")] = "wen,attn,guide,edge",
     steps: Annotated[int, typer.Option(help="Sampling steps measured by the noise-difference score.")] = TriageParams.steps,
     samples: Annotated[int, typer.Option(help="Seeds per prompt.")] = TriageParams.samples,
@@ -260,7 +262,7 @@ def triage_eval(
     params = triage_params(steps, samples, schedule_steps, guidance, seed, run, say=_err)
     chosen = tuple(m.strip() for m in methods.split(",") if m.strip())
     result = run_triage_eval(model, out, params, memorized, clean, labelled, chosen, device, dtype, model_config,
-                             bootstrap, say=_err)
+                             bootstrap, say=_err, labels=labels)
     typer.echo(result["table"])
     typer.echo(f"evaluation in {out}")
 

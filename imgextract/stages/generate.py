@@ -3,7 +3,9 @@
 Seed policy: sample ``i`` of caption ``c`` under base seed ``b`` uses
 ``seed = int(sha256(f"{b}:{c}:{i}").hexdigest()[:16], 16) & (2**63 - 1)`` in its own CPU
 ``torch.Generator``. So any sample can be regenerated alone, batches may mix captions, and
-the same seed gives the same starting noise on CPU and GPU.
+the same seed gives the same starting noise on CPU and GPU. A published label file that lists the
+seeds which reproduced each prompt (Webster's ``gen_seeds``) has those drawn first: caption ``c``'s
+sample ``i`` takes its ``i``-th published seed, recorded in ``run.json`` (``seed_policy.published``).
 
 Work is laid out caption-major (all samples of caption 0, then caption 1, ...) and cut into
 shards of ``shard_size`` samples; batches are cut from a shard. A shard is done when its
@@ -37,6 +39,25 @@ from imgextract.stages.settings import SamplingConfig, validate_sampling
 def sample_seed(base_seed: int, caption_id: str, sample_index: int) -> int:
     digest = hashlib.sha256(f"{base_seed}:{caption_id}:{sample_index}".encode()).hexdigest()
     return int(digest[:16], 16) & (2 ** 63 - 1)
+
+
+PUBLISHED_SEEDS = "gen_seeds"   # a published label file's seeds that reproduced each prompt (Webster's): drawn first
+
+
+def seeds_of(record: dict, caption_id: str, indices) -> list[int]:
+    """The seeds of a caption's samples: the published ones first (``seed_policy.published``), then the rule."""
+    policy = record["seed_policy"]
+    published = (policy.get("published") or {}).get(caption_id, [])
+    return [published[i] if i < len(published) else sample_seed(policy["base_seed"], caption_id, i) for i in indices]
+
+
+def published_seeds(captions: pa.Table, samples: int) -> dict[str, list[int]]:
+    """Per caption, its published seeds (the table's ``gen_seeds``), as many as it draws samples."""
+    if PUBLISHED_SEEDS not in captions.column_names:
+        return {}
+    counts = per_caption_samples(captions) or [samples] * captions.num_rows
+    return {cid: [int(s) for s in seeds[:n]] for cid, seeds, n in
+            zip(captions["caption_id"].to_pylist(), captions[PUBLISHED_SEEDS].to_pylist(), counts) if seeds}
 
 
 SEED_POLICY = ("seed = int(sha256(f'{base_seed}:{caption_id}:{sample_index}').hexdigest()[:16], 16) & (2**63-1); "
@@ -131,7 +152,9 @@ def prepare_run(captions_path: Path, model: str, out: Path, cfg: SamplingConfig,
                   "fingerprint": loaded.fingerprint,
                   **({"config": cfg.model_config} if cfg.model_config else {})},
         "sampling": sampling,
-        "seed_policy": {"base_seed": cfg.seed, "rule": SEED_POLICY},
+        "seed_policy": {"base_seed": cfg.seed, "rule": SEED_POLICY,
+                        **({"published": published, "published_rule": "a caption's published gen_seeds are its "
+                            "first samples' seeds"} if (published := published_seeds(captions, cfg.samples)) else {})},
         "captions": {"source": str(captions_path), "count": captions.num_rows,
                      "sha256": _captions_digest(captions)},
         "safety_checker": "disabled",
@@ -259,14 +282,13 @@ def draw_batches(loaded: LoadedModel, record: dict, items: list[tuple[int, str, 
     from concurrent.futures import ThreadPoolExecutor
     s = record["sampling"]
     size = (s["height"], s["width"])
-    base = record["seed_policy"]["base_seed"]
     name = rundir.shard_name(number)
     pin_cpu_threads(record)
     with ThreadPoolExecutor(max_workers=2) as encoders:  # Pillow encodes without the GIL
         pending = None
         for start in range(0, len(items), s["batch_size"]):
             batch = items[start:start + s["batch_size"]]
-            seeds = [sample_seed(base, cid, i) for _, cid, _, i in batch]
+            seeds = [seeds_of(record, cid, [i])[0] for _, cid, _, i in batch]
             images = render(loaded, [cap for _, _, cap, _ in batch], seeds, s["steps"], s["guidance"], size)
             encoded = []
             for (row, cid, cap, i), seed, image in zip(batch, seeds, images):

@@ -137,3 +137,14 @@ class CheckSettings:
             raise InputError(f"--samples {self.samples}", "draw at least one sample per work")
         if self.caption and self.captions:
             raise InputError("both --caption and --captions given", "use one of them")
+
+
+@dataclass(frozen=True)
+class VerifyParams:
+    """`labels verify`: seeds drawn per labelled prompt (the label-noise reports count reproductions over 10)."""
+
+    seeds: int = 10
+
+    def __post_init__(self):
+        if self.seeds < 1:
+            raise InputError(f"--seeds is {self.seeds}", "give a positive number of seeds per prompt")
