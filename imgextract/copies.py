@@ -18,12 +18,16 @@ copies and is fooled by look-alike grey textures. The judgement here:
    a retina micrograph sit within 0.15 RMS of each other, but their pixels do not correlate. The
    contrast and the floor are what small, smooth images fail: at 32 px a block is 8 px, and a blurred
    generation's gradients meet a photograph's within 0.1 RMS and at 0.6 correlation by chance.
-3. **Share.** "A substantial portion of a specific image" is measured in that image's expressive
-   content: ``copied_share`` = copied blocks / the training image's detailed blocks, and
-   ``copied_area`` = copied blocks / all blocks (the generation's area). A copy is substantial when
-   ``copied_share >= min_share`` and ``copied_area >= min_area``: half of a smooth moon photograph
-   is substantial, a 6% block of a detailed photograph is not, and a few blocks that agree by
-   chance in a nearly blank image never are. ``copy_mask`` is the grid as 64 hex digits,
+3. **Share.** "A substantial portion of a specific image" is judged in that image's expressive
+   content: copied blocks / the training image's detailed blocks (``detail_share``) and copied
+   blocks / all blocks. A copy is substantial when the first is at least ``min_share`` and the
+   second at least ``min_area``: half of a smooth moon photograph is substantial, a 6% block of a
+   detailed photograph is not, and a few blocks that agree by chance in a nearly blank image never
+   are. The share a finding states is of the image itself: the copied region is the copied blocks
+   grown through the flat blocks that agree near-exactly and touch them (a copied sky is copied too,
+   though no flat block proves anything alone); ``copied_share`` = that region / the training
+   image's blocks, ``copied_area`` = that region / all blocks (the generation's area), measured
+   against composites with known shares by ``scripts/bench_verdict.py``. ``copy_mask`` is the grid as 64 hex digits,
    row-major, most significant bit first (bit 1 = copied).
 4. **Kind.** ``whole``: substantial, Carlini's test holds (tiled L2 < threshold, raw or after
    alignment, the registered image covering at least 75% of the generation) and at least
@@ -44,6 +48,7 @@ from functools import lru_cache
 import numpy as np
 from PIL import Image
 from scipy import fft as sfft
+from scipy import ndimage
 
 from imgextract.distance import tile_edges
 from imgextract.rule import CopyRule
@@ -62,19 +67,21 @@ MAX_SHIFT = 0.12               # registration moves a copy by at most this share
 @dataclass
 class Judgement:
     kind: str                  # whole | portion | none (template: see mark_templates)
-    share: float               # copied_share: copied detailed blocks / the training image's detailed blocks
+    share: float               # copied_share: the copied region / the training image's blocks (its area)
     mask: np.ndarray           # (MASK, MASK) bool: the copied blocks
     detailed: float            # share of blocks with detail in the (registered) training image
     tiled_l2: float            # after alignment (the raw value is the scan's own tiled_l2)
     offset: tuple = (0, 0, 1.0)   # (dy, dx) in pixels of the generation, zoom
-    area: float = 0.0          # copied_area: copied blocks / all blocks of the generation
+    area: float = 0.0          # copied_area: the copied region / all blocks of the generation
     template_members: list = field(default_factory=list)
+    detail_share: float = 0.0  # copied detailed blocks / the training image's detailed blocks: what "substantial" reads
+    region: np.ndarray | None = None   # (MASK, MASK) bool: the copied region (copied blocks and the flat ones they enclose)
     masked: bool = False       # judged on a published template's fixed region (judge_masked)
     mse: float = float("nan")  # then also Webster's masked MSE (masked_mse)
 
     @property
     def mask_hex(self) -> str:
-        return mask_to_hex(self.mask)
+        return mask_to_hex(self.mask if self.region is None else self.region)
 
 
 def copy_words(kind: str, share: float, members: int = 0, mask: str = "") -> str:
@@ -320,7 +327,7 @@ def judge(gen: np.ndarray | Prepared, train: np.ndarray | Prepared, rule: CopyRu
     if train.pixels.shape[:2] != (h, w):
         raise ValueError(f"a training image prepared at {train.size} is judged against a generation of {gen.size}")
     j = _verdict(gen.floats, train.floats, None, rule, (0, 0, 1.0))
-    if rule.align and not (j.kind == "whole" and j.share >= 0.9):
+    if rule.align and not (j.kind == "whole" and j.detail_share >= 0.9):
         dy, dx, zoom = register(gen, train)
         moved = not (abs(dy) < 0.5 and abs(dx) < 0.5 and zoom == 1.0)
         if moved and abs(dy) <= MAX_SHIFT * h and abs(dx) <= MAX_SHIFT * w:
@@ -328,7 +335,7 @@ def judge(gen: np.ndarray | Prepared, train: np.ndarray | Prepared, rule: CopyRu
             aligned = _verdict(gen.floats, np.asarray(warped, np.float32) / 255.0,
                                _covered((w, h), zoom, dy, dx), rule, (round(dy), round(dx), zoom))
             order = {"whole": 2, "portion": 1, "none": 0}
-            if (order[aligned.kind], aligned.share) > (order[j.kind], j.share):
+            if (order[aligned.kind], aligned.detail_share) > (order[j.kind], j.detail_share):
                 j = aligned
     if (h, w) != (h0, w0):
         j.offset = (round(j.offset[0] * h0 / h), round(j.offset[1] * w0 / w), j.offset[2])
@@ -344,14 +351,19 @@ def _verdict(g: np.ndarray, t: np.ndarray, valid, rule: CopyRule, offset) -> Jud
     share = blocks / max(detailed.sum(), 1)                # of the training image's expressive area
     area = copied.sum() / copied.size                      # of the generation's area
     tiled = _tiled(s, rule.grid)
-    copied = np.repeat(np.repeat(copied, MASK // copied.shape[0], 0), MASK // copied.shape[1], 1)  # stored at MASK
+    # the copied region, for the share a sentence states: the copied blocks grown through the flat blocks that agree
+    # near-exactly and touch them (a copied sky is copied too, but no flat block proves anything alone)
+    inside = s["valid"] >= 0.9
+    region = ndimage.binary_propagation(copied, mask=copied | (inside & ~detailed & (s["rms"] < rule.block_rms)))
+    up = lambda a: np.repeat(np.repeat(a, MASK // a.shape[0], 0), MASK // a.shape[1], 1)  # noqa: E731  stored at MASK
     if share < rule.min_share or area < rule.min_area or blocks < MIN_BLOCKS:  # a copy is substantial
         kind = "none"
     elif tiled < rule.threshold and share >= rule.whole_agree and (valid is None or valid.mean() >= 0.75):
         kind = "whole"
     else:
         kind = "portion"
-    return Judgement(kind, float(share), copied, float(detailed.mean()), tiled, offset, float(area))
+    return Judgement(kind, float(region.sum() / max(inside.sum(), 1)), up(copied), float(detailed.mean()), tiled,
+                     offset, float(region.sum() / region.size), detail_share=float(share), region=up(region))
 
 
 def mark_templates(judgements: list[Judgement], overlap: float = 0.5) -> None:
@@ -423,8 +435,8 @@ def judge_masked(gen: Prepared, train: Prepared, region: np.ndarray, rule: CopyR
     best = None
     for g, t, valid, offset in tries:
         j = _verdict(g, t, valid, rule, offset)
-        j.kind = "template" if j.kind != "none" and j.share >= rule.whole_agree else "none"
-        if best is None or (j.kind != "none", j.share) > (best.kind != "none", best.share):
+        j.kind = "template" if j.kind != "none" and j.detail_share >= rule.whole_agree else "none"
+        if best is None or (j.kind != "none", j.detail_share) > (best.kind != "none", best.detail_share):
             best = j
     best.masked = True
     if (h, w) != gen.size:

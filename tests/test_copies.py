@@ -138,3 +138,28 @@ def test_a_template_is_judged_on_its_fixed_region_only(views):
     most[:, 64:] = other[:, 64:]              # two thirds of the fixed layout redrawn: not the template
     assert copies.judge_masked(copies.Prepared(most), copies.Prepared(layout), region).kind == "none"
     assert copies.judge_masked(copies.Prepared(other), copies.Prepared(layout), region).kind == "none"
+
+
+def test_the_stated_share_is_within_a_fifth_of_the_known_share_for_every_kind():
+    """Composites whose copied share is known (bands of 30-90% of a photograph, a distorted whole copy, a template
+    member's background): the share a finding states is within 0.2 of it, for every copy judged."""
+    rng = np.random.default_rng(11)
+    names = ["astronaut", "chelsea", "coffee", "rocket", "camera", "page", "china", "flower", "clock", "logo"]
+    views = {n: cp.square(cp.photo(n), 256) for n in names}
+    cases = []
+    for i, share in enumerate((0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)):
+        a, b = names[i], names[(i + 3) % len(names)]
+        cases.append(("portion", cp.portion(views[a], views[b], share, rng), views[a], share))
+        cases.append(("whole", cp.distorted(views[a], rng)[0], views[a], 1.0))
+        member = cp.templated(views[a], views[b])
+        cases.append(("template", cp.templated(views[a], views[names[(i + 5) % len(names)]]), member, 0.75))
+    judged = 0
+    for kind, gen, train, truth in cases:
+        j = copies.judge(arr(gen), arr(train))
+        if j.kind == "none":
+            assert kind == "portion" and truth <= 0.3, (kind, truth)   # a 30% band may fall short of substantial
+            continue
+        judged += 1
+        assert abs(j.share - truth) <= 0.2, (kind, truth, j.share, j.detail_share)
+        assert j.area == pytest.approx(j.region.mean(), abs=1e-9)
+    assert judged >= 19

@@ -43,7 +43,7 @@ class GuardVerdict:
     seconds: float
     exact: bool = True        # False: tiled_l2 is a thumbnail lower bound (far from the threshold)
     kind: str = "none"        # whole | portion | template | none (copies.py)
-    share: float = 0.0        # copied share of the training image's detailed area
+    share: float = 0.0        # copied share of the training image (copies.Judgement.share)
     template_members: int = 0
     sscd_similarity: float | None = None   # with a descriptor: the SSCD similarity to that training image
     template_mask: str = ""   # a published template's mask the copy was judged on (sources.templates)

@@ -136,8 +136,8 @@ def _entry(tid: int, grp: pd.DataFrame, record: dict | None, params: dict, index
     what = copy_words(kind, share, len(members), mask if isinstance(mask, str) else "")
     extent = ("the whole image" if kind == "whole" else
               f"{share:.0%} of the published template's fixed region (its mask {mask})" if what.find("published") >= 0 else
-              f"{share:.0%} of the image's detailed area, a substantial portion (at least "
-              f"{params.get('min_share', CopyRule.min_share):.0%})")
+              f"{share:.0%} of the image, a substantial portion (at least "
+              f"{params.get('min_share', CopyRule.min_share):.0%} of its detail)")
     sentence = (f"Training image #{tid} was memorized and {term}: {why}; {len(grp)} generation(s)"
                 f"{f' of {n_drawn} drawn for that prompt' if n_drawn else ''} reproduce {extent} near-exactly "
                 f"({what}; best tiled L2 {best['tiled_l2']:.3f}).")

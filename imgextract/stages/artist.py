@@ -76,7 +76,7 @@ class WorkVerdict:
     other_prompt: dict | None = None   # another work's prompt whose sample copies this work
     best_exact: bool = True            # False: best_tiled_l2 is a thumbnail lower bound (the scan's `exact`)
     kind: str = "none"                 # the copy's kind when reproduced: whole | portion | template
-    share: float = 0.0                 # its copied share of the work's detailed area
+    share: float = 0.0                 # its copied share of the work (copies.Judgement.share)
     training_copies: list[dict] | None = None   # None: no training index was searched
     prompts: list[Prompt] | None = None
     reproduced_by: dict | None = None  # {caption_id, prompt, source, seed} of the best copy
@@ -120,7 +120,7 @@ class WorkVerdict:
         if self.verdict == "reproduced":
             how = "whole" if self.kind == "whole" else f"a {self.kind}, {self.share:.0%}"
             what = "a near-exact copy" if self.kind == "whole" else \
-                f"a near-exact copy of {self.share:.0%} of the detail"
+                f"a near-exact copy of {self.share:.0%} of the image"
             by = self.reproduced_by or {"prompt": self.prompt, "source": self.prompt_source, "seed": self.best_seed}
             return (f"reproduced ({how}): the model drew {what} of {Path(self.work).name} "
                     f"(tiled L2 {self.best_tiled_l2:.3f}) from the prompt \"{by['prompt']}\" ({by['source']}, "
