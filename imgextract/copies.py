@@ -444,6 +444,81 @@ def judge_masked(gen: Prepared, train: Prepared, region: np.ndarray, rule: CopyR
     return best
 
 
+# -- the replication level: what the near-exact test refuses but an auditor must still see ---------------------------
+
+LEVELS = ("near-exact", "replication", "partial replication", "none")
+REPLICATION_SCREEN = 0.90  # grey thumbnails (32 x 32 block means) correlate at least this, shifted by up to
+REPLICATION_SHIFT = 2      # this many blocks, before a pair is tested (heavy near-copies: 0.96 and up; the null of
+                           # distinct photographs peaks at 0.85, a flat canvas with another object at 0.99)
+REPLICATION_DETAIL = 0.02  # a thumbnail flatter than this (grey std, [0, 1]) correlates by chance: never screened in
+REPLICATION_BLUR = 2.5     # the test: both images blurred alike (Gaussian radius in pixels at the judged size)...
+SSCD_BANDS = (0.5, 0.7)    # the field's: SSCD > 0.5 "replicated content" (Somepalli et al.), > 0.7 "memorized" (Wen et al.)
+
+
+def replication_scores(gen_blocks: np.ndarray, thumbs: np.ndarray) -> np.ndarray:
+    """Per candidate: the best zero-mean correlation of the two grey thumbnails over shifts of up to
+    ``REPLICATION_SHIFT`` blocks (0 for a flat candidate): the screen before :func:`replicates`. ``gen_blocks``
+    (by, bx, 3); ``thumbs`` (m, by, bx, 3), fitted to the generation's size (``distance.block_means``): no decode."""
+    g = _grey(gen_blocks.astype(np.float32))
+    t = np.stack([_grey(x.astype(np.float32)) for x in thumbs]) if len(thumbs) else np.zeros((0, *g.shape), np.float32)
+    by, bx = g.shape
+    best = np.zeros(len(t))
+    if not len(t) or by <= 2 * REPLICATION_SHIFT or bx <= 2 * REPLICATION_SHIFT:
+        return best
+    flat = t.reshape(len(t), -1).std(axis=1) < REPLICATION_DETAIL
+    r = REPLICATION_SHIFT
+    for dy in range(-r, r + 1):
+        for dx in range(-r, r + 1):
+            a = g[max(0, dy):by + min(0, dy), max(0, dx):bx + min(0, dx)]
+            b = t[:, max(0, -dy):by + min(0, -dy), max(0, -dx):bx + min(0, -dx)]
+            a0 = a - a.mean()
+            b0 = b - b.mean(axis=(1, 2), keepdims=True)
+            den = np.sqrt((a0 ** 2).mean() * (b0 ** 2).mean(axis=(1, 2)))
+            ncc = np.where(den > 1e-10, (a0 * b0).mean(axis=(1, 2)) / np.maximum(den, 1e-10), 0.0)
+            best = np.maximum(best, ncc)
+    best[flat] = 0.0
+    return best
+
+
+def replicates(gen: Prepared, train: Prepared, rule: CopyRule = CopyRule()) -> Judgement:
+    """The verdict on a pair the near-exact test refused, made tolerant of what a near-copy goes through: both
+    images blurred alike (``REPLICATION_BLUR``) and the generation's tone matched to the training image's (each
+    channel's mean and spread), then judged as :func:`judge` judges. Compression, blur, resizing and tone no
+    longer decide; the blocks must still correlate, which distinct photographs and another object on the same
+    canvas do not (the null and the canvas negatives of ``scripts/bench_verdict.py``)."""
+    from PIL import ImageFilter
+
+    def soft(pixels: np.ndarray) -> np.ndarray:
+        return np.asarray(Image.fromarray(pixels).filter(ImageFilter.GaussianBlur(REPLICATION_BLUR)), np.float32)
+    g, t = soft(gen.pixels), soft(train.pixels)
+    g = (g - g.mean(axis=(0, 1))) / np.maximum(g.std(axis=(0, 1)), 1.0) * t.std(axis=(0, 1)) + t.mean(axis=(0, 1))
+    return judge(np.clip(g + 0.5, 0, 255).astype(np.uint8), np.clip(t + 0.5, 0, 255).astype(np.uint8), rule)
+
+
+def replication_level(kind: str, replicated: bool = False, sscd: float | None = None) -> str:
+    """``near-exact`` (the copy verdict found a copy), ``replication`` (:func:`replicates` found one, or SSCD >= 0.7),
+    ``partial replication`` (SSCD 0.5-0.7), ``none``."""
+    if kind != "none":
+        return "near-exact"
+    has = sscd is not None and sscd == sscd
+    if replicated or (has and sscd >= SSCD_BANDS[1]):
+        return "replication"
+    if has and sscd >= SSCD_BANDS[0]:
+        return "partial replication"
+    return "none"
+
+
+def level_words(level: str, sscd: float | None = None) -> str:
+    """What a replication the near-exact test refused is, in words."""
+    how = f" (SSCD similarity {sscd:.2f})" if sscd is not None and sscd == sscd and sscd >= SSCD_BANDS[0] else ""
+    if level == "replication":
+        return (f"a replication, not a near-exact copy{how}: the image reproduced under compression, blur, "
+                "resizing or a tone change, which the near-exact test does not accept")
+    if level == "partial replication":
+        return f"a partial replication{how}, between the field's SSCD bands 0.5 and 0.7"
+    return ""
+
+
 SCREEN_ZOOMS = tuple(round(0.9 + 0.025 * i, 3) for i in range(10))   # 0.90–1.125 on thumbnails (< 1 block at the edges)
 SCREEN_TRIES = 2                # alignments tried per candidate besides none: the strongest zooms' peaks
 SCREEN_SLACK = (0.5, 0.8)       # the screen asks 0.5 × min_area, 0.8 × min_share: windows are coarser than blocks

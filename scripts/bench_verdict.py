@@ -21,6 +21,9 @@ object on the same flat canvas as a training image's object.
 Share (last, its own generator): composites whose copied share is known (whole 1.0, portions of
 10-90%, a template member's background 0.75); the mean and largest error of the share a finding
 states, beside the share of detailed blocks that was stated before.
+Replication level (last, its own generator): heavy near-copies (a 35-60% copy at JPEG 20-40, enlarged
+back, maybe blurred and toned) graded near-exact / replication / none, and the null and the canvas
+negatives graded too: the level must keep them at none.
 
 It prints false flags (any kind but none) and recall per kind, and the same for Carlini's plain
 tiled L2 < 0.15 side by side (the verdict before this one), on the same pairs; then how many null
@@ -36,7 +39,8 @@ import time
 
 import numpy as np
 
-from imgextract.copies import CopyRule, judge, mark_templates, screen, screen_scores
+from imgextract.copies import (REPLICATION_SCREEN, CopyRule, Prepared, judge, mark_templates, replicates,
+                               replication_level, replication_scores, screen, screen_scores)
 from imgextract.demo import composites as cp
 from imgextract.distance import block_means, exact_distances
 
@@ -157,6 +161,73 @@ def main() -> None:
     if args.small:   # last: the positives above are drawn as before it existed
         small_null(args.small, args.crops, rule, rng)
     share_error(views, args.crops, n, rule, np.random.default_rng(args.seed + 1))
+    replication(views, args.crops, n, rule, np.random.default_rng(args.seed + 2))
+
+
+def level(gen: np.ndarray, train: np.ndarray, rule: CopyRule) -> str:
+    """The replication level as the scan grades a pair: the verdict, then the thumbnail screen and the tolerant test."""
+    j = judge(gen, train, rule)
+    screened = replication_scores(block_means(gen), block_means(train)[None])[0] >= REPLICATION_SCREEN
+    return replication_level(j.kind, j.kind == "none" and screened and
+                             replicates(Prepared(gen), Prepared(train), rule).kind != "none")
+
+
+def heavy(im, rng: np.random.Generator):
+    """A near-copy as it reaches an auditor: a 35-60% copy saved at JPEG 20-40 and enlarged back, then maybe
+    blurred (0.5-2 px) and maybe toned (gain 0.85-1.15, bias +-15)."""
+    import io
+
+    from PIL import Image, ImageFilter
+    q, f = int(rng.integers(20, 41)), float(rng.uniform(0.35, 0.6))
+    w, h = im.size
+    small = im.resize((max(8, int(w * f)), max(8, int(h * f))), Image.BICUBIC)
+    buf = io.BytesIO()
+    small.save(buf, "JPEG", quality=q)
+    out = Image.open(io.BytesIO(buf.getvalue())).convert("RGB").resize((w, h), Image.BICUBIC)
+    how = f"jpeg{q} x{f:.2f}"
+    if rng.random() < 0.5:
+        r = float(rng.uniform(0.5, 2))
+        out, how = out.filter(ImageFilter.GaussianBlur(r)), how + f" blur{r:.1f}"
+    if rng.random() < 0.5:
+        g, b = float(rng.uniform(0.85, 1.15)), float(rng.uniform(-15, 15))
+        out, how = cp.tone(out, g, b), how + f" tone x{g:.2f}{b:+.0f}"
+    return out, how
+
+
+def replication(views: dict, crops: int, n: int, rule: CopyRule, rng: np.random.Generator) -> None:
+    """The graded level: heavy near-copies (``heavy``) found as near-exact copies or replications, and the null of
+    distinct photographs and the canvas negatives kept clean (no level above none)."""
+    names = list(cp.SOURCES)
+    t0 = time.perf_counter()
+    flags, pairs = [], 0
+    for a, b in itertools.permutations(names, 2):
+        for va in views[a][:2]:
+            for vb in views[b][:2]:
+                if rng.random() > 0.5:
+                    continue
+                pairs += 1
+                if level(arr(va), arr(vb), rule) != "none":
+                    flags.append((a, b))
+    canvas = sum(level(arr(cp.on_canvas(views[a][1], 256)), arr(cp.on_canvas(views[b][1], 256)), rule) != "none"
+                 for a, b in itertools.permutations(names, 2))
+    print(f"replication level: null of {pairs} pairs of distinct photographs, false flags {len(flags)} "
+          f"({len(flags) / pairs:.4f}); another object on the same canvas, {len(names) * (len(names) - 1)} pairs: "
+          f"{canvas} flagged ({time.perf_counter() - t0:.0f} s)")
+    levels: dict[str, int] = {}
+    refused = []
+    for _ in range(3 * n):
+        t = views[names[int(rng.integers(len(names)))]][int(rng.integers(crops))]
+        gen, how = heavy(t, rng)
+        got = level(arr(gen), arr(t), rule)
+        levels[got] = levels.get(got, 0) + 1
+        if got == "none":
+            refused.append(how)
+    total = sum(levels.values())
+    print(f"  heavy near-copies ({total}): near-exact {levels.get('near-exact', 0)}, replication "
+          f"{levels.get('replication', 0)}, none {levels.get('none', 0)}: listed {1 - levels.get('none', 0) / total:.3f}"
+          f" (the near-exact test alone {levels.get('near-exact', 0) / total:.3f})")
+    for how in refused[:10]:
+        print("    missed:", how)
 
 
 def share_error(views: dict, crops: int, n: int, rule: CopyRule, rng: np.random.Generator) -> None:

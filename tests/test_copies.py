@@ -163,3 +163,43 @@ def test_the_stated_share_is_within_a_fifth_of_the_known_share_for_every_kind():
         assert abs(j.share - truth) <= 0.2, (kind, truth, j.share, j.detail_share)
         assert j.area == pytest.approx(j.region.mean(), abs=1e-9)
     assert judged >= 19
+
+
+def jpeg_resized(im, quality: int, factor: float):
+    import io
+    w, h = im.size
+    small = im.resize((int(w * factor), int(h * factor)), Image.BICUBIC)
+    buf = io.BytesIO()
+    small.save(buf, "JPEG", quality=quality)
+    return Image.open(io.BytesIO(buf.getvalue())).convert("RGB").resize((w, h), Image.BICUBIC)
+
+
+def level_of(gen: np.ndarray, train: np.ndarray) -> str:
+    """The replication level as the scan grades a pair: the verdict, then the screen and the tolerant test."""
+    from imgextract.distance import block_means
+    j = copies.judge(gen, train)
+    screened = copies.replication_scores(block_means(gen), block_means(train)[None])[0] >= copies.REPLICATION_SCREEN
+    return copies.replication_level(j.kind, j.kind == "none" and screened and
+                                    copies.replicates(copies.Prepared(gen), copies.Prepared(train)).kind != "none")
+
+
+def test_a_near_copy_the_near_exact_test_refuses_is_a_replication_and_distinct_photographs_are_not():
+    from itertools import permutations
+    names = ["china", "page", "logo", "astronaut", "chelsea", "coffee", "rocket", "camera", "brick", "moon"]
+    views = {n: arr(cp.square(cp.photo(n), 256)) for n in names}
+    refused = 0
+    for n in names:
+        for q, f in ((30, 0.5), (20, 0.35)):        # JPEG 30 of a half-size copy; JPEG 20 of a 35% copy
+            gen = arr(jpeg_resized(Image.fromarray(views[n]), q, f))
+            level = level_of(gen, views[n])
+            assert level in ("near-exact", "replication"), (n, q, f)
+            refused += level == "replication"
+    assert refused >= 2                                 # china, page and logo at JPEG 20 of a 35% copy, today
+    for a, b in permutations(names, 2):                 # distinct photographs: never a replication
+        assert level_of(views[a], views[b]) == "none", (a, b)
+    for a, b in permutations(names[:5], 2):             # nor another object on the same flat canvas
+        assert level_of(arr(cp.on_canvas(Image.fromarray(views[a]), 256)),
+                        arr(cp.on_canvas(Image.fromarray(views[b]), 256))) == "none", (a, b)
+    assert copies.replication_level("none", False, sscd=0.75) == "replication"
+    assert copies.replication_level("none", False, sscd=0.6) == "partial replication"
+    assert copies.replication_level("portion") == "near-exact"

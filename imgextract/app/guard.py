@@ -23,9 +23,11 @@ from PIL import Image
 from imgextract.index.store import TrainingIndex, open_index
 from imgextract.sources.images import open_rgb
 from imgextract.sources.tables import LICENSE_COLUMNS, SOURCE_COLUMNS, role_column
-from imgextract.copies import copy_words
-from imgextract.stages.scan import KIND_ORDER, ScanParams, TrainingImages, described, match_image
+from imgextract.copies import copy_words, level_words
+from imgextract.stages.scan import KIND_ORDER, ScanParams, TrainingImages, described, grade, match_image
 from imgextract.copies import CopyRule
+
+LEVEL_ORDER = {"replication": 2, "partial replication": 1, "none": 0}
 
 ORIGINS = {"ordinary": "regurgitated", "targeted": "extracted"}
 
@@ -47,6 +49,13 @@ class GuardVerdict:
     template_members: int = 0
     sscd_similarity: float | None = None   # with a descriptor: the SSCD similarity to that training image
     template_mask: str = ""   # a published template's mask the copy was judged on (sources.templates)
+    replication: str = "none"  # the graded level (copies.LEVELS): a near-copy the near-exact test refused is not clean
+    replication_score: float = float("nan")
+
+    @property
+    def blocked(self) -> bool:
+        """What a release guard refuses: a copy, or a replication the near-exact test refused."""
+        return self.memorized or self.replication == "replication"
 
     @property
     def tested(self) -> bool:
@@ -60,6 +69,11 @@ class GuardVerdict:
     def sentence(self) -> str:
         if self.term.startswith("not tested"):
             return self.term
+        if not self.memorized and self.replication in ("replication", "partial replication"):
+            lic = f", licence: {self.license}" if self.license else ""
+            return (f"{self.replication} of training image #{self.train_id} ({self.source}{lic}): "
+                    f"{level_words(self.replication, self.sscd_similarity)}; tiled L2 "
+                    f"{'' if self.exact else '>= '}{self.tiled_l2:.3f}")
         if not self.memorized:
             return (f"no substantial replication: nearest training image {self.train_path} at tiled L2 "
                     f"{'' if self.exact else '>= '}{self.tiled_l2:.3f}")
@@ -92,6 +106,7 @@ class Guard:
         rows = match_image(image, sims, ids, self.index, self.train, self.params)
         if self.describe is not None:
             self.describe.annotate([image], [rows])
+            grade(rows, self.describe.column)
         return rows
 
     def check(self, image: Image.Image, origin: str = "ordinary") -> GuardVerdict:
@@ -110,8 +125,10 @@ class Guard:
                                 "vectors cannot be searched)", None, None, None, None, None, None,
                                 time.perf_counter() - t0)
         copies = [m for m in matches if m["memorized"]]
+        graded = [m for m in matches if m["replication"] != "none"]
         best = max(copies, key=lambda m: (KIND_ORDER[m["copy_kind"]], m["copied_share"], -m["tiled_l2"])) \
-            if copies else min(matches, key=lambda m: m["tiled_l2"])
+            if copies else max(graded, key=lambda m: (LEVEL_ORDER[m["replication"]], m["replication_score"])) \
+            if graded else min(matches, key=lambda m: m["tiled_l2"])
         row = self.index.table.iloc[best["train_id"]]
         source = str(row[self.source_col]) if self.source_col and row[self.source_col] is not None else best["train_path"]
         lic = str(row[self.license_col]) if self.license_col and row[self.license_col] is not None else None
@@ -120,7 +137,8 @@ class Guard:
                             float(best["tiled_l2"]), int(best["phash_distance"]) if best["phash_distance"] >= 0
                             else None, time.perf_counter() - t0,
                             bool(best["exact"]), best["copy_kind"], float(best["copied_share"]),
-                            len(best["template_members"]), best.get("sscd_similarity"), best.get("template_mask") or "")
+                            len(best["template_members"]), best.get("sscd_similarity"), best.get("template_mask") or "",
+                            best["replication"], float(best["replication_score"]))
 
 
 def guard_file(image: str | Path, index: str | Path | TrainingIndex, origin: str = "ordinary", k: int = ScanParams.k,

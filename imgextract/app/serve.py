@@ -86,6 +86,7 @@ class Checker:
         return 200, {
             "verdict": v.kind if v.memorized else "none", "memorized": v.memorized, "term": v.term,
             "copied_share": round(v.share, 4) if v.memorized else 0.0, "copy": v.what() if v.memorized else None,
+            "replication": v.replication, "blocked": v.blocked,
             "training_image": None if row is None else {
                 "id": v.train_id, "caption": caption, "source": v.source, "license": v.license,
                 "tiled_l2": None if v.tiled_l2 is None else round(v.tiled_l2, 4), "tiled_l2_exact": v.exact,
@@ -123,6 +124,9 @@ class Checker:
 
 def notice(v) -> str:
     """One sentence for the end user, naming the source and the licence."""
+    if not v.memorized and v.replication == "replication":
+        return (f"This image replicates a training image from {v.source} (not near-exactly: a near-copy under "
+                f"compression, blur, resizing or tone), under {v.license or 'an unknown licence'}; its terms may apply.")
     if not v.memorized:
         return "This image does not substantially replicate any indexed training image."
     lic = v.license if v.license else "an unknown licence"

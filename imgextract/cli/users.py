@@ -94,7 +94,8 @@ def guard(
 ) -> None:
     """Release guard: does this image substantially replicate an indexed training image?
 
-    Exit code 1 when it does (a whole copy, a portion or a template), so a serving pipeline can block it.
+    Exit code 1 when it does (a whole copy, a portion or a template, or a replication under compression, blur,
+    resizing or tone that the near-exact test refuses), so a serving pipeline can block it.
     Example: imgextract guard out.png --index laion-subset
     """
     from imgextract.app.guard import ORIGINS, guard_file
@@ -106,7 +107,7 @@ def guard(
                          f"rebuild index {index} (with --images when its pixels are elsewhere)")
     typer.echo(verdict.sentence())
     typer.echo(f"({verdict.seconds * 1000:.0f} ms)")
-    if verdict.memorized:
+    if verdict.blocked:   # a copy, or a replication the near-exact test refused: never passed as clean
         raise typer.Exit(errors.FOUND)
 
 

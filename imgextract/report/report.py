@@ -263,7 +263,7 @@ def executive_summary(summary: dict, record: dict | None) -> str:
 
 
 # fields of summary.json the page prints as numbers: a run folder someone sent may have been edited
-NUMBERS = ("generations_scanned", "memorized_generations", "parameters.threshold", "parameters.grid", "parameters.k",
+NUMBERS = ("generations_scanned", "memorized_generations", "replications.*.replication_score", "replications.*.train_id", "parameters.threshold", "parameters.grid", "parameters.k",
            "parameters.min_share", "per_caption.*.samples", "per_caption.*.memorized_samples", "per_caption.*.rate",
            "per_caption.*.best_tiled_l2", "watermarks.watermarked", "watermarks.generations_checked",
            "watermarks.training_images_checked", "watermarks.per_caption.*.watermarked",
@@ -272,6 +272,28 @@ NUMBERS = ("generations_scanned", "memorized_generations", "parameters.threshold
            "duplication.*.memorized_samples", "duplication.*.sample_rate", "incomplete.shards_finished",
            "incomplete.shards_planned", "copies.*", "memorized_images.*.generations",
            "memorized_images.*.best_tiled_l2", "memorized_images.*.train_id")
+
+
+def replication_section(summary: dict, thumbs: Thumbs) -> str:
+    """Generations the near-exact test refused that still replicate a training image: listed, never clean."""
+    from imgextract.copies import level_words
+    reps = summary.get("replications") or []
+    if not reps:
+        return ""
+    items = []
+    for r in reps[:MAX_ENTRIES]:
+        sscd = r.get("sscd_similarity")
+        words = level_words(str(r["level"]), sscd)
+        items.append(f"<div class=finding data-replication='{esc(r['level'])}'><figure>"
+                     f"{thumbs.img(r['generation_path'], 'generation', side=128)}<figcaption>generation</figcaption>"
+                     f"</figure><figure>{thumbs.img(r['train_path'], 'training image', side=128)}<figcaption>training "
+                     f"image #{int(r['train_id'])}</figcaption></figure><p>{esc(Path(r['generation_path']).name)}: "
+                     f"{esc(words)}. Not counted as memorized: no block of it is a near-exact copy, but it is not "
+                     f"clean either.</p></div>")
+    return (f"<h2>Replications the near-exact test refused ({len(reps)})</h2><p class=muted>A near-exact copy "
+            "reproduces the training image's pixels block by block; a replication reproduces the image under "
+            "compression, blur, resizing or a tone change, which the near-exact test does not accept as a copy. "
+            "Listed so that an auditor sees them.</p>" + "".join(items))
 
 
 def check_numbers(summary, path: Path) -> None:
@@ -345,6 +367,7 @@ def render_report(out: Path, title: str = "imgextract report", inline: bool | No
             parts.append(f"<p class=muted>{len(best) - len(on_disk)} samples were not kept (keep = evidence); "
                          "their rows are in matches.parquet and each can be redrawn from its seed.</p>")
         parts.extend(_finding(r, record, thumbs) for _, r in on_disk.head(10).iterrows())
+    parts.append(replication_section(summary, thumbs))
     parts.append(clique_section(out, thumbs))
     parts.append(watermark_section(summary, marks))
     parts.append(_per_caption_table(summary))

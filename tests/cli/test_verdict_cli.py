@@ -5,11 +5,13 @@ block, another object on the same flat canvas, look-alike textures) are not accu
 
 from __future__ import annotations
 
+import io
 import json
 
 import numpy as np
 import pandas as pd
 import pytest
+from PIL import Image
 
 import browser
 from helpers import run
@@ -50,6 +52,10 @@ def verdict_scan(tmp_path_factory):
     cp.on_canvas(view["colorwheel"], SIZE).save(gens / "canvas_other_object.png")
     view["moon"].save(gens / "texture_moon.png")
     view["grass"].save(gens / "texture_grass.png")
+    small = view["logo"].resize((SIZE * 35 // 100,) * 2, Image.BICUBIC)   # JPEG 20 of a 35% copy, enlarged back
+    buf = io.BytesIO()
+    small.save(buf, "JPEG", quality=20)
+    Image.open(io.BytesIO(buf.getvalue())).convert("RGB").resize((SIZE, SIZE), Image.BICUBIC).save(gens / "heavy_logo.png")
     code, _, err = run("index", "build", train, "--name", root / "index")
     assert code == 0, err
     code, out, err = run("scan", gens, "--index", root / "index", "-k", "12", "--out", root / "scan")
@@ -122,3 +128,28 @@ def test_guard_says_which_kind(verdict_scan):
     assert code == 1 and "copy of" in out and "% of the image" in out
     code, out, _ = run("guard", root / "gens" / "texture_moon.png", "--index", root / "index")
     assert code == 0 and out.startswith("no substantial replication")
+
+
+def test_a_near_copy_the_near_exact_test_refuses_is_listed_as_a_replication_never_as_clean(verdict_scan):
+    root, _ = verdict_scan
+    best = best_rows(root)
+    heavy = pd.read_parquet(root / "scan" / "matches.parquet")
+    heavy = heavy[heavy["generation_path"].str.endswith("heavy_logo.png")]
+    logo = heavy[heavy["train_path"].str.endswith("logo.png")].iloc[0]
+    assert logo["replication"] in ("replication", "near-exact") and logo["replication_score"] >= 0.9
+    for gen in NEGATIVES:                                  # the negatives are not replications either
+        rows = pd.read_parquet(root / "scan" / "matches.parquet")
+        assert (rows.loc[rows["generation_path"].str.endswith(f"/{gen}.png"), "replication"] == "none").all(), gen
+    if logo["copy_kind"] != "none":
+        pytest.skip("the near-exact test accepted this near-copy on this machine: nothing refused to list")
+    assert not best.loc["heavy_logo", "memorized"]
+    summary = json.loads((root / "scan" / "summary.json").read_text())
+    listed = [r for r in summary["replications"] if r["generation_path"].endswith("heavy_logo.png")]
+    assert len(listed) == 1 and listed[0]["level"] == "replication" and listed[0]["train_path"].endswith("logo.png")
+    code, out, err = run("guard", root / "gens" / "heavy_logo.png", "--index", root / "index")
+    assert code == 1, (out, err)
+    assert out.startswith("replication of training image #") and "not a near-exact copy" in out
+    code, _, err = run("report", root / "scan")
+    assert code == 0, err
+    page = (root / "scan" / "report.html").read_text()
+    assert "Replications the near-exact test refused (1)" in page and "data-replication='replication'" in page

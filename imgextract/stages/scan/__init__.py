@@ -38,7 +38,7 @@ import importlib
 
 _HOME = {
     **dict.fromkeys(["CHUNK", "Described", "Generation", "TrainingImages", "as_generation", "described",
-                     "load_generation", "match_generation", "match_image", "relative_distance", "scan_shard"],
+                     "grade", "load_generation", "match_generation", "match_image", "relative_distance", "scan_shard"],
                     "matching"),
     **dict.fromkeys(["CRITERIA", "EXACT_MARGIN", "KIND_ORDER", "MATCH_COLUMNS", "MAX_GRID", "SCAN_LAYOUT",
                      "ScanParams", "is_memorized", "validate_params"], "params"),

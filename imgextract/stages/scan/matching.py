@@ -213,6 +213,8 @@ def scan_shard(rows: pd.DataFrame, index: TrainingIndex, embedder: Embedder, tra
         matched = [f.result() for f in futures]
         if describe is not None:
             describe.annotate([g.image for _, g in kept], matched)
+            for rows_of in matched:
+                grade(rows_of, describe.column)
         for (row_i, g), vector, matches in zip(kept, vectors, matched):
             if collect is not None:
                 gens[row_i], vecs[row_i] = g, vector
@@ -295,6 +297,10 @@ def match_generation(gen: Generation, sim_row: np.ndarray, id_row: np.ndarray, i
                 could_copy[[have[i] for i in first]] = copies.screen(gen.blocks, thumbs[first], rule)
             could_copy[k:] = False
     could_copy[masked] = by_copy    # the screen reads the whole image; a template's copy agrees on its region only
+    rep = np.full(len(cand), np.nan)   # the replication screen's score, from the thumbnails (no decode)
+    with_thumb = sorted(j for j in found if j < k)
+    if with_thumb:
+        rep[with_thumb] = copies.replication_scores(gen.blocks, np.stack([found[j] for j in with_thumb]))
     _measure(gen, cand, [j for j in range(k) if not tiled[j] >= params.exact_limit or could_copy[j]], tiled, plain,
              exact, train, params)  # NaN (no thumbnail) is measured too
     # judged: what the screen let through, and every whole copy by Carlini's test (so none is missed unjudged)
@@ -312,6 +318,11 @@ def match_generation(gen: Generation, sim_row: np.ndarray, id_row: np.ndarray, i
     copies.mark_templates(list(judged.values()))
     order = list(judged)
     kind = {j: judged[j].kind if j in judged else "none" for j in range(k)}
+    # what the near-exact test refused but the thumbnails say is close: tested again, tolerant of distortions
+    screened_in = [j for j in range(k) if kind[j] == "none" and rep[j] >= copies.REPLICATION_SCREEN]
+    gen_side = prepared or (copies.Prepared(gen.pixels) if screened_in else None)
+    replicated = {j for j in screened_in if (p := train.prepared(cand[j][1], size)) is not None
+                  and copies.replicates(gen_side, p, rule).kind != "none"}
     # every one of the k is reported; one whose pixels cannot be read as "unavailable", with NaN distances
     rel = np.full(len(cand), np.nan)
     if params.relative_n >= 1:
@@ -347,8 +358,18 @@ def match_generation(gen: Generation, sim_row: np.ndarray, id_row: np.ndarray, i
             "template_members": [cand[order[m]][1] for m in jd.template_members] if jd else [],
             "template_mask": train.mask_names[t] if jd and jd.masked else "",
             "template_mse": jd.mse if jd else float("nan"),
+            "replication": copies.replication_level(kind[j], j in replicated) if available else "none",
+            "replication_score": float(rep[j]),
             "memorized": memorized[j]})
     return rows
+
+
+def grade(rows: list[dict], column: str | None = None) -> None:
+    """Each row's replication level again, now that the descriptor's similarity (``column``) is known."""
+    for row in rows:
+        if row["pixels"] == "available":
+            row["replication"] = copies.replication_level(row["copy_kind"], row["replication"] == "replication",
+                                                          row.get(column) if column else None)
 
 
 def _hash_distances(query: str, others: list) -> np.ndarray:

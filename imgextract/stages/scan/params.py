@@ -24,7 +24,7 @@ MATCH_COLUMNS = ["generation_path", "caption_id", "caption", "sample_index", "se
                  "train_caption", "rank", "similarity", "tiled_l2", "l2", "phash_distance", "dhash_distance",
                  "whash_distance", "relative_l2", "exact", "pixels", "copy_kind", "copied_share", "copied_area",
                  "copy_mask", "copy_offset", "template_members", "template_mask", "template_mse",
-                 "memorized"]
+                 "replication", "replication_score", "memorized"]
 # copy: the copy verdict (copies.py: whole, portion, template); tiled: Carlini's plain tiled L2 < threshold;
 # relative: Carlini's relative distance; either / both: tiled or / and relative, as Carlini et al. combine them
 CRITERIA = ("copy", "tiled", "relative", "either", "both")

@@ -71,6 +71,7 @@ def summarize(matches: pd.DataFrame, generations_total: int, skipped: list[dict]
                                 "best_exact": bool(top["exact"]) if "exact" in grp else True})
     shares = descriptor_shares(matches)
     return {
+        "replications": replications(matches),
         **({"sscd": shares} if shares else {}),
         "parameters": {**asdict(params), "index_path": str(index.path), "embedder": index.embedder.get("spec")},
         "generations": int(generations_total),
@@ -81,6 +82,23 @@ def summarize(matches: pd.DataFrame, generations_total: int, skipped: list[dict]
         "memorized_images": sorted(per_image, key=lambda r: r["best_tiled_l2"]),
         "per_caption": per_caption,
     }
+
+
+def replications(matches: pd.DataFrame) -> list[dict]:
+    """Generations with no near-exact copy whose nearest match is still a replication (copies.replication_level):
+    listed, never counted clean. One entry per generation: its strongest level and training image."""
+    if "replication" not in matches or not len(matches):
+        return []
+    order = {"replication": 2, "partial replication": 1}
+    copied = set(matches.loc[matches["memorized"].astype(bool), "generation_path"])
+    graded = matches[matches["replication"].isin(order) & ~matches["generation_path"].isin(copied)]
+    out = []
+    for gen, grp in graded.groupby("generation_path", sort=True):
+        best = grp.loc[(grp["replication"].map(order) * 10 + grp["replication_score"].fillna(0)).idxmax()]
+        out.append({"generation_path": gen, "level": best["replication"], "train_id": int(best["train_id"]),
+                    "train_path": best["train_path"], "replication_score": float(best["replication_score"]),
+                    **({"sscd_similarity": float(best["sscd_similarity"])} if "sscd_similarity" in grp else {})})
+    return out
 
 
 def descriptor_shares(matches: pd.DataFrame, column: str = "sscd_similarity") -> dict | None:
