@@ -23,7 +23,9 @@ Share (last, its own generator): composites whose copied share is known (whole 1
 states, beside the share of detailed blocks that was stated before.
 Replication level (last, its own generator): heavy near-copies (a 35-60% copy at JPEG 20-40, enlarged
 back, maybe blurred and toned) graded near-exact / replication / none, and the null and the canvas
-negatives graded too: the level must keep them at none.
+negatives graded too: the level must keep them at none. Robustness (last): recall per distortion a
+guard meets (JPEG q30-95, blur, tone, resizes 0.5x/2x and back, crops of 5-10%), by the verdict and by
+the level.
 
 It prints false flags (any kind but none) and recall per kind, and the same for Carlini's plain
 tiled L2 < 0.15 side by side (the verdict before this one), on the same pairs; then how many null
@@ -162,6 +164,39 @@ def main() -> None:
         small_null(args.small, args.crops, rule, rng)
     share_error(views, args.crops, n, rule, np.random.default_rng(args.seed + 1))
     replication(views, args.crops, n, rule, np.random.default_rng(args.seed + 2))
+    robustness(views, args.crops, n, rule, np.random.default_rng(args.seed + 3))
+
+
+def distortions():
+    """What a guard meets, each at a fixed strength: (name, function of (image, rng))."""
+    from PIL import Image
+
+    def resized(f):
+        def go(im, _rng):
+            w, h = im.size
+            return im.resize((max(8, round(w * f)), max(8, round(h * f))), Image.BICUBIC).resize((w, h), Image.BICUBIC)
+        return go
+    out = [(f"jpeg q{q}", lambda im, _r, q=q: cp.jpeg(im, q)) for q in (30, 50, 70, 95)]
+    out += [(f"blur {r}px", lambda im, _r, r=r: cp.blur(im, r)) for r in (1.0, 2.0)]
+    out += [(f"tone x{g}{b:+d}", lambda im, _r, g=g, b=b: cp.tone(im, g, b)) for g, b in ((0.85, 15), (1.15, -15))]
+    out += [(f"resize {f}x and back", resized(f)) for f in (0.5, 2.0)]
+    out += [(f"crop {c:.0%}", lambda im, r, c=c: cp.small_crop(im, c, r)) for c in (0.05, 0.10)]
+    return out
+
+
+def robustness(views: dict, crops: int, n: int, rule: CopyRule, rng: np.random.Generator) -> None:
+    """Recall per distortion, by the near-exact verdict and by the graded level (near-exact or replication), on
+    whole copies of views of every source: what scan, guard and serve all grade the same way."""
+    names = list(cp.SOURCES)
+    print(f"robustness ({n} whole copies per distortion): near-exact verdict / graded level (near-exact or replication)")
+    for name, distort in distortions():
+        exact = listed = 0
+        for _ in range(n):
+            t = views[names[int(rng.integers(len(names)))]][int(rng.integers(crops))]
+            got = level(arr(distort(t, rng)), arr(t), rule)
+            exact += got == "near-exact"
+            listed += got != "none"
+        print(f"  {name:22s} {exact / n:.3f} / {listed / n:.3f}")
 
 
 def level(gen: np.ndarray, train: np.ndarray, rule: CopyRule) -> str:
