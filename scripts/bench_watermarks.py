@@ -31,9 +31,17 @@ def main() -> None:
     tp = fp = fn = tn = 0
     wrong_brand = 0
     misses: Counter = Counter()
+    marked_by: dict[str, Counter] = {"brand": Counter(), "style": Counter()}
+    found_by: dict[str, Counter] = {"brand": Counter(), "style": Counter()}
     t = time.perf_counter()
     for ex in data:
         row = det.detect(ex.image)
+        if ex.watermark:
+            style = ex.description.split()[0]
+            marked_by["brand"][ex.brand] += 1
+            marked_by["style"][style] += 1
+            found_by["brand"][ex.brand] += bool(row["watermark"])
+            found_by["style"][style] += bool(row["watermark"])
         if ex.watermark and row["watermark"]:
             tp += 1
             wrong_brand += row["brand"] != ex.brand
@@ -53,6 +61,8 @@ def main() -> None:
     print(f"precision {precision:.3f}  recall {recall:.3f}  (tp {tp}, fp {fp}, fn {fn}, tn {tn}); "
           f"wrong brand on {wrong_brand} hits")
     print(f"misses by style: {dict(misses)}")
+    for what in ("brand", "style"):
+        print(f"recall per {what}: " + ", ".join(f"{k} {found_by[what][k]}/{n}" for k, n in sorted(marked_by[what].items())))
     print(f"time per image {per_image:.2f} s")
 
 

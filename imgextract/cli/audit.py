@@ -7,8 +7,8 @@ from typing import Annotated, Optional
 
 import typer
 
-from imgextract.cli.options import (Captions, Descriptor, Device, Dtype, Grid, Guidance, IndexName, K, MinShare, Model,
-                                    ModelConfig, Samples, Scheduler, Seed, Size, Steps, Threshold)
+from imgextract.cli.options import (BatchSize, Captions, Descriptor, Device, Dtype, Grid, Guidance, IndexName, K, MinShare, Model,
+                                    ModelConfig, Samples, Scheduler, Seed, ShardSize, Size, Steps, Threshold)
 from imgextract.errors import InputError
 from imgextract.app.settings import CliqueParams, CopyRule, DemoSettings, SamplingConfig, ScanParams, TriageParams
 
@@ -22,7 +22,7 @@ def generate(
     model: Model,
     out: Annotated[Path, typer.Option(help="Run folder (created; an existing one with the same settings resumes).")],
     samples: Samples = SamplingConfig.samples,
-    batch_size: Annotated[int, typer.Option(help="Images per pipeline call (batches mix captions).")] = SamplingConfig.batch_size,
+    batch_size: BatchSize = SamplingConfig.batch_size,
     steps: Steps = None,
     guidance: Guidance = None,
     scheduler: Scheduler = None,
@@ -30,7 +30,7 @@ def generate(
     seed: Seed = SamplingConfig.seed,
     device: Device = SamplingConfig.device,
     dtype: Dtype = SamplingConfig.dtype,
-    shard_size: Annotated[int, typer.Option(help="Samples per resumable shard.")] = SamplingConfig.shard_size,
+    shard_size: ShardSize = SamplingConfig.shard_size,
     model_config: ModelConfig = None,
     triage: Annotated[Optional[Path], typer.Option(help="Output of `imgextract triage`: sample only its top captions.")] = None,
     top: Annotated[Optional[int], typer.Option(help="With --triage: how many of the most suspicious captions to sample.")] = None,

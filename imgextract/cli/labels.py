@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from imgextract.app.settings import SamplingConfig, ScanParams, VerifyParams
-from imgextract.cli.options import Descriptor, Device, Dtype, Guidance, IndexName, K, Model, Seed, Size, Steps
+from imgextract.cli.options import BatchSize, Descriptor, Device, Dtype, Guidance, IndexName, K, Model, Seed, ShardSize, Size, Steps
 
 app = typer.Typer(no_args_is_help=True, help="Published memorized-prompt labels, re-verified on a model.")
 
@@ -21,14 +21,14 @@ def verify(
     index: IndexName,
     out: Annotated[Path, typer.Option(help="Output folder (created; an unfinished verify there resumes).")],
     seeds: Annotated[int, typer.Option(help="Samples per prompt: the published gen_seeds first, then the seed rule.")] = VerifyParams.seeds,
-    batch_size: Annotated[int, typer.Option(help="Images per pipeline call.")] = SamplingConfig.batch_size,
+    batch_size: BatchSize = SamplingConfig.batch_size,
     steps: Steps = None,
     guidance: Guidance = None,
     size: Size = None,
     seed: Seed = SamplingConfig.seed,
     device: Device = SamplingConfig.device,
     dtype: Dtype = SamplingConfig.dtype,
-    shard_size: Annotated[int, typer.Option(help="Samples per resumable shard (whole prompts).")] = SamplingConfig.shard_size,
+    shard_size: ShardSize = SamplingConfig.shard_size,
     k: K = ScanParams.k,
     descriptor: Descriptor = None,
 ) -> None:

@@ -28,6 +28,8 @@ Seed = Annotated[int, typer.Option(help="Base seed; each sample's seed derives f
 ModelConfig = Annotated[Optional[str], typer.Option(
     help="For single-file checkpoints offline: a diffusers folder of the same architecture.")]
 Samples = Annotated[int, typer.Option(help="Samples per caption.")]
+BatchSize = Annotated[int, typer.Option(help="Images per pipeline call (batches mix captions).")]
+ShardSize = Annotated[int, typer.Option(help="Samples per resumable shard.")]
 IndexName = Annotated[str, typer.Option("--index", help="Index name (under ./indexes or $IMGEXTRACT_INDEX_DIR) or path.")]
 IndexArg = Annotated[str, typer.Argument(help="Index name or path.")]
 K = Annotated[int, typer.Option("-k", "--k", help="Nearest training images tested per generation.")]
