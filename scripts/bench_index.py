@@ -159,16 +159,16 @@ def bench_autofaiss(work: Path, emb: Path, budget: str, q: np.ndarray, truth: np
     return {**json.loads(stdout.strip().splitlines()[-1]), "anon": mem.peak, "hwm": mem.hwm}
 
 
-def bench_vectors(work: Path, n: int, budget: str, autofaiss: bool = False) -> None:
+def bench_vectors(work: Path, n: int, budget: str, autofaiss: bool = False, dim: int = 512) -> None:
     from imgextract.index.choice import exact_top
     from imgextract.index.store import open_index
     from imgextract.demo.tiny import save_tiny_clip
-    emb = work / "emb"
+    emb = work / f"emb-{n}x{dim}"
     if not emb.is_dir():
         t = time.perf_counter()
-        write_vectors(emb, n)
+        write_vectors(emb, n, dim)
         print(f"wrote {n:,} vectors in {time.perf_counter() - t:.0f} s")
-    clip = save_tiny_clip(work / "clip512", embed_dim=512)  # names the model that "made" the vectors
+    clip = save_tiny_clip(work / f"clip{dim}", embed_dim=dim)  # names the model that "made" the vectors
     env = {**os.environ, "IMGEXTRACT_INDEX_DIR": str(work / "ix"), "TQDM_DISABLE": "1", "HF_HUB_OFFLINE": "1"}
     t = time.perf_counter()
     p = subprocess.Popen([str(EXE), "index", "build", str(emb), "--name", "bench", "--embeddings", "--embedder",
@@ -197,7 +197,7 @@ def bench_vectors(work: Path, n: int, budget: str, autofaiss: bool = False) -> N
     exact_qps = len(q) / (time.perf_counter() - t)
     recall = float(np.mean([len(set(a) & set(b)) / 10 for a, b in zip(ids, truth)]))
     rec = idx.embedder
-    print(f"vectors         : {n:,} x 512 float16, --max-memory {budget}")
+    print(f"vectors         : {n:,} x {dim} float16, --max-memory {budget}")
     print(f"chosen factory  : {rec['faiss_factory']} {rec.get('faiss_params')} (recall@10 at build "
           f"{rec.get('recall_at_10'):.3f})")
     print(f"build           : {build_s:.0f} s, index folder {files / 2**30:.2f} GiB")
@@ -303,6 +303,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, default=1_000_000, help="vectors (0: skip)")
     ap.add_argument("--max-memory", default="4G")
+    ap.add_argument("--dim", type=int, default=512, help="vector dimension (768: ViT-L-14's)")
     ap.add_argument("--ingest", type=int, default=10000, help="JPEGs in tars for the ingest comparison (0: skip)")
     ap.add_argument("--ingest-rounds", type=int, default=2, help="builds of each form, alternated")
     ap.add_argument("--ingest-size", type=int, default=512, help="side of those JPEGs (img2dataset --image_size)")
@@ -315,7 +316,7 @@ def main() -> None:
         if args.ingest:
             bench_ingest(work, args.ingest, args.ingest_size, args.ingest_rounds)
         if args.n:
-            bench_vectors(work, args.n, args.max_memory, args.autofaiss)
+            bench_vectors(work, args.n, args.max_memory, args.autofaiss, args.dim)
     finally:
         if args.workdir is None:
             remove_own(work, work)

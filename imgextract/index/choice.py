@@ -153,18 +153,27 @@ def apply(index, params: dict) -> None:
         _hnsw(index).efSearch = int(params["efSearch"])
 
 
-def exact_top(vectors: np.ndarray, queries: np.ndarray, k: int, chunk: int = 65536) -> np.ndarray:
-    """Exact inner-product top-k ids, streaming over the (memory-mapped) vectors in chunks."""
+EXACT_BUFFER = 64 * 2**20   # bytes exact_top's scores and their ranking may take per chunk (~16 per query and row)
+
+
+def exact_top(vectors: np.ndarray, queries: np.ndarray, k: int, chunk: int | None = None) -> np.ndarray:
+    """Exact inner-product top-k ids, streaming over the (memory-mapped) vectors in chunks sized so that one
+    chunk's scores and their ranking stay within ``EXACT_BUFFER`` (1,000 queries against 65,536 rows took a
+    gigabyte, more than an index build's whole memory budget)."""
+    chunk = chunk or max(256, EXACT_BUFFER // (16 * max(1, len(queries))))
     best_s = np.full((len(queries), k), -np.inf, np.float32)
     best_i = np.full((len(queries), k), -1, np.int64)
     for start in range(0, vectors.shape[0], chunk):
         block = np.asarray(vectors[start:start + chunk], dtype=np.float32)
         s = queries @ block.T
-        i = np.broadcast_to(np.arange(start, start + len(block)), s.shape)
-        all_s, all_i = np.concatenate([best_s, s], 1), np.concatenate([best_i, i], 1)
-        top = np.argpartition(-all_s, k - 1, axis=1)[:, :k]
-        best_s, best_i = np.take_along_axis(all_s, top, 1), np.take_along_axis(all_i, top, 1)
-    order = np.argsort(-best_s, axis=1)
+        kk = min(k, s.shape[1])
+        top = np.argpartition(s, s.shape[1] - kk, axis=1)[:, -kk:]          # this chunk's best kk per query
+        all_s = np.concatenate([best_s, np.take_along_axis(s, top, 1)], 1)
+        all_i = np.concatenate([best_i, top + start], 1)
+        del s, top
+        keep = np.argpartition(-all_s, k - 1, axis=1)[:, :k]
+        best_s, best_i = np.take_along_axis(all_s, keep, 1), np.take_along_axis(all_i, keep, 1)
+    order = np.argsort(-best_s, axis=1, kind="stable")
     return np.take_along_axis(best_i, order, 1)
 
 
