@@ -38,7 +38,7 @@ def peak_anonymous(cmd: list[str], env: dict) -> tuple[int, int, str]:
 
 def test_a_build_stays_within_its_memory_budget(tmp_path):
     from imgextract.demo.tiny import save_tiny_clip
-    dim, n, parts = 384, 150_000, 3
+    dim, n, parts = 384, 80_000, 2
     clip = save_tiny_clip(tmp_path / "clip", embed_dim=dim)
     rng = np.random.default_rng(0)
     centers = rng.normal(size=(512, dim)).astype(np.float32)
