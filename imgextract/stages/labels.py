@@ -72,20 +72,23 @@ def verify_table(captions: pd.DataFrame, manifests: pd.DataFrame, matches: pd.Da
     candidate); ``table``: the index's rows (to tell whether a prompt's original is held)."""
     held = originals(captions, table)
     similarity = "sscd_similarity" if "sscd_similarity" in matches else "similarity"
-    copies = matches[matches["copy_kind"] != "none"]
+    by_caption = dict(tuple(matches.groupby("caption_id", sort=False)))       # one pass, not one per prompt
+    drawn_by = dict(tuple(manifests.groupby("caption_id", sort=False)))
+    empty = matches.iloc[:0]
     rows = []
     for (cid, caption, published), held_by, label in zip(
             captions[["caption_id", "caption", "memorized"]].itertuples(index=False), held, published_labels(captions)):
-        drawn = manifests[manifests["caption_id"] == cid]
-        mine = copies[copies["caption_id"] == cid]
+        drawn = drawn_by.get(cid, manifests.iloc[:0])
+        theirs = by_caption.get(cid, empty)
+        mine = theirs[theirs["copy_kind"] != "none"]
         seeds = [int(s) for s in drawn.sort_values("sample_index")["seed"]]       # as drawn: the published first
         copying = [s for s in seeds if s in set(mine["seed"].astype(int))]
         best = mine.loc[(mine["copy_kind"].map(KIND_ORDER) * 10 + mine["copied_share"]).idxmax()] if len(mine) else None
         # an original the index holds but whose pixels could not be fetched (a dead URL) is not reachable either
-        dead = set(matches.loc[(matches["caption_id"] == cid) & (matches["pixels"] == "unavailable"), "train_id"])
+        dead = set(theirs.loc[theirs["pixels"] == "unavailable", "train_id"])
         reachable = bool(set(held_by["rows"]) - dead) if held_by["named"] else None   # None: the labels name none
         kind = str(best["copy_kind"]) if best is not None else "unreachable" if reachable is False else "none"
-        scored = matches.loc[matches["caption_id"] == cid, similarity]
+        scored = theirs[similarity]
         rows.append({
             "caption_id": cid, "caption": caption, "published_label": label,
             "published_kind": captions.loc[captions["caption_id"] == cid, "published_kind"].iat[0]
