@@ -41,12 +41,20 @@ DEFAULT_BRANDS: dict[str, list[str]] = {
     "Depositphotos": ["Depositphotos"],
     "123RF": ["123RF"],
 }
+COMMON_PARTS = {"stock", "photo", "photos", "images", "dream", "time", "deposit"}  # words left by a cut name
 LOOKALIKES = str.maketrans({"i": "l", "1": "l", "|": "l", "!": "l", "0": "o", "5": "s"})
 
 
 def compact(text: str) -> str:
-    """Lower case, letters and digits only, look-alikes merged: how brand and OCR text are compared."""
-    return "".join(ch for ch in text.lower() if ch.isalnum() or ch in "|!").translate(LOOKALIKES)
+    """Lower case, letters and digits only, look-alikes merged ("rn" reads as "m"): how brand and
+    OCR text are compared."""
+    return "".join(ch for ch in text.lower() if ch.isalnum() or ch in "|!").translate(LOOKALIKES).replace("rn", "m")
+
+
+def words(text: str) -> list[str]:
+    """The compacted words of a text line (split on spaces and punctuation)."""
+    import re
+    return [w for w in (compact(t) for t in re.split(r"[\s.,:;/()\[\]{}'\"©®™*+-]+", text)) if w]
 
 
 def allowed_edits(length: int) -> int:
@@ -54,16 +62,26 @@ def allowed_edits(length: int) -> int:
 
 
 def brand_distance(alias: str, text: str) -> int:
-    """Fewest edits turning the alias into some window of the text (both compacted)."""
-    from rapidfuzz.distance import Levenshtein
-    a, t = compact(alias), compact(text)
-    if not a or not t:
+    """Fewest edits turning the alias into some part of the text (both compacted).
+
+    Names of up to 6 letters are compared with whole words or two joined words, by
+    substitutions only: "Alameda" is not "Alamy", "Stock" and "Stockholm" are not "iStock".
+    Longer names are found in any window of the text, one letter longer or shorter."""
+    from rapidfuzz.distance import Hamming, Levenshtein
+    a = compact(alias)
+    if not a:
         return 10 ** 6
-    short = len(a) <= 6  # short names: substitutions only, or "Stockholm" would read as "iStock"
-    if len(t) < len(a) or (len(t) <= len(a) + 1 and not short):
-        return Levenshtein.distance(a, t) if not short or len(t) == len(a) else len(a)
+    if len(a) <= 6:
+        ws = words(text)
+        runs = ws + ["".join(ws[i:i + 2]) for i in range(len(ws) - 1)]
+        return min([Hamming.distance(a, r) for r in runs if len(r) == len(a)], default=len(a))
+    t = compact(text)
+    if not t:
+        return 10 ** 6
+    if len(t) <= len(a) + 1:
+        return Levenshtein.distance(a, t)
     best = len(a)
-    for width in ((len(a),) if short else (len(a) - 1, len(a), len(a) + 1)):
+    for width in (len(a) - 1, len(a), len(a) + 1):
         for start in range(0, len(t) - width + 1):
             best = min(best, Levenshtein.distance(a, t[start:start + width], score_cutoff=best))
     return best
@@ -80,6 +98,34 @@ def match_brand(text: str, brands: dict[str, list[str]]) -> tuple[str, float] | 
                 sim = 1 - d / n
                 if found is None or sim > found[1]:
                     found = (brand, sim)
+    return found
+
+
+def match_cut_brand(text: str, brands: dict[str, list[str]], side: str) -> tuple[str, float] | None:
+    """A mark the frame cuts: the text's end (``side`` "right") or start ("left") is a brand's start or end.
+
+    Only lines that reach the frame's edge are read this way. What is left must be 6 or more
+    letters, or 4–5 letters and at least 60% of the name ("Alam", not "Dream" of "Dreamstime");
+    up to 6 letters it must agree exactly ("Sweet Dreame" is not a cut "Dreamstime"), up to 9
+    with one edit, beyond with two. The similarity
+    is the share of the name seen, less the edits."""
+    from rapidfuzz.distance import Levenshtein
+    t = compact(text)
+    common = {compact(w) for w in COMMON_PARTS}
+    found = None
+    for brand, aliases in brands.items():
+        for alias in aliases:
+            a = compact(alias)
+            for k in range(min(len(t), len(a) - 1), min(6, max(4, -(-len(a) * 3 // 5))) - 1, -1):
+                seen, part = (t[-k:], a[:k]) if side == "right" else (t[:k], a[-k:])
+                d = Levenshtein.distance(seen, part)
+                if seen in common:
+                    break   # "Stock" is the end of "iStock" and a word of its own: not a mark
+                if d <= (0 if k <= 6 else 1 if k <= 9 else 2):
+                    sim = (k - d) / len(a)
+                    if found is None or sim > found[1]:
+                        found = (brand, sim)
+                    break
     return found
 
 
@@ -224,8 +270,10 @@ class Detector:
             lines.append((box, str(text), float(conf)))
         return lines
 
-    def read_brand(self, lines: list[tuple[list[int], str, float]]) -> tuple[str, list[int], float] | None:
-        """Best brand over text lines and over pairs of lines (OCR often splits "Getty | Images")."""
+    def read_brand(self, lines: list[tuple[list[int], str, float]],
+                   size: tuple[int, int] | None = None) -> tuple[str, list[int], float] | None:
+        """Best brand over text lines and over pairs of lines (OCR often splits "Getty | Images");
+        with the image's ``size``, a line that reaches the left or right edge may be a cut mark."""
         good = [ln for ln in lines if ln[2] >= self.ocr_min_confidence]
         candidates = [(box, text, conf) for box, text, conf in good]
         for i, (b1, t1, c1) in enumerate(good):
@@ -237,6 +285,21 @@ class Detector:
             hit = match_brand(text, self.brands)
             if hit and (best is None or hit[1] * conf > best[2]):
                 best = (hit[0], box, hit[1] * conf)
+        if best is None and size is not None:
+            margin = 0.04 * size[0] + 3
+            # a line, or two in reading order (OCR splits "Getty | Im"), whose outer end meets the frame
+            ordered = [(box, text, conf, box, box) for box, text, conf in good]
+            for i, (b1, t1, c1) in enumerate(good):
+                for b2, t2, c2 in good[i + 1:]:
+                    (la, ta), (lb, tb) = sorted([(b1, t1), (b2, t2)], key=lambda bt: bt[0][0])
+                    box = [min(la[0], lb[0]), min(la[1], lb[1]), max(la[2], lb[2]), max(la[3], lb[3])]
+                    ordered.append((box, f"{ta} {tb}", min(c1, c2), la, lb))
+            for box, text, conf, first, last in ordered:
+                for side in [s for s, at_edge in (("left", first[0] <= margin), ("right", last[2] >= size[0] - margin))
+                             if at_edge]:
+                    hit = match_cut_brand(text, self.brands, side)
+                    if hit and (best is None or hit[1] * conf > best[2]):
+                        best = (hit[0], box, hit[1] * conf)
         return best
 
     def row(self, path: str, image: Image.Image | None, error: str | None = None) -> dict:
@@ -248,10 +311,12 @@ class Detector:
 
     def detect(self, image: Image.Image, classifier_score: float | None = None) -> dict:
         lines = self.ocr(image)
-        best = self.read_brand(lines)
-        if best is None:  # second look: local contrast brings out faint, semi-transparent marks
-            lines += self.ocr(enhance_contrast(image))
-            best = self.read_brand(lines)
+        best = self.read_brand(lines, image.size)
+        for look in (enhance_contrast, high_pass):  # more looks, while nothing is found: faint marks
+            if best is not None:
+                break
+            lines += self.ocr(look(image))
+            best = self.read_brand(lines, image.size)
         row = {"watermark": False, "brand": None, "text": " | ".join(t for _, t, _ in lines), "box": None,
                "score": 0.0, "detector": None, "template": None, "template_score": None,
                "classifier_score": classifier_score, "ocr": json.dumps([[b, t, round(c, 4)] for b, t, c in lines])}
@@ -275,6 +340,15 @@ def enhance_contrast(image: Image.Image) -> Image.Image:
     lab = cv2.cvtColor(np.asarray(image.convert("RGB")), cv2.COLOR_RGB2LAB)
     lightness = cv2.createCLAHE(clipLimit=3.0, tileGridSize=(8, 8)).apply(lab[:, :, 0])
     return Image.fromarray(lightness).convert("RGB")
+
+
+def high_pass(image: Image.Image, sigma: float = 3.0, gain: float = 6.0) -> Image.Image:
+    """The grey image less its blur, amplified: a mark with no outline, a few percent brighter
+    than a smooth background, becomes dark-on-grey text; the photograph's broad shading goes."""
+    import cv2
+    grey = np.asarray(image.convert("L"), dtype=np.float32)
+    detail = grey - cv2.GaussianBlur(grey, (0, 0), sigma)
+    return Image.fromarray(np.clip(128 + gain * detail, 0, 255).astype(np.uint8)).convert("RGB")
 
 
 def list_targets(images: Path) -> tuple[list[str], Path]:

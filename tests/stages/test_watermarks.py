@@ -11,8 +11,8 @@ from imgextract.errors import InputError
 from imgextract.demo.markdata import draw_mark, font_files
 from imgextract.demo.markdata import photo
 from imgextract.progress import drain
-from imgextract.stages.watermarks import (Detector, WatermarkClassifier, build_classifier, compact, load_brands,
-                                          load_templates, match_brand, run_watermarks)
+from imgextract.stages.watermarks import (Detector, WatermarkClassifier, build_classifier, compact, high_pass,
+                                          load_brands, load_templates, match_brand, match_cut_brand, run_watermarks)
 
 
 @pytest.fixture(scope="module")
@@ -30,6 +30,52 @@ def test_brand_matching_tolerates_garbling():
     for plain in ["Happy Birthday", "alarm clock", "Stockholm", "Summer Holiday", "dream time"[:5]]:
         assert match_brand(plain, brands) is None, plain
     assert compact("Getty Images") == compact("GETTY  lMAGES")
+    assert match_brand("Drearnsfime", brands)[0] == "Dreamstime"  # "rn" reads as "m"
+    assert match_brand("© iStock", brands)[0] == "iStock" and match_brand("lStoek", brands)[0] == "iStock"
+    # short names are whole words: a word that merely contains or starts like one is not the brand
+    for plain in ["Alameda Street", "Stock Market Stock Market", "In Stock", "Shutter Speed", "Sweet Dreams"]:
+        assert match_brand(plain, brands) is None, plain
+
+
+def test_a_mark_cut_by_the_frame_is_read_from_the_edge_it_reaches():
+    brands = load_brands(None)
+    assert match_cut_brand("Getty Im", brands, "right")[0] == "Getty Images"
+    assert match_cut_brand("Adobe's", brands, "right")[0] == "Adobe Stock"   # "Adobe St", read by the OCR
+    assert match_cut_brand("utterstock", brands, "left")[0] == "Shutterstock"
+    assert match_cut_brand("Alam", brands, "right")[0] == "Alamy"
+    assert match_cut_brand("Getty Im", brands, "left") is None   # the start of a name is not its end
+    for plain in ["Dream", "Sweet Dreame", "Getty", "In Sto", "Photo Stu", "Alame", "Deposit"]:
+        assert match_cut_brand(plain, brands, "right") is None, plain
+    assert match_cut_brand("Stock Market", brands, "left") is None   # the end of "iStock", and a word of its own
+
+
+@pytest.mark.parametrize("brand,seed", [("Getty Images", 3), ("Depositphotos", 2), ("Shutterstock", 3)])
+def test_a_drawn_mark_the_frame_cuts_is_found_and_a_cut_plain_text_is_not(detector, brand, seed):
+    rng = np.random.default_rng(zlib.crc32(brand.encode()))
+    base = photo("retina", 512, rng)
+    img = draw_mark(base, brand, "cut", np.random.default_rng(seed), font_files(), opacity=0.8)
+    row = detector.detect(img)
+    assert row["watermark"] and row["brand"] == brand, row["text"]
+    assert compact(brand) not in compact(row["text"])                  # the whole name is not there to read
+    assert row["box"][0] <= 15 or row["box"][2] >= 512 - 15           # it was read at the edge
+    plain = draw_mark(base, "Photo Studio", "cut", np.random.default_rng(3), font_files(), opacity=0.8)
+    assert not detector.detect(plain)["watermark"]
+
+
+def test_the_high_pass_look_brings_out_a_mark_without_outline():
+    """A mark 30% opaque with no outline on a smooth sky: a few grey levels in the photograph, tens in the look."""
+    rng = np.random.default_rng(4)
+    sky = Image.new("RGB", (256, 256), (150, 170, 200))
+    arr = np.asarray(sky, np.float32) + np.linspace(0, 40, 256)[:, None, None]   # broad shading
+    img = draw_mark(Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8)), "Alamy", "faint", rng, font_files())
+    diff = np.abs(np.asarray(img.convert("L"), np.float32) - np.asarray(Image.fromarray(
+        np.clip(arr, 0, 255).astype(np.uint8)).convert("L"), np.float32))
+    mark = diff > 2
+    assert mark.sum() > 100 and diff[mark].mean() < 60
+    look = np.asarray(high_pass(img).convert("L"), np.float32)
+    background = np.abs(look[~mark] - 128)
+    assert np.median(background) < 2          # the shading is gone
+    assert np.abs(look[mark] - 128).mean() > 3 * max(1.0, float(np.median(background)))
 
 
 def test_user_brands_file(tmp_path):
