@@ -22,8 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
-from imgextract.copies import (REPLICATION_SCREEN, CopyRule, Prepared, judge, replicates, replication_level,
-                               replication_scores)
+from imgextract.copies import (CopyRule, Prepared, judge, replicates, replication_level,
+                               replication_scores, replication_screen)
 from imgextract.distance import block_means, exact_distances, fit, to_uint8
 from imgextract.sources.images import BadImage, IMAGE_SUFFIXES, inside, open_rgb
 
@@ -58,7 +58,7 @@ def grade(gen_path: Path, match_path: Path, rule: CopyRule, descriptor=None) -> 
     train = to_uint8(fit(open_rgb(match_path), gen.shape[:2]))
     j = judge(gen, train, rule)
     score = float(replication_scores(block_means(gen), block_means(train)[None])[0])
-    again = j.kind == "none" and score >= REPLICATION_SCREEN and \
+    again = j.kind == "none" and replication_screen(block_means(gen), block_means(train)[None])[0] and \
         replicates(Prepared(gen), Prepared(train), rule).kind != "none"
     sscd = None
     if descriptor is not None:

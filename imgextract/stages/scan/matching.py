@@ -298,9 +298,12 @@ def match_generation(gen: Generation, sim_row: np.ndarray, id_row: np.ndarray, i
             could_copy[k:] = False
     could_copy[masked] = by_copy    # the screen reads the whole image; a template's copy agrees on its region only
     rep = np.full(len(cand), np.nan)   # the replication screen's score, from the thumbnails (no decode)
+    rep_screen = np.zeros(len(cand), bool)
     with_thumb = sorted(j for j in found if j < k)
     if with_thumb:
-        rep[with_thumb] = copies.replication_scores(gen.blocks, np.stack([found[j] for j in with_thumb]))
+        thumbs = np.stack([found[j] for j in with_thumb])
+        rep[with_thumb] = copies.replication_scores(gen.blocks, thumbs)
+        rep_screen[with_thumb] = copies.replication_screen(gen.blocks, thumbs, rep[with_thumb])
     _measure(gen, cand, [j for j in range(k) if not tiled[j] >= params.exact_limit or could_copy[j]], tiled, plain,
              exact, train, params)  # NaN (no thumbnail) is measured too
     # judged: what the screen let through, and every whole copy by Carlini's test (so none is missed unjudged)
@@ -319,7 +322,7 @@ def match_generation(gen: Generation, sim_row: np.ndarray, id_row: np.ndarray, i
     order = list(judged)
     kind = {j: judged[j].kind if j in judged else "none" for j in range(k)}
     # what the near-exact test refused but the thumbnails say is close: tested again, tolerant of distortions
-    screened_in = [j for j in range(k) if kind[j] == "none" and rep[j] >= copies.REPLICATION_SCREEN]
+    screened_in = [j for j in range(k) if kind[j] == "none" and rep_screen[j]]
     gen_side = prepared or (copies.Prepared(gen.pixels) if screened_in else None)
     replicated = {j for j in screened_in if (p := train.prepared(cand[j][1], size)) is not None
                   and copies.replicates(gen_side, p, rule).kind != "none"}
