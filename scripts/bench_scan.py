@@ -25,6 +25,16 @@ copies; the portions and templates the scan finds besides are counted), that its
 (imagehash's), and that every `exact` tiled_l2 equals the loop's value (the others are lower
 bounds, checked to be ≤ the loop's). The index-build section compares `index build` with the
 decode-only floor of the same training files on all cores.
+
+    python scripts/bench_scan.py --workload all --train 100 --gens 60
+
+runs the workload matrix instead: from a base workload (k = 10, generations of 512 px, training images
+of 512 px, one generation in eight a copy) one factor varied at a time: k 5 / 40, generations of 256 /
+1024 px, training images of mixed sizes and shapes (256-1024 px, square or 4:3), no copies or half
+copies. For each, the plain loop (per generation) and the scan's marginal cost per generation (a scan
+of all the generations less one of the first third, divided by the difference: the command's fixed
+costs left out), idle and with one core busy, and the rows checked: the same candidates, exact
+tiled L2 equal to the loop's, bounds never above it.
 """
 
 from __future__ import annotations
@@ -94,6 +104,99 @@ def synthesise(work: Path, n_train: int, n_gens: int, size: int, seed: int = 0) 
     return train, gens
 
 
+WORKLOADS = {   # name: (k, generation side, training sizes "fixed" | "mixed", share of generations that are copies)
+    "base": (10, 512, "fixed", 0.125), "k5": (5, 512, "fixed", 0.125), "k40": (40, 512, "fixed", 0.125),
+    "gen256": (10, 256, "fixed", 0.125), "gen1024": (10, 1024, "fixed", 0.125),
+    "mixed": (10, 512, "mixed", 0.125), "copies0": (10, 512, "fixed", 0.0), "copies50": (10, 512, "fixed", 0.5),
+}
+
+
+def synthesise_workload(work: Path, n_train: int, n_gens: int, gen_side: int, sizes: str, copy_share: float,
+                        seed: int = 0) -> tuple[Path, Path]:
+    """Training images (512 px, or mixed: 256-1024 px, square or 4:3) and generations at ``gen_side``, of which
+    ``copy_share`` are near-copies of a training image and the rest other crops of the same photographs."""
+    rng = np.random.default_rng(seed)
+    base = photos()
+    train, gens = work / "train", work / "gens"
+    train.mkdir(parents=True)
+    gens.mkdir()
+    for i in range(n_train):
+        im = crop(base[i % len(base)], 512, rng)
+        if sizes == "mixed":
+            side = int(rng.choice([256, 384, 512, 768, 1024]))
+            im = im.resize((side, side * 3 // 4 if rng.random() < 0.5 else side), Image.BICUBIC)
+        im.save(train / f"{i:05d}.png")
+        (train / f"{i:05d}.txt").write_text(f"training image {i}")
+    files = sorted(train.glob("*.png"))
+    n_copies = int(round(n_gens * copy_share))
+    copies_at = set(rng.choice(n_gens, n_copies, replace=False).tolist()) if n_copies else set()
+    for i in range(n_gens):
+        im = near_copy(files[rng.integers(len(files))], rng) if i in copies_at else crop(base[rng.integers(len(base))],
+                                                                                       gen_side, rng)
+        im.resize((gen_side, gen_side), Image.BICUBIC).save(gens / f"gen_{i:05d}.png")
+    return train, gens
+
+
+def rows_agree(m: pd.DataFrame, loop: pd.DataFrame) -> tuple[bool, str]:
+    """The scan's rows against the loop's: the same candidates, exact tiled L2 equal, bounds never above."""
+    both = m.merge(loop, on=["generation_path", "rank"], suffixes=("", "_loop"))
+    if not len(both) == len(loop) == len(m):
+        return False, f"rows {len(m)} vs loop {len(loop)}"
+    ex = both["exact"]
+    same_ids = bool((both["train_id"] == both["train_id_loop"]).all())
+    diff = float(np.abs(both.loc[ex, "tiled_l2"] - both.loc[ex, "tiled_l2_loop"]).max()) if ex.any() else 0.0
+    bounds = bool((both.loc[~ex, "tiled_l2"] <= both.loc[~ex, "tiled_l2_loop"] + 1e-6).all())
+    ok = same_ids and diff < 1e-6 and bounds
+    return ok, f"candidates {same_ids}, exact |diff| {diff:.0e}, bounds {bounds}"
+
+
+def workload_matrix(names: list[str], n_train: int, n_gens: int, rounds: int, root: Path) -> None:
+    """One table: per workload, loop and scan (marginal) per generation, idle and one core busy, rows checked."""
+    print(f"workload matrix: {n_train} training images, {n_gens} generations each; {os.cpu_count()} cores; "
+          f"scan = marginal cost per generation ({n_gens - n_gens // 3} more generations), medians of {rounds}")
+    print(f"{'workload':9s} {'k':>3s} {'gen px':>6s} {'train':6s} {'copies':>6s} | {'loop ms':>8s} {'scan ms':>8s} "
+          f"{'ratio':>6s} | {'busy: loop':>10s} {'scan':>7s} {'ratio':>6s} | rows")
+    failed = []
+    for name in names:
+        k, side, sizes, share = WORKLOADS[name]
+        work = root / name
+        if not (work / "gens").is_dir():
+            synthesise_workload(work, n_train, n_gens, side, sizes, share)
+        os.environ["IMGEXTRACT_INDEX_DIR"] = str(work / "indexes")
+        build_index(work / "train", "bench", "pixel", overwrite=True, progress=False)
+        gen_files = sorted((work / "gens").glob("*.png"))
+        few = work / "gens-few"
+        if not few.is_dir():
+            few.mkdir()
+            for f in gen_files[:n_gens // 3]:
+                os.link(f, few / f.name)
+        figures, checks = [], []
+        for loaded in (False, True):
+            loops, scans = [], []
+            with busy_core() if loaded else contextlib.nullcontext():
+                for _ in range(rounds):
+                    loop_s, got_loop = plain_loop(gen_files, "bench", k, distance.DEFAULT_THRESHOLD)
+                    loops.append(loop_s / len(gen_files) * 1000)
+                    times = {}
+                    for folder in (few, work / "gens"):
+                        out = work / f"scan-{folder.name}"
+                        if out.exists():
+                            remove_own(out, root)
+                        t = time.perf_counter()
+                        list(scan(folder, ScanParams(index="bench", k=k), out))
+                        times[folder.name] = time.perf_counter() - t
+                    scans.append((times["gens"] - times["gens-few"]) / (len(gen_files) - n_gens // 3) * 1000)
+                    checks.append(rows_agree(pd.read_parquet(work / "scan-gens" / "matches.parquet"), got_loop))
+            figures += [float(np.median(loops)), float(np.median(scans))]
+        ok = all(c[0] for c in checks)
+        failed += [] if ok else [name]
+        li, si, lb, sb = figures
+        print(f"{name:9s} {k:3d} {side:6d} {sizes:6s} {share:6.3f} | {li:8.1f} {si:8.1f} {li / si:5.1f}x | {lb:10.1f} "
+              f"{sb:7.1f} {lb / sb:5.1f}x | {'identical' if ok else 'DIFFER: ' + checks[0][1]}", flush=True)
+    if failed:
+        raise SystemExit(f"MISMATCH on {failed}: the scan's rows are not the plain loop's")
+
+
 def decode_floor(files: list[Path], workers: int) -> float:
     t = time.perf_counter()
     with ThreadPoolExecutor(max_workers=workers) as pool:
@@ -141,8 +244,18 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3, help="alternated loop and scan runs per condition (medians)")
     ap.add_argument("--size", type=int, default=512)
     ap.add_argument("--workdir", type=Path, default=None, help="kept when given; a temporary folder otherwise")
+    ap.add_argument("--workload", action="append", choices=[*WORKLOADS, "all"],
+                    help="run the workload matrix (repeat, or all) instead of the default benchmark")
     args = ap.parse_args()
     work = bench_workdir(args.workdir, "imgextract-bench-scan-")
+    if args.workload:
+        names = list(WORKLOADS) if "all" in args.workload else args.workload
+        try:
+            workload_matrix(names, args.train, args.gens, args.rounds, work)
+        finally:
+            if args.workdir is None:
+                remove_own(work, work)
+        return
     cores = os.cpu_count() or 1
     try:
         if not (work / "gens").is_dir():

@@ -286,7 +286,6 @@ class Detector:
             if hit and (best is None or hit[1] * conf > best[2]):
                 best = (hit[0], box, hit[1] * conf)
         if best is None and size is not None:
-            margin = 0.04 * size[0] + 3
             # a line, or two in reading order (OCR splits "Getty | Im"), whose outer end meets the frame
             ordered = [(box, text, conf, box, box) for box, text, conf in good]
             for i, (b1, t1, c1) in enumerate(good):
@@ -295,6 +294,8 @@ class Detector:
                     box = [min(la[0], lb[0]), min(la[1], lb[1]), max(la[2], lb[2]), max(la[3], lb[3])]
                     ordered.append((box, f"{ta} {tb}", min(c1, c2), la, lb))
             for box, text, conf, first, last in ordered:
+                # the edge may cut a glyph the OCR leaves out of its box: up to ~0.6 of the line's height
+                margin = max(0.04 * size[0] + 3, 0.6 * (box[3] - box[1]))
                 for side in [s for s, at_edge in (("left", first[0] <= margin), ("right", last[2] >= size[0] - margin))
                              if at_edge]:
                     hit = match_cut_brand(text, self.brands, side)
