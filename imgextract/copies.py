@@ -529,19 +529,35 @@ def replication_screen(gen_blocks: np.ndarray, thumbs: np.ndarray, scores: np.nd
     return passed
 
 
-def replicates(gen: Prepared, train: Prepared, rule: CopyRule = CopyRule()) -> Judgement:
+class Softened:
+    """One side of :func:`replicates`, blurred once (``REPLICATION_BLUR``) with its channels' mean and spread: a
+    generation tested against several candidates, or a training image many generations are tested against, is
+    blurred and (the training side) prepared for the verdict once."""
+
+    def __init__(self, side: Prepared):
+        from PIL import ImageFilter
+        self.floats = np.asarray(Image.fromarray(side.pixels).filter(ImageFilter.GaussianBlur(REPLICATION_BLUR)),
+                                 np.float32)
+        self.mean, self.std = self.floats.mean(axis=(0, 1)), self.floats.std(axis=(0, 1))
+        self._prepared: Prepared | None = None
+
+    @property
+    def prepared(self) -> Prepared:
+        if self._prepared is None:
+            self._prepared = Prepared(np.clip(self.floats + 0.5, 0, 255).astype(np.uint8))
+        return self._prepared
+
+
+def replicates(gen: Prepared | Softened, train: Prepared | Softened, rule: CopyRule = CopyRule()) -> Judgement:
     """The verdict on a pair the near-exact test refused, made tolerant of what a near-copy goes through: both
     images blurred alike (``REPLICATION_BLUR``) and the generation's tone matched to the training image's (each
     channel's mean and spread), then judged as :func:`judge` judges. Compression, blur, resizing and tone no
     longer decide; the blocks must still correlate, which distinct photographs and another object on the same
     canvas do not (the null and the canvas negatives of ``scripts/bench_verdict.py``)."""
-    from PIL import ImageFilter
-
-    def soft(pixels: np.ndarray) -> np.ndarray:
-        return np.asarray(Image.fromarray(pixels).filter(ImageFilter.GaussianBlur(REPLICATION_BLUR)), np.float32)
-    g, t = soft(gen.pixels), soft(train.pixels)
-    g = (g - g.mean(axis=(0, 1))) / np.maximum(g.std(axis=(0, 1)), 1.0) * t.std(axis=(0, 1)) + t.mean(axis=(0, 1))
-    return judge(np.clip(g + 0.5, 0, 255).astype(np.uint8), np.clip(t + 0.5, 0, 255).astype(np.uint8), rule)
+    g = gen if isinstance(gen, Softened) else Softened(gen)
+    t = train if isinstance(train, Softened) else Softened(train)
+    toned = (g.floats - g.mean) / np.maximum(g.std, 1.0) * t.std + t.mean
+    return judge(np.clip(toned + 0.5, 0, 255).astype(np.uint8), t.prepared, rule)
 
 
 def replication_level(kind: str, replicated: bool = False, sscd: float | None = None) -> str:

@@ -75,6 +75,13 @@ class TrainingImages:
             return None if arr is None else copies.Prepared(arr)
         return self._remember(self._prepared, self.PREPARED, (train_id, size), make)
 
+    def softened(self, train_id: int, size: tuple[int, int]) -> copies.Softened | None:
+        """The training image's side of the replication test at ``size``, blurred and prepared once per process."""
+        def make():
+            p = self.prepared(train_id, size)
+            return None if p is None else copies.Softened(p)
+        return self._remember(self._prepared, self.PREPARED, ("soft", train_id, size), make)
+
     def region(self, train_id: int, size: tuple[int, int]) -> np.ndarray | None:
         """A published template's fixed region fitted to ``size`` (None: the image has no mask)."""
         text = self.masks.get(train_id)
@@ -323,8 +330,8 @@ def match_generation(gen: Generation, sim_row: np.ndarray, id_row: np.ndarray, i
     kind = {j: judged[j].kind if j in judged else "none" for j in range(k)}
     # what the near-exact test refused but the thumbnails say is close: tested again, tolerant of distortions
     screened_in = [j for j in range(k) if kind[j] == "none" and rep_screen[j]]
-    gen_side = prepared or (copies.Prepared(gen.pixels) if screened_in else None)
-    replicated = {j for j in screened_in if (p := train.prepared(cand[j][1], size)) is not None
+    gen_side = copies.Softened(prepared or copies.Prepared(gen.pixels)) if screened_in else None
+    replicated = {j for j in screened_in if (p := train.softened(cand[j][1], size)) is not None
                   and copies.replicates(gen_side, p, rule).kind != "none"}
     # every one of the k is reported; one whose pixels cannot be read as "unavailable", with NaN distances
     rel = np.full(len(cand), np.nan)
