@@ -111,7 +111,8 @@ def mask_from_hex(text: str) -> np.ndarray:
 _LUMA = np.array([0.299, 0.587, 0.114], np.float32)
 
 
-def _grey(a: np.ndarray) -> np.ndarray:
+def grey(a: np.ndarray) -> np.ndarray:
+    """Luma of RGB (..., 3) arrays: what every structural test compares."""
     return a @ _LUMA
 
 
@@ -154,12 +155,12 @@ def block_stats(gen: np.ndarray, train: np.ndarray, valid: np.ndarray | None = N
     if valid is None:
         n = area
         d2 = _sq_diff(gen, train)
-        g, t = _grey(gen), _grey(train)
+        g, t = grey(gen), grey(train)
     else:
         v = valid.astype(np.float32)
         n = np.maximum(_block_sums(v, ys, xs), 1.0)
         d2 = _sq_diff(gen, train) * v
-        g, t = _grey(gen) * v, _grey(train) * v
+        g, t = grey(gen) * v, grey(train) * v
     rms = np.sqrt(_block_sums(d2, ys, xs) / (3 * n))
     sg, st = _block_sums(g, ys, xs) / n, _block_sums(t, ys, xs) / n
     vg = np.maximum(_block_sums(g * g, ys, xs) / n - sg ** 2, 0.0)
@@ -251,8 +252,8 @@ class Prepared:
         """The grey spectrum at the long side ``long``, and that (width, height)."""
         if long not in self._spectra:
             size = _side(*self.pixels.shape[:2], long)
-            grey = self.grey if size == self.grey.size else self.grey.resize(size, Image.BILINEAR)
-            self._spectra[long] = (_spectrum(np.asarray(grey, np.float32)), size)
+            g = self.grey if size == self.grey.size else self.grey.resize(size, Image.BILINEAR)
+            self._spectra[long] = (_spectrum(np.asarray(g, np.float32)), size)
         return self._spectra[long]
 
     def zoomed_spectrum(self, size: tuple[int, int], zoom: float) -> np.ndarray:
@@ -444,146 +445,6 @@ def judge_masked(gen: Prepared, train: Prepared, region: np.ndarray, rule: CopyR
     return best
 
 
-# -- the replication level: what the near-exact test refuses but an auditor must still see ---------------------------
-
-LEVELS = ("near-exact", "replication", "partial replication", "none")
-REPLICATION_SCREEN = 0.75  # grey thumbnails (32 x 32 block means) correlate at least this, shifted by up to
-REPLICATION_SHIFT = 2      # this many blocks, before a pair is tested (heavy near-copies: 0.96 and up; a real SD 1.4
-                           # replication, a sneaker re-staged, 0.81). The screen saves work; the test keeps the null
-                           # clean: of 8,832 pairs of distinct photographs 66 correlate >= 0.6 and none replicates
-REPLICATION_WINDOW = 8     # ...or, for a copied portion (the whole thumbnails then correlate weakly: 0.2-0.7 for half
-REPLICATION_LOCAL = 0.9    # an image copied under JPEG 25), at least REPLICATION_LOCAL_SHARE of the detailed windows
-REPLICATION_LOCAL_SHARE = 0.25  # of 8 x 8 blocks (stride 4) correlate >= 0.9, shifted by up to a block (the null of
-                           # 2,208 pairs of distinct photographs: at most 0.16; heavy half copies 0.3-0.95)
-REPLICATION_DETAIL = 0.02  # a thumbnail flatter than this (grey std, [0, 1]) correlates by chance: never screened in
-REPLICATION_BLUR = 2.5     # the test: both images blurred alike (Gaussian radius in pixels at the judged size)...
-SSCD_BANDS = (0.5, 0.7)    # the field's: SSCD > 0.5 "replicated content" (Somepalli et al.), > 0.7 "memorized" (Wen et al.)
-
-
-def replication_scores(gen_blocks: np.ndarray, thumbs: np.ndarray) -> np.ndarray:
-    """Per candidate: the best zero-mean correlation of the two grey thumbnails over shifts of up to
-    ``REPLICATION_SHIFT`` blocks (0 for a flat candidate): the screen before :func:`replicates`. ``gen_blocks``
-    (by, bx, 3); ``thumbs`` (m, by, bx, 3), fitted to the generation's size (``distance.block_means``): no decode."""
-    g = _grey(gen_blocks.astype(np.float32))
-    t = np.stack([_grey(x.astype(np.float32)) for x in thumbs]) if len(thumbs) else np.zeros((0, *g.shape), np.float32)
-    by, bx = g.shape
-    best = np.zeros(len(t))
-    if not len(t) or by <= 2 * REPLICATION_SHIFT or bx <= 2 * REPLICATION_SHIFT:
-        return best
-    flat = t.reshape(len(t), -1).std(axis=1) < REPLICATION_DETAIL
-    r = REPLICATION_SHIFT
-    for dy in range(-r, r + 1):
-        for dx in range(-r, r + 1):
-            a = g[max(0, dy):by + min(0, dy), max(0, dx):bx + min(0, dx)]
-            b = t[:, max(0, -dy):by + min(0, -dy), max(0, -dx):bx + min(0, -dx)]
-            a0 = a - a.mean()
-            b0 = b - b.mean(axis=(1, 2), keepdims=True)
-            den = np.sqrt((a0 ** 2).mean() * (b0 ** 2).mean(axis=(1, 2)))
-            ncc = np.where(den > 1e-10, (a0 * b0).mean(axis=(1, 2)) / np.maximum(den, 1e-10), 0.0)
-            best = np.maximum(best, ncc)
-    best[flat] = 0.0
-    return best
-
-
-def replication_local_shares(gen_blocks: np.ndarray, thumbs: np.ndarray) -> np.ndarray:
-    """Per candidate: the share of its detailed windows (``REPLICATION_WINDOW`` blocks a side, stride half that; grey
-    std >= 1.5 x ``REPLICATION_DETAIL``) whose grey thumbnail correlates with the generation's at least
-    ``REPLICATION_LOCAL``, shifted by up to a block. The screen's second test: a copied portion correlates window by
-    window where the whole thumbnails do not. Shapes as :func:`replication_scores`."""
-    g = _grey(gen_blocks.astype(np.float32))
-    t = np.stack([_grey(x.astype(np.float32)) for x in thumbs]) if len(thumbs) else np.zeros((0, *g.shape), np.float32)
-    by, bx = g.shape
-    w = REPLICATION_WINDOW
-    if not len(t) or by < w + 2 or bx < w + 2:
-        return np.zeros(len(t))
-    ys, xs = np.meshgrid(np.arange(0, by - w + 1, w // 2), np.arange(0, bx - w + 1, w // 2), indexing="ij")
-    ys, xs = ys.ravel(), xs.ravel()
-    iy, ix = np.arange(w)[:, None], np.arange(w)[None, :]
-
-    def centred(a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        a0 = a - a.mean(axis=(-2, -1), keepdims=True)
-        return a0, np.sqrt((a0 ** 2).mean(axis=(-2, -1)))
-    tw, tsd = centred(t[:, ys[:, None, None] + iy, xs[:, None, None] + ix])           # (m, W, w, w)
-    best = np.full(tsd.shape, -1.0)
-    for dy in (-1, 0, 1):
-        for dx in (-1, 0, 1):
-            ok = (ys + dy >= 0) & (ys + dy + w <= by) & (xs + dx >= 0) & (xs + dx + w <= bx)
-            gy, gx = np.clip(ys + dy, 0, by - w), np.clip(xs + dx, 0, bx - w)
-            gw, gsd = centred(g[gy[:, None, None] + iy, gx[:, None, None] + ix])        # (W, w, w)
-            den = tsd * gsd[None]
-            ncc = np.where(den > 1e-10, (tw * gw[None]).mean(axis=(-2, -1)) / np.maximum(den, 1e-10), -1.0)
-            best = np.maximum(best, np.where(ok[None], ncc, -1.0))
-    detailed = tsd >= 1.5 * REPLICATION_DETAIL
-    return np.where(detailed.any(axis=1), ((best >= REPLICATION_LOCAL) & detailed).sum(axis=1)
-                    / np.maximum(detailed.sum(axis=1), 1), 0.0)
-
-
-def replication_screen(gen_blocks: np.ndarray, thumbs: np.ndarray, scores: np.ndarray | None = None) -> np.ndarray:
-    """Which candidates :func:`replicates` tests: whole thumbnails correlating >= ``REPLICATION_SCREEN``, or windows
-    correlating over ``REPLICATION_LOCAL_SHARE`` of the detailed ones (``scores``: replication_scores, if at hand)."""
-    scores = replication_scores(gen_blocks, thumbs) if scores is None else scores
-    passed = scores >= REPLICATION_SCREEN
-    if (~passed).any():
-        rest = np.flatnonzero(~passed)
-        passed[rest] = replication_local_shares(gen_blocks, thumbs[rest]) >= REPLICATION_LOCAL_SHARE
-    return passed
-
-
-class Softened:
-    """One side of :func:`replicates`, blurred once (``REPLICATION_BLUR``) with its channels' mean and spread: a
-    generation tested against several candidates, or a training image many generations are tested against, is
-    blurred and (the training side) prepared for the verdict once."""
-
-    def __init__(self, side: Prepared):
-        from PIL import ImageFilter
-        self.floats = np.asarray(Image.fromarray(side.pixels).filter(ImageFilter.GaussianBlur(REPLICATION_BLUR)),
-                                 np.float32)
-        self.mean, self.std = self.floats.mean(axis=(0, 1)), self.floats.std(axis=(0, 1))
-        self._prepared: Prepared | None = None
-
-    @property
-    def prepared(self) -> Prepared:
-        if self._prepared is None:
-            self._prepared = Prepared(np.clip(self.floats + 0.5, 0, 255).astype(np.uint8))
-        return self._prepared
-
-
-def replicates(gen: Prepared | Softened, train: Prepared | Softened, rule: CopyRule = CopyRule()) -> Judgement:
-    """The verdict on a pair the near-exact test refused, made tolerant of what a near-copy goes through: both
-    images blurred alike (``REPLICATION_BLUR``) and the generation's tone matched to the training image's (each
-    channel's mean and spread), then judged as :func:`judge` judges. Compression, blur, resizing and tone no
-    longer decide; the blocks must still correlate, which distinct photographs and another object on the same
-    canvas do not (the null and the canvas negatives of ``scripts/bench_verdict.py``)."""
-    g = gen if isinstance(gen, Softened) else Softened(gen)
-    t = train if isinstance(train, Softened) else Softened(train)
-    toned = (g.floats - g.mean) / np.maximum(g.std, 1.0) * t.std + t.mean
-    return judge(np.clip(toned + 0.5, 0, 255).astype(np.uint8), t.prepared, rule)
-
-
-def replication_level(kind: str, replicated: bool = False, sscd: float | None = None) -> str:
-    """``near-exact`` (the copy verdict found a copy), ``replication`` (:func:`replicates` found one, or SSCD >= 0.7),
-    ``partial replication`` (SSCD 0.5-0.7), ``none``."""
-    if kind != "none":
-        return "near-exact"
-    has = sscd is not None and sscd == sscd
-    if replicated or (has and sscd >= SSCD_BANDS[1]):
-        return "replication"
-    if has and sscd >= SSCD_BANDS[0]:
-        return "partial replication"
-    return "none"
-
-
-def level_words(level: str, sscd: float | None = None) -> str:
-    """What a replication the near-exact test refused is, in words."""
-    how = f" (SSCD similarity {sscd:.2f})" if sscd is not None and sscd == sscd and sscd >= SSCD_BANDS[0] else ""
-    if level == "replication":
-        return (f"a replication, not a near-exact copy{how}: the image reproduced under compression, blur, "
-                "resizing or a tone change, which the near-exact test does not accept")
-    if level == "partial replication":
-        return f"a partial replication{how}, between the field's SSCD bands 0.5 and 0.7"
-    return ""
-
-
 SCREEN_ZOOMS = tuple(round(0.9 + 0.025 * i, 3) for i in range(10))   # 0.90–1.125 on thumbnails (< 1 block at the edges)
 SCREEN_TRIES = 2                # alignments tried per candidate besides none: the strongest zooms' peaks
 SCREEN_SLACK = (0.5, 0.8)       # the screen asks 0.5 × min_area, 0.8 × min_share: windows are coarser than blocks
@@ -610,7 +471,7 @@ def screen_scores(gen_blocks: np.ndarray, thumbs: np.ndarray, rule: CopyRule = C
         return np.ones((m, 2))                                         # too small to screen: judge them all
     zoomed = np.stack([t if z == 1.0 else _zoom_matrix(by, z) @ t @ _zoom_matrix(bx, z).T for z in SCREEN_ZOOMS])
     greys = zoomed[:, :, 0] * 0.299 + zoomed[:, :, 1] * 0.587 + zoomed[:, :, 2] * 0.114   # (z, m, by, bx)
-    gg = _grey(g)
+    gg = grey(g)
     cross = _spectrum(gg).conj() * sfft.rfft2(greys - greys.mean(axis=(-2, -1), keepdims=True))
     r = sfft.irfft2(cross / np.maximum(np.abs(cross), 1e-9), s=(by, bx))
     sy = np.fft.fftfreq(by, 1 / by).astype(int)                       # peak index → shift
@@ -636,7 +497,7 @@ def screen_scores(gen_blocks: np.ndarray, thumbs: np.ndarray, rule: CopyRule = C
     b = b[cut].reshape(-1, hy, win, wx, win, 3)
     whole = valid[cut].reshape(-1, hy, win, wx, win).all(axis=(2, 4))
     rms = np.sqrt(((a - b) ** 2).mean(axis=(2, 4, 5)))
-    ag, bg = _grey(a), _grey(b)
+    ag, bg = grey(a), grey(b)
     ag = ag - ag.mean(axis=(2, 4), keepdims=True)
     bg = bg - bg.mean(axis=(2, 4), keepdims=True)
     va, vb = (ag ** 2).mean(axis=(2, 4)), (bg ** 2).mean(axis=(2, 4))

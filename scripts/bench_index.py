@@ -72,6 +72,7 @@ class PeakAnon:
 
     def __init__(self, pid: int):
         self.pid, self.peak, self.hwm, self._stop = pid, 0, 0, threading.Event()
+        self.start, self.peak_at = time.monotonic(), 0.0
         self.thread = threading.Thread(target=self._run, daemon=True)
         self.thread.start()
 
@@ -83,9 +84,43 @@ class PeakAnon:
                 return
             for line in text.splitlines():
                 if line.startswith("RssAnon:"):
-                    self.peak = max(self.peak, int(line.split()[1]) * 1024)
+                    anon = int(line.split()[1]) * 1024
+                    if anon > self.peak:
+                        self.peak, self.peak_at = anon, time.monotonic() - self.start
                 elif line.startswith("VmHWM:"):
                     self.hwm = max(self.hwm, int(line.split()[1]) * 1024)
+
+
+class Lines:
+    """A child's stderr read as it comes, each line (progress lines end in \\r too) with its time since
+    ``start``: which step of the build was running when its memory peaked."""
+
+    def __init__(self, stream, start: float):
+        self.stream, self.start, self.lines = stream, start, []
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        buf = ""
+        while True:
+            ch = self.stream.read(1)
+            if not ch:
+                break
+            if ch in "\r\n":
+                if buf.strip():
+                    self.lines.append((time.monotonic() - self.start, buf.strip()))
+                buf = ""
+            else:
+                buf += ch
+
+    def text(self) -> str:
+        self.thread.join()
+        return "\n".join(line for _, line in self.lines)
+
+    def at(self, seconds: float) -> str:
+        """The last line written before ``seconds``."""
+        before = [line for t, line in self.lines if t <= seconds]
+        return before[-1] if before else "(before the first line)"
 
     def stop(self) -> None:
         self._stop.set()
@@ -175,7 +210,10 @@ def bench_vectors(work: Path, n: int, budget: str, autofaiss: bool = False, dim:
                           f"clip:{clip}", "--max-memory", budget, "--overwrite"], env=env,
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     anon = PeakAnon(p.pid)
-    _, err = p.communicate()
+    lines = Lines(p.stderr, anon.start)
+    p.stdout.read()
+    p.wait()
+    err = lines.text()
     build_s = time.perf_counter() - t
     anon.stop()
     if p.returncode:
@@ -204,6 +242,7 @@ def bench_vectors(work: Path, n: int, budget: str, autofaiss: bool = False, dim:
     print(f"memory          : peak anonymous {anon.peak / 2**30:.2f} GiB (sampled RssAnon) vs --max-memory "
           f"{limit / 2**30:.2f} GiB: {'within' if anon.peak <= limit else 'OVER'} the budget; peak RSS "
           f"{peak / 2**30:.2f} GiB (VmHWM; counts memory-mapped file pages too)")
+    print(f"peak reached    : {anon.peak_at:.0f} s into the build, during: {lines.at(anon.peak_at)[:160]}")
     print(f"search          : recall@10 {recall:.3f} vs exact (goal >= 0.95); {approx_qps:.0f} queries/s with "
           f"re-rank vs {exact_qps:.0f} queries/s exact (brute force over vectors.f16): {approx_qps / exact_qps:.1f}x")
     if autofaiss:

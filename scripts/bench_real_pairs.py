@@ -22,8 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
-from imgextract.copies import (CopyRule, Prepared, judge, replicates, replication_level,
-                               replication_scores, replication_screen)
+from imgextract.copies import CopyRule, Prepared, judge
+from imgextract.replication import replicates, replication_level, replication_scores, replication_screen
 from imgextract.distance import block_means, exact_distances, fit, to_uint8
 from imgextract.sources.images import BadImage, IMAGE_SUFFIXES, inside, open_rgb
 

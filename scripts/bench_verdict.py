@@ -41,8 +41,8 @@ import time
 
 import numpy as np
 
-from imgextract.copies import (CopyRule, Prepared, judge, mark_templates, replicates,
-                               replication_level, replication_screen, screen, screen_scores)
+from imgextract.copies import CopyRule, Prepared, judge, mark_templates, screen, screen_scores
+from imgextract.replication import replicates, replication_level, replication_screen
 from imgextract.demo import composites as cp
 from imgextract.distance import block_means, exact_distances
 

@@ -23,7 +23,8 @@ from PIL import Image
 from imgextract.index.store import TrainingIndex, open_index
 from imgextract.sources.images import open_rgb
 from imgextract.sources.tables import LICENSE_COLUMNS, SOURCE_COLUMNS, role_column
-from imgextract.copies import copy_words, level_words
+from imgextract.copies import copy_words
+from imgextract.replication import level_words
 from imgextract.stages.scan import KIND_ORDER, ScanParams, TrainingImages, described, grade, match_image
 from imgextract.copies import CopyRule
 
@@ -49,7 +50,7 @@ class GuardVerdict:
     template_members: int = 0
     sscd_similarity: float | None = None   # with a descriptor: the SSCD similarity to that training image
     template_mask: str = ""   # a published template's mask the copy was judged on (sources.templates)
-    replication: str = "none"  # the graded level (copies.LEVELS): a near-copy the near-exact test refused is not clean
+    replication: str = "none"  # the graded level (replication.LEVELS): a near-copy the near-exact test refused is not clean
     replication_score: float = float("nan")
 
     @property

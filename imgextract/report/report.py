@@ -276,7 +276,7 @@ NUMBERS = ("generations_scanned", "memorized_generations", "replications.*.repli
 
 def replication_section(summary: dict, thumbs: Thumbs) -> str:
     """Generations the near-exact test refused that still replicate a training image: listed, never clean."""
-    from imgextract.copies import level_words
+    from imgextract.replication import level_words
     reps = summary.get("replications") or []
     if not reps:
         return ""

@@ -14,7 +14,7 @@ import pandas as pd
 from PIL import Image
 from threadpoolctl import threadpool_limits
 
-from imgextract import copies, distance, hashes
+from imgextract import copies, distance, hashes, replication
 from imgextract.index.store import TrainingIndex
 from imgextract.models.embedders import Embedder
 from imgextract.sources.images import BadImage, open_rgb
@@ -75,11 +75,11 @@ class TrainingImages:
             return None if arr is None else copies.Prepared(arr)
         return self._remember(self._prepared, self.PREPARED, (train_id, size), make)
 
-    def softened(self, train_id: int, size: tuple[int, int]) -> copies.Softened | None:
+    def softened(self, train_id: int, size: tuple[int, int]) -> replication.Softened | None:
         """The training image's side of the replication test at ``size``, blurred and prepared once per process."""
         def make():
             p = self.prepared(train_id, size)
-            return None if p is None else copies.Softened(p)
+            return None if p is None else replication.Softened(p)
         return self._remember(self._prepared, self.PREPARED, ("soft", train_id, size), make)
 
     def region(self, train_id: int, size: tuple[int, int]) -> np.ndarray | None:
@@ -309,8 +309,8 @@ def match_generation(gen: Generation, sim_row: np.ndarray, id_row: np.ndarray, i
     with_thumb = sorted(j for j in found if j < k)
     if with_thumb:
         thumbs = np.stack([found[j] for j in with_thumb])
-        rep[with_thumb] = copies.replication_scores(gen.blocks, thumbs)
-        rep_screen[with_thumb] = copies.replication_screen(gen.blocks, thumbs, rep[with_thumb])
+        rep[with_thumb] = replication.replication_scores(gen.blocks, thumbs)
+        rep_screen[with_thumb] = replication.replication_screen(gen.blocks, thumbs, rep[with_thumb])
     _measure(gen, cand, [j for j in range(k) if not tiled[j] >= params.exact_limit or could_copy[j]], tiled, plain,
              exact, train, params)  # NaN (no thumbnail) is measured too
     # judged: what the screen let through, and every whole copy by Carlini's test (so none is missed unjudged)
@@ -330,9 +330,9 @@ def match_generation(gen: Generation, sim_row: np.ndarray, id_row: np.ndarray, i
     kind = {j: judged[j].kind if j in judged else "none" for j in range(k)}
     # what the near-exact test refused but the thumbnails say is close: tested again, tolerant of distortions
     screened_in = [j for j in range(k) if kind[j] == "none" and rep_screen[j]]
-    gen_side = copies.Softened(prepared or copies.Prepared(gen.pixels)) if screened_in else None
+    gen_side = replication.Softened(prepared or copies.Prepared(gen.pixels)) if screened_in else None
     replicated = {j for j in screened_in if (p := train.softened(cand[j][1], size)) is not None
-                  and copies.replicates(gen_side, p, rule).kind != "none"}
+                  and replication.replicates(gen_side, p, rule).kind != "none"}
     # every one of the k is reported; one whose pixels cannot be read as "unavailable", with NaN distances
     rel = np.full(len(cand), np.nan)
     if params.relative_n >= 1:
@@ -368,7 +368,7 @@ def match_generation(gen: Generation, sim_row: np.ndarray, id_row: np.ndarray, i
             "template_members": [cand[order[m]][1] for m in jd.template_members] if jd else [],
             "template_mask": train.mask_names[t] if jd and jd.masked else "",
             "template_mse": jd.mse if jd else float("nan"),
-            "replication": copies.replication_level(kind[j], j in replicated) if available else "none",
+            "replication": replication.replication_level(kind[j], j in replicated) if available else "none",
             "replication_score": float(rep[j]),
             "memorized": memorized[j]})
     return rows
@@ -378,7 +378,7 @@ def grade(rows: list[dict], column: str | None = None) -> None:
     """Each row's replication level again, now that the descriptor's similarity (``column``) is known."""
     for row in rows:
         if row["pixels"] == "available":
-            row["replication"] = copies.replication_level(row["copy_kind"], row["replication"] == "replication",
+            row["replication"] = replication.replication_level(row["copy_kind"], row["replication"] == "replication",
                                                           row.get(column) if column else None)
 
 

@@ -85,7 +85,7 @@ def summarize(matches: pd.DataFrame, generations_total: int, skipped: list[dict]
 
 
 def replications(matches: pd.DataFrame) -> list[dict]:
-    """Generations with no near-exact copy whose nearest match is still a replication (copies.replication_level):
+    """Generations with no near-exact copy whose nearest match is still a replication (replication.replication_level):
     listed, never counted clean. One entry per generation: its strongest level and training image."""
     if "replication" not in matches or not len(matches):
         return []
