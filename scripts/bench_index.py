@@ -90,6 +90,10 @@ class PeakAnon:
                 elif line.startswith("VmHWM:"):
                     self.hwm = max(self.hwm, int(line.split()[1]) * 1024)
 
+    def stop(self) -> None:
+        self._stop.set()
+        self.thread.join()
+
 
 class Lines:
     """A child's stderr read as it comes, each line (progress lines end in \\r too) with its time since
@@ -122,9 +126,6 @@ class Lines:
         before = [line for t, line in self.lines if t <= seconds]
         return before[-1] if before else "(before the first line)"
 
-    def stop(self) -> None:
-        self._stop.set()
-        self.thread.join()
 
 
 AUTOFAISS_AVAILABLE = "16G"   # its current_memory_available: it refuses to build unless this exceeds the budget
