@@ -88,20 +88,8 @@ def near_copy(path: Path, rng) -> Image.Image:
 
 
 def synthesise(work: Path, n_train: int, n_gens: int, size: int, seed: int = 0) -> tuple[Path, Path]:
-    rng = np.random.default_rng(seed)
-    base = photos()
-    train, gens = work / "train", work / "gens"
-    train.mkdir(parents=True)
-    gens.mkdir()
-    for i in range(n_train):
-        crop(base[i % len(base)], size, rng).save(train / f"{i:05d}.png")
-        (train / f"{i:05d}.txt").write_text(f"training image {i}")
-    files = sorted(train.glob("*.png"))
-    for i in range(n_gens):
-        im = near_copy(files[rng.integers(len(files))], rng) if i % 8 == 0 else crop(base[rng.integers(len(base))],
-                                                                                     size, rng)
-        im.save(gens / f"gen_{i:05d}.png")
-    return train, gens
+    """The default benchmark's data: training images and generations of ``size``, one generation in eight a copy."""
+    return synthesise_workload(work, n_train, n_gens, size, "fixed", 0.125, seed, train_side=size)
 
 
 WORKLOADS = {   # name: (k, generation side, training sizes "fixed" | "mixed", share of generations that are copies)
@@ -112,27 +100,27 @@ WORKLOADS = {   # name: (k, generation side, training sizes "fixed" | "mixed", s
 
 
 def synthesise_workload(work: Path, n_train: int, n_gens: int, gen_side: int, sizes: str, copy_share: float,
-                        seed: int = 0) -> tuple[Path, Path]:
-    """Training images (512 px, or mixed: 256-1024 px, square or 4:3) and generations at ``gen_side``, of which
-    ``copy_share`` are near-copies of a training image and the rest other crops of the same photographs."""
+                        seed: int = 0, train_side: int = 512) -> tuple[Path, Path]:
+    """Training images (``train_side``, or mixed: 256-1024 px, square or 4:3) and generations at ``gen_side``, of
+    which ``copy_share`` (every 1/share-th) are near-copies of a training image and the rest other crops of the
+    same photographs."""
     rng = np.random.default_rng(seed)
     base = photos()
     train, gens = work / "train", work / "gens"
     train.mkdir(parents=True)
     gens.mkdir()
     for i in range(n_train):
-        im = crop(base[i % len(base)], 512, rng)
+        im = crop(base[i % len(base)], train_side, rng)
         if sizes == "mixed":
             side = int(rng.choice([256, 384, 512, 768, 1024]))
             im = im.resize((side, side * 3 // 4 if rng.random() < 0.5 else side), Image.BICUBIC)
         im.save(train / f"{i:05d}.png")
         (train / f"{i:05d}.txt").write_text(f"training image {i}")
     files = sorted(train.glob("*.png"))
-    n_copies = int(round(n_gens * copy_share))
-    copies_at = set(rng.choice(n_gens, n_copies, replace=False).tolist()) if n_copies else set()
+    step = round(1 / copy_share) if copy_share else 0
     for i in range(n_gens):
-        im = near_copy(files[rng.integers(len(files))], rng) if i in copies_at else crop(base[rng.integers(len(base))],
-                                                                                       gen_side, rng)
+        im = near_copy(files[rng.integers(len(files))], rng) if step and i % step == 0 else \
+            crop(base[rng.integers(len(base))], gen_side, rng)
         im.resize((gen_side, gen_side), Image.BICUBIC).save(gens / f"gen_{i:05d}.png")
     return train, gens
 
