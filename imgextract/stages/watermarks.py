@@ -107,8 +107,7 @@ def match_cut_brand(text: str, brands: dict[str, list[str]], side: str) -> tuple
     Only lines that reach the frame's edge are read this way. What is left must be 6 or more
     letters, or 4–5 letters and at least 60% of the name ("Alam", not "Dream" of "Dreamstime");
     up to 6 letters it must agree exactly ("Sweet Dreame" is not a cut "Dreamstime"), up to 9
-    with one edit, beyond with two. The similarity
-    is the share of the name seen, less the edits."""
+    with one edit, beyond with two. The similarity is the share of the name seen, less the edits."""
     from rapidfuzz.distance import Levenshtein
     t = compact(text)
     common = {compact(w) for w in COMMON_PARTS}
@@ -118,9 +117,9 @@ def match_cut_brand(text: str, brands: dict[str, list[str]], side: str) -> tuple
             a = compact(alias)
             for k in range(min(len(t), len(a) - 1), min(6, max(4, -(-len(a) * 3 // 5))) - 1, -1):
                 seen, part = (t[-k:], a[:k]) if side == "right" else (t[:k], a[-k:])
-                d = Levenshtein.distance(seen, part)
                 if seen in common:
                     break   # "Stock" is the end of "iStock" and a word of its own: not a mark
+                d = Levenshtein.distance(seen, part)
                 if d <= (0 if k <= 6 else 1 if k <= 9 else 2):
                     sim = (k - d) / len(a)
                     if found is None or sim > found[1]:
