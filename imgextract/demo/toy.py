@@ -268,14 +268,16 @@ def train(out: Path, cfg: ToyConfig = ToyConfig(), images: Path | None = None) -
             return Step("train", done, cfg.vae_steps + cfg.unet_steps, "step", detail)
         return Step("train", round(state["elapsed"]), round(budget), "s", detail)
 
-    # phase 1: the VAE learns to reconstruct the distinct images (uniformly, not by copies)
+    # phase 1: the VAE learns to reconstruct the distinct images (uniformly, not by copies), each at most once a
+    # step: 16 draws with repeats from a handful of images cost up to 2.7x the time for no more to learn
     vae.train()
+    vae_batch = min(16, len(items))
     while state["phase"] == "vae":
         if (cfg.vae_steps is not None and state["step"] >= cfg.vae_steps) or \
                 (cfg.vae_steps is None and state["elapsed"] >= budget * cfg.vae_share):
             state.update(phase="denoiser", vae_steps=state["step"], step=0)
             break
-        idx = torch.randint(len(items), (16,), generator=gen)
+        idx = torch.randperm(len(items), generator=gen)[:vae_batch]
         x = pixels[idx]
         post = vae.encode(x).latent_dist
         rec = vae.decode(post.sample(generator=gen)).sample
