@@ -170,3 +170,28 @@ def served(tmp_path_factory, photos):
     yield {"root": root, "www": www, "base": base, "rows": rows}
     httpd.shutdown()
 
+
+
+@pytest.fixture(scope="session")
+def member_model(tmp_path_factory):
+    """Membership's toy: twelve distinct images, two of them 6 times, 400 steps at batch 8 (about 90 s on one core).
+    Measured (scripts/bench_membership.py): its works against never_seen give p <= 5e-4 on ten split seeds, its
+    two 6x images score highest, and at 20x the ten singletons were too little trained to tell (p 0.02)."""
+    return _toy(tmp_path_factory, "member", duplicates="6x2,1x10", vae_steps=100, unet_steps=400, batch_size=8)
+
+
+NEVER_SEEN = ["cell", "flower", "ascent", "aero", "stereo_motorcycle_left", "hubble_deep_field", "moon", "clock",
+              "text", "grass", "gravel", "brick"]
+
+
+@pytest.fixture(scope="session")
+def never_seen(tmp_path_factory) -> Path:
+    """24 photographs no toy trains on: twelve whole, and their centre halves, at 32 px."""
+    from imgextract.distance import fit
+    d = tmp_path_factory.mktemp("never-seen")
+    for name in NEVER_SEEN:
+        im = photo(name)
+        fit(im, (32, 32)).save(d / f"{name}.png")
+        w, h = im.size
+        fit(im.crop((w // 4, h // 4, 3 * w // 4, 3 * h // 4)), (32, 32)).save(d / f"{name}-centre.png")
+    return d

@@ -25,10 +25,19 @@ I2D = Path(sys.executable).parent / "img2dataset"
 EXE = Path(sys.executable).parent / "imgextract"
 
 
+RUN_LOG = os.environ.get("IMGEXTRACT_TEST_RUN_LOG")   # a file: each command's words, exit code and seconds
+
+
 def run(*args, cwd=None, env_extra=None, timeout=300):
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TQDM_DISABLE": "1", **(env_extra or {})}
+    start = time.monotonic()
     p = subprocess.run([str(EXE), *map(str, args)], capture_output=True, text=True, cwd=cwd, env=env,
                        timeout=timeout)
+    if RUN_LOG:   # where the suite's time goes: `sort -t$'\t' -k3 -n` the file after a run
+        words = [str(a) for a in args if not str(a).startswith("/")][:3]
+        with open(RUN_LOG, "a") as f:
+            f.write(f"{os.environ.get('PYTEST_CURRENT_TEST', '').split(' ')[0]}\t{' '.join(words)}\t"
+                    f"{time.monotonic() - start:.2f}\t{p.returncode}\n")
     return p.returncode, p.stdout, p.stderr
 
 

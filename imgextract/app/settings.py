@@ -14,10 +14,11 @@ from imgextract.demo.settings import ToyConfig
 from imgextract.index.settings import BuildSettings, DuplicateParams
 from imgextract.rule import CopyRule
 from imgextract.stages.scan import ScanParams
-from imgextract.stages.settings import Budget, CheckSettings, CliqueParams, SamplingConfig, TriageParams, VerifyParams
+from imgextract.stages.settings import (Budget, CheckSettings, CliqueParams, MembershipSettings, SamplingConfig,
+                                       TriageParams, VerifyParams)
 
 __all__ = ["Budget", "BuildSettings", "CheckSettings", "CliqueParams", "CopyRule", "DemoSettings", "DuplicateParams",
-           "SamplingConfig", "ScanParams", "ServeConfig", "ToyConfig", "TriageParams", "VerifyParams"]
+           "MembershipSettings", "SamplingConfig", "ScanParams", "ServeConfig", "ToyConfig", "TriageParams", "VerifyParams"]
 
 
 @dataclass(frozen=True)

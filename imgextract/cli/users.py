@@ -11,7 +11,8 @@ from imgextract import errors
 from imgextract.cli.options import (Descriptor, Device, Dtype, Guidance, IndexName, K, MinShare, Model, Scheduler, Seed, Size,
                                     Steps, Threshold)
 from imgextract.errors import InputError
-from imgextract.app.settings import Budget, CheckSettings, CopyRule, SamplingConfig, ScanParams, ServeConfig
+from imgextract.app.settings import (Budget, CheckSettings, CopyRule, MembershipSettings, SamplingConfig, ScanParams,
+                                     ServeConfig)
 
 
 def check(
@@ -149,4 +150,47 @@ def serve(
     run_service(cfg, host, port, say=lambda m: typer.echo(m, err=True))
 
 
-COMMANDS = {"check": check, "compare": compare, "guard": guard, "serve": serve}
+def membership(
+    works: Annotated[Path, typer.Argument(help="Your works, the suspected members: a folder or an image table "
+                                               "(at least 10).")],
+    reference: Annotated[Path, typer.Option(help="Works of the same kind known not to be in the training set "
+                                                 "(unpublished or later ones): a folder or an image table (at least 6).")],
+    model: Model,
+    out: Annotated[Path, typer.Option(help="The result file; membership.html is written beside it.")] = Path("membership.json"),
+    null_splits: Annotated[int, typer.Option(help="Also test this many random halves of --reference against each "
+                                                  "other and report the false-positive rate measured.")] = MembershipSettings.null_splits,
+    fit_share: Annotated[float, typer.Option(help="Share of each side that fits the scoring direction (the rest is "
+                                                  "tested); 0 tests every image on the prior direction.")] = MembershipSettings.fit_share,
+    noises: Annotated[int, typer.Option(help="Seeded noises per timestep.")] = MembershipSettings.noises,
+    captions: Annotated[bool, typer.Option(help="Condition on the images' captions (sidecar .txt or a caption column) "
+                                                "when every image has one.")] = MembershipSettings.captions,
+    seed: Annotated[int, typer.Option(help="Seed of the noises and the splits.")] = MembershipSettings.seed,
+    size: Size = None,
+    device: Device = SamplingConfig.device,
+    dtype: Dtype = SamplingConfig.dtype,
+) -> None:
+    """Artist's collection test: were these works, as a set, in the model's training data? The model alone, no index.
+
+    Dataset inference: per image, the model's own denoising loss at fixed noises, its ratio to a shifted copy's and
+    PIA's loss; a direction fitted on a split, a one-sided permutation test on the rest, with p-value and effect.
+    Example: imgextract membership ./my-works --reference ./my-unpublished --model ./model --out membership.json
+    """
+    from imgextract.app.commands import sampling_config
+    from imgextract.app.membership import run_membership
+    settings = MembershipSettings(null_splits=null_splits, fit_share=fit_share, noises=noises, captions=captions,
+                                  seed=seed)
+    cfg = sampling_config(device=device, dtype=dtype, size=size, seed=seed)
+    result = run_membership(works, reference, model, out, settings, cfg, say=lambda line: typer.echo(line, err=True))
+    typer.echo(result["verdict"])
+    t = result["test"]
+    auc = "n/a" if t["auc"] is None else f"{t['auc']:.3f}"
+    typer.echo(f"p = {t['p_value']:.3g} (smallest possible here {t['min_p']:.3g}), AUC {auc}, "
+               f"{t['test_works']} works and {t['test_refs']} references tested")
+    if result["null"]["p_values"]:
+        n = result["null"]
+        typer.echo(f"null: {n['false_positives']} of {len(n['p_values'])} reference splits under p {result['alpha']} "
+                   f"(false-positive rate {n['false_positive_rate']:.2f})")
+    typer.echo(f"result: {out.resolve()} (page: {out.with_suffix('.html').resolve()})")
+
+
+COMMANDS = {"check": check, "compare": compare, "guard": guard, "membership": membership, "serve": serve}

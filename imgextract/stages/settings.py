@@ -148,3 +148,35 @@ class VerifyParams:
     def __post_init__(self):
         if self.seeds < 1:
             raise InputError(f"--seeds is {self.seeds}", "give a positive number of seeds per prompt")
+
+
+MIN_WORKS, MIN_REFERENCES = 10, 6   # the fewest images membership tests: below, no split leaves a test
+
+
+@dataclass(frozen=True)
+class MembershipSettings:
+    """Dataset inference (``imgextract membership``): the features' fixed draws and the collection test."""
+
+    timesteps: tuple[float, ...] = (0.05, 0.1, 0.2, 0.3, 0.5)   # fractions of the noise schedule
+    noises: int = 4              # seeded noises per timestep, the same for every image
+    pia_timestep: float = 0.2    # where PIA's proximal-initialisation loss is read
+    shift: float = 0.0625        # the perturbed copy: moved by this share of its side
+    fit_share: float = 0.5       # share of each side that fits the direction; 0 = the prior, no fitting
+    null_splits: int = 0         # disjoint halves of the references tested as the null
+    captions: bool = True        # condition on captions when every image has one (else the unconditional branch)
+    seed: int = 0
+
+    def __post_init__(self):
+        if not self.timesteps or any(not 0 < f < 1 for f in self.timesteps):
+            raise InputError(f"--timesteps {','.join(map(str, self.timesteps))}",
+                             "give fractions of the noise schedule between 0 and 1, like 0.1,0.3")
+        if not 0 < self.pia_timestep < 1:
+            raise InputError(f"--pia-timestep {self.pia_timestep}", "give a fraction between 0 and 1")
+        if self.noises < 1:
+            raise InputError(f"--noises {self.noises}", "give a positive number")
+        if not 0 <= self.fit_share < 1:
+            raise InputError(f"--fit-share {self.fit_share}", "give a share in [0, 1): 0 tests every image on the prior")
+        if not 0 < self.shift < 0.5:
+            raise InputError(f"--shift {self.shift}", "give a share of the side between 0 and 0.5, like 0.0625")
+        if self.null_splits < 0:
+            raise InputError(f"--null-splits {self.null_splits}", "give 0 or more")

@@ -278,3 +278,53 @@ def test_the_middle_of_the_flow_score_by_hand(loaded, name):
     expect = (c - u).flatten(1).norm(dim=1).mean().item()
     assert table["mid_timestep"].iat[0] == pytest.approx(float(tm), abs=1e-3)
     assert expect > 0 and table["mid_score"].iat[0] == pytest.approx(expect, rel=1e-4)
+
+
+@pytest.mark.parametrize("name", TINY)
+def test_membership_features_are_the_familys_own_loss_by_hand(loaded, name, photos):
+    """loss@F is the family's training loss at the fixed point F of its schedule with the recorded seeded
+    noises (DDPM noising with its epsilon/v target, or rectified flow's x_t = (1 - s) x0 + s n, target n - x0),
+    recomputed here from the denoiser itself; pia is that loss with the noise the model reads in the clean latents
+    (its prediction at t = 0 as epsilon, or v + x0 for flow), at unit variance."""
+    import numpy as np
+    from diffusers import DDPMScheduler
+
+    from imgextract.distance import fit
+    from imgextract.models.denoisers import to_epsilon
+    from imgextract.progress import drain
+    from imgextract.stages.membership import feature_names, features, noise_seed
+    from imgextract.stages.settings import MembershipSettings
+    model = loaded[name]
+    size, den, g = native_size(model.pipe, model.family), denoiser_of(model), model.family.guidance
+    settings = MembershipSettings(timesteps=(0.3,), noises=2, pia_timestep=0.2)
+    image = photos["coffee"]
+    row = drain(features(model, [image], [None], settings, size))[0]
+    assert feature_names(settings) == ["loss@0.3", "ratio", "pia"] and np.isfinite(row).all()
+    pixels = torch.from_numpy(np.asarray(fit(image, size)).copy()).permute(2, 0, 1)[None].float() / 127.5 - 1
+    z0 = den.encode_image(pixels)
+    noise = torch.stack([torch.randn(z0.shape[1:], generator=torch.Generator("cpu").manual_seed(noise_seed(0, k)))
+                         for k in range(2)])
+    flow = den.objective == "flow"
+    ddpm = None if flow else DDPMScheduler.from_config(model.pipe.scheduler.config)
+    last = None if flow else model.pipe.scheduler.config.num_train_timesteps - 1
+
+    def loss(x0, n, at):
+        if flow:
+            s = torch.full((len(n),), at)
+            x_t, target, given = (1 - at) * x0 + at * n, n - x0, s * model.pipe.scheduler.config.num_train_timesteps
+        else:
+            t = torch.full((len(n),), round(at * last))
+            x_t, given = ddpm.add_noise(x0, n, t), t
+            target = {"epsilon": n, "sample": x0}.get(den.objective)
+            target = ddpm.get_velocity(x0, n, t) if target is None else target
+        with torch.no_grad():
+            pred = den.predict(x_t, given, den.unconditional(len(n)), size, g)
+        return ((pred - target) ** 2).flatten(1).mean(1)
+
+    assert row[0] == pytest.approx(float(torch.log(loss(z0.expand(2, *z0.shape[1:]), noise, 0.3).mean())), rel=1e-4)
+    with torch.no_grad():
+        zero = torch.zeros(1, dtype=torch.long)
+        pred0 = den.predict(z0, zero, den.unconditional(1), size, g)
+    read = pred0 + z0 if flow else to_epsilon(den.objective, pred0, z0, 0, ddpm)
+    read = read / read.flatten(1).std(1)
+    assert row[2] == pytest.approx(float(torch.log(loss(z0, read, 0.2))), rel=1e-4)

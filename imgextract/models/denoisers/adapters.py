@@ -81,6 +81,12 @@ class FlowDenoiser(Denoiser):
         """σ uniform in (0, 1): every noise level weighed alike (SD3 trains on a logit-normal σ)."""
         return self._torch.rand((n,), generator=generator).clamp(1e-3, 1 - 1e-3)
 
+    def times_at(self, fractions):
+        return self._torch.tensor([min(1 - 1e-3, max(1e-3, float(f))) for f in fractions])
+
+    def _clean_noise(self, pred, x):
+        return pred + x     # at σ = 0 the velocity n − x0 points from the clean latents to the noise
+
     def noised(self, x0, noise, sigma):
         s = sigma.view(-1, *([1] * (x0.dim() - 1))).to(x0.dtype)
         return (1 - s) * x0 + s * noise, noise - x0, sigma * self.pipe.scheduler.config.num_train_timesteps

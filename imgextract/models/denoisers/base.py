@@ -280,6 +280,26 @@ class Denoiser:
         steps = self.pipe.scheduler.config.num_train_timesteps
         return self._torch.randint(0, steps, (n,), generator=generator)
 
+    def times_at(self, fractions):
+        """Fixed training timesteps at these fractions of the noise schedule: repeatable draws (membership)."""
+        steps = self.pipe.scheduler.config.num_train_timesteps
+        return self._torch.tensor([min(steps - 1, max(0, round(f * (steps - 1)))) for f in fractions])
+
+    def implied_noise(self, x0, cond: Cond, size: tuple[int, int], guidance: float | None = None):
+        """The noise the model reads in the clean latents themselves, at unit variance per sample: PIA's
+        proximal initialisation (Kong et al., ICLR 2024), ε_θ(x0, 0), in the objective's own terms."""
+        torch = self._torch
+        g = self.family.guidance if guidance is None else guidance
+        with torch.no_grad():
+            t = torch.zeros(x0.shape[0], dtype=torch.long)
+            x = x0.float().to(self.device, self.dtype)
+            pred = self.predict_each(x, t.to(self.device), cond, size, g).float()
+            eps = self._clean_noise(pred, x.float())
+        return (eps / eps.flatten(1).std(1).clamp_min(1e-8).view(-1, *([1] * (eps.dim() - 1)))).cpu()
+
+    def _clean_noise(self, pred, x):
+        return to_epsilon(self.objective, pred, x, 0, self._ddpm())
+
     def _ddpm(self):
         if not hasattr(self, "_noise_sched"):
             from diffusers import DDPMScheduler
