@@ -208,9 +208,10 @@ def resolve_model(model: str) -> tuple[str, Path]:
 def load_pipeline(model: str, device: str = "auto", dtype: str = "auto",
                   model_config: str | None = None) -> LoadedModel:
     """The one loader a user's checkpoint and the test models go through."""
+    check_device(device)   # a bad name, and a missing model, are refused before diffusers' 5 s of imports
+    kind, local = resolve_model(model)
     import diffusers
 
-    kind, local = resolve_model(model)
     quiet_libraries()  # here, not at start-up: a bad argument is refused before diffusers is imported
     device = pick_device(device)
     torch_dtype = pick_dtype(dtype, device)

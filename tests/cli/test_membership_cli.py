@@ -19,8 +19,8 @@ def portfolio(tmp_path_factory, member_model, never_seen):
     root = tmp_path_factory.mktemp("portfolio")
     works, refs = root / "works", root / "refs"
     works.mkdir(), refs.mkdir()
-    for p in sorted((model / "train").glob("*.png"))[:10]:
-        shutil.copy(p, works / p.name)
+    for i, p in enumerate(sorted((model / "train").glob("*.png"))[:10]):
+        shutil.copy(p, works / (p.name if i else "<b>x&y.png"))     # a hostile name reaches the page as text
     (works / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not an image")
     for p in sorted(never_seen.glob("*.png"))[:6]:
         shutil.copy(p, refs / p.name)
@@ -47,7 +47,7 @@ def test_ten_works_and_six_references_run_and_say_what_they_can_show(tmp_path, p
     assert len(result["null"]["p_values"]) == 3 and "null: " in stdout
     assert len(result["images"]) == 16 and all(len(r["features"]) == len(result["features"]) for r in result["images"])
     page = out.with_suffix(".html").read_text()
-    assert "No conclusion" in page and "<script>alert" not in page
+    assert "No conclusion" in page and "&lt;b&gt;x&amp;y.png" in page and "<b>x&y" not in page
     # a second run may replace what the command wrote itself, and nothing else
     code, _, err = run("membership", works, "--reference", refs, "--model", model, "--out", out, "--fit-share", "0",
                        "--device", "cpu")
