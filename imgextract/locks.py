@@ -60,6 +60,25 @@ def exclusive(lock_path: Path, what: str) -> Iterator[None]:
             pass
 
 
+def check_free(lock_path: Path, what: str) -> None:
+    """Refuse now, naming the holder, when another process holds ``lock_path``: a second writer learns it before
+    minutes of loading, not after. Creates nothing (an absent lock file is free); :func:`exclusive` still
+    decides when the work starts."""
+    lock_path = Path(lock_path).absolute()
+    if str(lock_path) in _held or not lock_path.is_file():
+        return
+    lock = FileLock(str(lock_path), timeout=0)
+    try:
+        lock.acquire()
+    except Timeout:
+        raise InputError(f"{what} is being written by another imgextract "
+                         f"({_describe(lock_path.with_name(lock_path.name + '.holder.json'))})",
+                         "wait for it to finish, or stop it; a lock left by a dead process is taken over") from None
+    except OSError:
+        return      # unreadable here: exclusive() says why when the work starts
+    lock.release()
+
+
 def _describe(holder: Path) -> str:
     try:
         h = json.loads(holder.read_text())

@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from imgextract.errors import InputError
-from imgextract.locks import exclusive
+from imgextract.locks import check_free, exclusive
 
 HOLD = "import sys, time\nfrom pathlib import Path\nfrom imgextract.locks import exclusive\n" \
        "with exclusive(Path(sys.argv[1]), 'x'):\n    print('held', flush=True)\n    time.sleep(60)\n"
@@ -25,9 +25,15 @@ def test_a_second_process_is_refused_with_the_holders_pid_then_takes_over(tmp_pa
         with pytest.raises(InputError, match=f"pid {p.pid}"):
             with exclusive(lock, "run folder x"):
                 pass
+        with pytest.raises(InputError, match=f"pid {p.pid}"):   # the early check, before a model loads
+            check_free(lock, "run folder x")
     finally:
         p.kill()
         p.wait()
+    check_free(lock, "run folder x")      # a dead holder's lock is free
+    absent = tmp_path / "new" / ".imgextract.lock"
+    check_free(absent, "run folder new")   # nothing to check, and nothing made
+    assert not absent.parent.exists()
     with exclusive(lock, "run folder x"):  # the dead holder's lock is taken over
         assert lock.with_name(lock.name + ".holder.json").is_file()
     assert not lock.with_name(lock.name + ".holder.json").exists()

@@ -190,8 +190,10 @@ def run_generation(captions: Path, model: str, out: Path, cfg, loaded=None, capt
                    triage_file: Optional[Path] = None, top: Optional[int] = None,
                    say: Callable[[str], None] = print, selection: Optional[dict] = None) -> dict:
     """Prepare (validating everything), then sample with progress, holding the run's lock."""
+    from imgextract.locks import check_free
     from imgextract.stages.generate import prepare_run, run_shards
     check_out_folder(out)
+    check_free(Path(out) / RUN_LOCK, f"run folder {out}")   # before the model loads
     if (triage_file is None) != (top is None):
         raise InputError("--triage and --top go together", "give both (the triage file and how many captions to keep)")
     if triage_file is not None:
