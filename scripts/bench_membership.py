@@ -20,23 +20,9 @@ from pathlib import Path
 import numpy as np
 
 from imgextract.dataset_inference import collection_test, null_p_values
-from imgextract.demo.photos import photo
-from imgextract.distance import fit
+from imgextract.demo.photos import write_never_seen
 
-NEVER_SEEN = ["cell", "flower", "ascent", "aero", "stereo_motorcycle_left", "hubble_deep_field", "moon", "clock",
-              "text", "grass", "gravel", "brick"]
 SPEC = "6x2,1x10"
-
-
-def never_seen(folder: Path) -> Path:
-    """The tests' references: twelve photographs no toy trains on, whole and their centre halves, at 32 px."""
-    folder.mkdir(parents=True, exist_ok=True)
-    for name in NEVER_SEEN:
-        im = photo(name)
-        fit(im, (32, 32)).save(folder / f"{name}.png")
-        w, h = im.size
-        fit(im.crop((w // 4, h // 4, 3 * w // 4, 3 * h // 4)), (32, 32)).save(folder / f"{name}-centre.png")
-    return folder
 
 
 def main() -> None:
@@ -63,7 +49,7 @@ def main() -> None:
         t0 = time.monotonic()
         drain(train(model, ToyConfig(seed=0, duplicates=args.spec, vae_steps=100, unet_steps=args.steps, batch_size=8)))
         print(f"toy {args.spec}, {args.steps} steps at batch 8: trained in {time.monotonic() - t0:.0f} s")
-    refs_dir = args.references or never_seen(args.out / "never-seen")
+    refs_dir = args.references or write_never_seen(args.out / "never-seen")
     works = sorted((model / "train").glob("*.png"))
     refs = sorted(refs_dir.glob("*.png"))
     loaded = load_pipeline(str(model), "cpu")

@@ -180,18 +180,8 @@ def member_model(tmp_path_factory):
     return _toy(tmp_path_factory, "member", duplicates="6x2,1x10", vae_steps=100, unet_steps=400, batch_size=8)
 
 
-NEVER_SEEN = ["cell", "flower", "ascent", "aero", "stereo_motorcycle_left", "hubble_deep_field", "moon", "clock",
-              "text", "grass", "gravel", "brick"]
-
-
 @pytest.fixture(scope="session")
 def never_seen(tmp_path_factory) -> Path:
-    """24 photographs no toy trains on: twelve whole, and their centre halves, at 32 px."""
-    from imgextract.distance import fit
-    d = tmp_path_factory.mktemp("never-seen")
-    for name in NEVER_SEEN:
-        im = photo(name)
-        fit(im, (32, 32)).save(d / f"{name}.png")
-        w, h = im.size
-        fit(im.crop((w // 4, h // 4, 3 * w // 4, 3 * h // 4)), (32, 32)).save(d / f"{name}-centre.png")
-    return d
+    """24 photographs the membership toy never saw: twelve whole, and their centre halves, at 32 px."""
+    from imgextract.demo.photos import write_never_seen
+    return write_never_seen(tmp_path_factory.mktemp("never-seen"))

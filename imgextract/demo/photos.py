@@ -44,3 +44,24 @@ def faces(n: int, size: int = 32) -> list[tuple[str, Image.Image]]:
         raise ValueError(f"asked for {n} faces; there are {len(arr)}")
     return [(f"face-{i:03d}", Image.fromarray((np.clip(arr[i], 0, 1) * 255).astype(np.uint8)).convert("RGB")
              .resize((size, size), Image.BICUBIC)) for i in range(n)]
+
+
+# Photographs the membership toy never sees (it trains on the first twelve of toy.DEFAULT_IMAGES, and none of these
+# is one of them or a crop of one): membership's references in the tests and scripts/bench_membership.py.
+NEVER_SEEN = ("cell", "flower", "ascent", "aero", "stereo_motorcycle_left", "hubble_deep_field", "moon", "clock",
+              "text", "grass", "gravel", "brick")
+
+
+def write_never_seen(folder, size: int = 32):
+    """The never-seen photographs into ``folder``, whole and their centre halves, at ``size`` px: 24 images."""
+    from pathlib import Path
+
+    from imgextract.distance import fit
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in NEVER_SEEN:
+        im = photo(name)
+        fit(im, (size, size)).save(folder / f"{name}.png")
+        w, h = im.size
+        fit(im.crop((w // 4, h // 4, 3 * w // 4, 3 * h // 4)), (size, size)).save(folder / f"{name}-centre.png")
+    return folder
