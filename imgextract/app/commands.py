@@ -245,10 +245,11 @@ def sample_from_run(run: Path, file: str, out: Path) -> Path:
 def sample(model: str, prompt: str, seed: int, out: Path, cfg) -> Path:
     """Redraw one sample from its recorded seed into ``out`` (a PNG file)."""
     from imgextract.models.pipelines import load_pipeline, native_size, quiet_libraries, set_scheduler
-    from imgextract.stages.generate import render, resolve_sampling, validate_sampling
+    from imgextract.stages.generate import check_size_unloaded, render, resolve_sampling, validate_sampling
     validate_sampling(cfg)
     if Path(out).is_dir():
         raise InputError(f"--out {out} is a folder", "name the PNG file to write, e.g. --out sample.png")
+    check_size_unloaded(model, cfg)
     quiet_libraries()
     loaded = load_pipeline(model, cfg.device, cfg.dtype, cfg.model_config)
     cfg = resolve_sampling(cfg, loaded)

@@ -198,15 +198,30 @@ def denoiser_module(loaded):
 def size_multiple(family: Family, pipe) -> int:
     """What image sides must be multiples of: the VAE factor × the transformer's patch × Flux's 2×2 packing, and
     what the pipeline's own check demands."""
-    import math
     factor = int(getattr(pipe, "vae_scale_factor", 8))
     module = getattr(pipe, family.denoiser, None) if family.registered else None
     patch = int(getattr(getattr(module, "config", None), "patch_size", None) or 1) if module is not None else 1
+    return _multiple(family, factor, patch)
+
+
+def folder_size_multiple(family: Family, folder: Path) -> int | None:
+    """:func:`size_multiple` from a diffusers folder's config files, before anything loads (the VAE halves the
+    side once per block after the first, as its pipelines compute ``vae_scale_factor``); None when they do not
+    say."""
+    blocks = _read_config(Path(folder), "vae").get("block_out_channels")
+    if not family.registered or not isinstance(blocks, list) or not blocks:
+        return None
+    patch = _read_config(Path(folder), family.denoiser).get("patch_size") or 1
+    return _multiple(family, 2 ** (len(blocks) - 1), int(patch)) if isinstance(patch, int) else None
+
+
+def _multiple(family: Family, factor: int, patch: int) -> int:
+    import math
     return math.lcm(factor * patch * family.packing, family.side_multiple)
 
 
-def check_size(family: Family, size: tuple[int, int], pipe) -> None:
-    m = size_multiple(family, pipe)
+def check_size(family: Family, size: tuple[int, int], pipe=None, multiple: int | None = None) -> None:
+    m = multiple or size_multiple(family, pipe)
     if size[0] % m or size[1] % m:
         raise InputError(f"--size {size[0]} {size[1]} does not fit this {family.title} model",
                          f"use sides that are multiples of {m}")

@@ -29,8 +29,9 @@ from PIL import Image, PngImagePlugin
 
 from imgextract import rundir
 from imgextract.errors import InputError
-from imgextract.models.families import check_size, denoiser_module
-from imgextract.models.pipelines import LoadedModel, load_pipeline, native_size, pick_dtype, set_scheduler
+from imgextract.models.families import check_size, denoiser_module, folder_size_multiple
+from imgextract.models.pipelines import (LoadedModel, load_pipeline, native_size, peek_family, pick_dtype,
+                                         set_scheduler)
 from imgextract.progress import Note, Step
 from imgextract.sources.tables import read_captions
 from imgextract.stages.settings import SamplingConfig, validate_sampling
@@ -73,6 +74,17 @@ def render(loaded: LoadedModel, prompts: list[str], seeds: list[int], steps: int
     out = loaded.pipe(prompt=list(prompts), num_inference_steps=steps, guidance_scale=guidance,
                       height=size[0], width=size[1], generator=generators, output_type="pil", **extra)
     return out.images
+
+
+def check_size_unloaded(model: str, cfg: SamplingConfig) -> None:
+    """A --size the model folder's own configs refuse, refused before the model loads (a hub id or a single file
+    is checked once loaded, by :func:`resolve_sampling`)."""
+    if cfg.size is None:
+        return
+    family = peek_family(model)
+    multiple = folder_size_multiple(family, Path(model)) if family is not None else None
+    if multiple:
+        check_size(family, tuple(cfg.size), multiple=multiple)
 
 
 def resolve_sampling(cfg: SamplingConfig, loaded: LoadedModel) -> SamplingConfig:
@@ -137,6 +149,8 @@ def prepare_run(captions_path: Path, model: str, out: Path, cfg: SamplingConfig,
     to validate it, and the record states the workers' device and dtype.
     """
     validate_sampling(cfg)
+    if loaded is None:
+        check_size_unloaded(model, cfg)
     captions = captions if captions is not None else read_captions(Path(captions_path))
     loaded = loaded or load_pipeline(model, "cpu" if worker_device else cfg.device, cfg.dtype, cfg.model_config)
     cfg = resolve_sampling(cfg, loaded)

@@ -328,3 +328,13 @@ def test_membership_features_are_the_familys_own_loss_by_hand(loaded, name, phot
     read = pred0 + z0 if flow else to_epsilon(den.objective, pred0, z0, 0, ddpm)
     read = read / read.flatten(1).std(1)
     assert row[2] == pytest.approx(float(torch.log(loss(z0, read, 0.2))), rel=1e-4)
+
+
+@pytest.mark.parametrize("name", TINY)
+def test_the_size_multiple_read_from_the_folder_is_the_loaded_pipelines(loaded, name):
+    """What --size must be a multiple of, read from the folder's configs before loading (so a wrong size is refused
+    without the model loading), equals what the loaded pipeline says."""
+    from imgextract.models.families import family_of_folder, folder_size_multiple, size_multiple
+    model = loaded[name]
+    assert folder_size_multiple(family_of_folder(model.local_path), model.local_path) == \
+        size_multiple(model.family, model.pipe)
