@@ -48,12 +48,21 @@ def test_ten_works_and_six_references_run_and_say_what_they_can_show(tmp_path, p
     assert len(result["images"]) == 16 and all(len(r["features"]) == len(result["features"]) for r in result["images"])
     page = out.with_suffix(".html").read_text()
     assert "No conclusion" in page and "&lt;b&gt;x&amp;y.png" in page and "<b>x&y" not in page
-    # a second run may replace what the command wrote itself, and nothing else
-    code, _, err = run("membership", works, "--reference", refs, "--model", model, "--out", out, "--fit-share", "0",
-                       "--device", "cpu")
+    # a second run may replace what the command wrote itself, and nothing else; with a caption beside every image,
+    # works and references alike, each is scored under its caption
+    captioned = {}
+    for side in (works, refs):
+        captioned[side] = shutil.copytree(side, tmp_path / f"captioned-{side.name}")
+        for png in captioned[side].glob("*.png"):
+            png.with_suffix(".txt").write_text(f"a photograph of {png.stem}")
+    code, _, err = run("membership", captioned[works], "--reference", captioned[refs], "--model", model, "--out", out,
+                       "--fit-share", "0", "--device", "cpu")
     assert code == 0, err
-    prior = json.loads(out.read_text())["test"]
+    second = json.loads(out.read_text())
+    prior = second["test"]
     assert (prior["test_works"], prior["test_refs"]) == (10, 6) and prior["min_p"] == pytest.approx(1 / math.comb(16, 6))
+    assert second["conditioning"] == "each image's caption" and result["conditioning"].startswith("the unconditional")
+    assert second["images"][0]["features"] != result["images"][0]["features"]   # the caption changed the losses
 
 
 def test_bad_input_is_refused_before_the_model_loads(tmp_path, portfolio):
