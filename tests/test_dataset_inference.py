@@ -74,7 +74,13 @@ def test_a_small_portfolio_says_how_little_it_can_show():
     assert np.allclose(np.r_[prior.scores[10:], prior.scores[:10]], swapped.scores)
 
 
-def test_null_splits_are_disjoint_halves_and_seeded():
+def test_null_splits_are_seeded_and_each_is_the_test_between_two_halves():
+    """Each null p-value is the collection test between two disjoint halves of the references (rebuilt here from
+    the recorded split seed); the same seed gives the same p-values, another seed other splits."""
     refs = np.random.default_rng(2).normal(size=(24, 3))
     a, b = null_p_values(refs, 5, seed=4), null_p_values(refs, 5, seed=4)
     assert a == b and len(a) == 5 and all(0 < p <= 1 for p in a)
+    for s, p in enumerate(a):
+        order = np.random.default_rng([4, s, 1]).permutation(24)
+        assert p == collection_test(refs[order[:12]], refs[order[12:]], seed=4 + s).p_value
+    assert null_p_values(refs, 5, seed=5) != a
