@@ -23,6 +23,8 @@ is low enough to matter (see :func:`tiled_l2_bound`).
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 import numpy as np
 from PIL import Image
 
@@ -63,10 +65,18 @@ def fit(image: Image.Image, size: tuple[int, int]) -> Image.Image:
 
 
 def tile_edges(n: int, grid: int) -> np.ndarray:
-    """Integer tile boundaries along one axis: ``grid + 1`` edges from 0 to n."""
+    """Integer tile boundaries along one axis: ``grid + 1`` edges from 0 to n (read-only: made once per
+    (n, grid), as every verdict asks for the same few)."""
     if grid < 1 or grid > n:
         raise ValueError(f"grid {grid} does not fit an axis of {n} pixels")
-    return np.linspace(0, n, grid + 1).round().astype(np.int64)
+    return _tile_edges(int(n), int(grid))
+
+
+@lru_cache(maxsize=1024)
+def _tile_edges(n: int, grid: int) -> np.ndarray:
+    edges = np.linspace(0, n, grid + 1).round().astype(np.int64)
+    edges.flags.writeable = False
+    return edges
 
 
 def tile_mse(sq_diff: np.ndarray, grid: int) -> np.ndarray:

@@ -12,6 +12,7 @@ Calibrated on the null of distinct photographs and the canvas negatives of ``scr
 from __future__ import annotations
 
 import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
 from PIL import Image
 
 from imgextract.copies import Judgement, Prepared, grey, judge
@@ -35,24 +36,29 @@ SSCD_BANDS = (0.5, 0.7)    # the field's: SSCD > 0.5 "replicated content" (Somep
 def replication_scores(gen_blocks: np.ndarray, thumbs: np.ndarray) -> np.ndarray:
     """Per candidate: the best zero-mean correlation of the two grey thumbnails over shifts of up to
     ``REPLICATION_SHIFT`` blocks (0 for a flat candidate): the screen before :func:`replicates`. ``gen_blocks``
-    (by, bx, 3); ``thumbs`` (m, by, bx, 3), fitted to the generation's size (``distance.block_means``): no decode."""
-    g = grey(gen_blocks.astype(np.float32))
-    t = np.stack([grey(x.astype(np.float32)) for x in thumbs]) if len(thumbs) else np.zeros((0, *g.shape), np.float32)
+    (by, bx, 3); ``thumbs`` (m, by, bx, 3), fitted to the generation's size (``distance.block_means``): no decode.
+
+    Every shift at once: the generation zero-padded, one window of it per shift, so each overlap's sums are
+    three products over all candidates (25 shifts in a loop took twice as long)."""
+    g = grey(gen_blocks.astype(np.float32)).astype(np.float64)
+    t = np.stack([grey(x.astype(np.float32)) for x in thumbs]).astype(np.float64) if len(thumbs) else \
+        np.zeros((0, *g.shape))
     by, bx = g.shape
-    best = np.zeros(len(t))
-    if not len(t) or by <= 2 * REPLICATION_SHIFT or bx <= 2 * REPLICATION_SHIFT:
-        return best
-    flat = t.reshape(len(t), -1).std(axis=1) < REPLICATION_DETAIL
     r = REPLICATION_SHIFT
-    for dy in range(-r, r + 1):
-        for dx in range(-r, r + 1):
-            a = g[max(0, dy):by + min(0, dy), max(0, dx):bx + min(0, dx)]
-            b = t[:, max(0, -dy):by + min(0, -dy), max(0, -dx):bx + min(0, -dx)]
-            a0 = a - a.mean()
-            b0 = b - b.mean(axis=(1, 2), keepdims=True)
-            den = np.sqrt((a0 ** 2).mean() * (b0 ** 2).mean(axis=(1, 2)))
-            ncc = np.where(den > 1e-10, (a0 * b0).mean(axis=(1, 2)) / np.maximum(den, 1e-10), 0.0)
-            best = np.maximum(best, ncc)
+    if not len(t) or by <= 2 * r or bx <= 2 * r:
+        return np.zeros(len(t))
+    flat = t.reshape(len(t), -1).std(axis=1) < REPLICATION_DETAIL
+    # window [r - dy, r - dx] of the padded generation holds g[y + dy, x + dx] over t[y, x] (0 outside g)
+    gw = sliding_window_view(np.pad(g, r), (by, bx))
+    inside = sliding_window_view(np.pad(np.ones_like(g), r), (by, bx))
+    n = inside.sum(axis=(2, 3))
+    sa, saa = gw.sum(axis=(2, 3)) / n, (gw * gw).sum(axis=(2, 3)) / n
+    sb = np.einsum("ijyx,myx->mij", inside, t) / n
+    sbb = np.einsum("ijyx,myx->mij", inside, t * t) / n
+    sab = np.einsum("ijyx,myx->mij", gw, t) / n
+    den = np.sqrt(np.maximum(saa - sa * sa, 0.0) * np.maximum(sbb - sb * sb, 0.0))
+    ncc = np.where(den > 1e-10, (sab - sa * sb) / np.maximum(den, 1e-10), 0.0)
+    best = np.maximum(ncc.reshape(len(t), -1).max(axis=1), 0.0)
     best[flat] = 0.0
     return best
 
@@ -101,6 +107,16 @@ def replication_screen(gen_blocks: np.ndarray, thumbs: np.ndarray, scores: np.nd
     return passed
 
 
+def channel_moments(a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each channel's mean and spread of an (H, W, C) float32 array, as matrix-vector products: numpy's
+    reductions over the two leading axes took 3.5 ms at 256 px, this 0.4 ms (a tenth of a pair's test)."""
+    flat = a.reshape(-1, a.shape[-1])
+    ones = np.ones(len(flat), np.float32)
+    mean = ones @ flat / len(flat)
+    d = flat - mean
+    return mean, np.sqrt(ones @ (d * d) / len(flat))
+
+
 class Softened:
     """One side of :func:`replicates`, blurred once (``REPLICATION_BLUR``) with its channels' mean and spread: a
     generation tested against several candidates, or a training image many generations are tested against, is
@@ -110,7 +126,7 @@ class Softened:
         from PIL import ImageFilter
         self.floats = np.asarray(Image.fromarray(side.pixels).filter(ImageFilter.GaussianBlur(REPLICATION_BLUR)),
                                  np.float32)
-        self.mean, self.std = self.floats.mean(axis=(0, 1)), self.floats.std(axis=(0, 1))
+        self.mean, self.std = channel_moments(self.floats)
         self._prepared: Prepared | None = None
 
     @property

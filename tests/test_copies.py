@@ -163,3 +163,17 @@ def test_the_stated_share_is_within_a_fifth_of_the_known_share_for_every_kind():
         assert abs(j.share - truth) <= 0.2, (kind, truth, j.share, j.detail_share)
         assert j.area == pytest.approx(j.region.mean(), abs=1e-9)
     assert judged >= 19
+
+
+def test_zoomed_spectra_made_together_equal_each_made_alone(views):
+    """The training side's zooms are made in one stacked product; each equals its own product and FFT."""
+    from scipy import fft as sfft
+    prepared = copies.Prepared(arr(views["coffee"][0]))
+    size = (64, 64)
+    got = prepared.zoomed_spectra(size, copies.ZOOMS)
+    grey = np.asarray(prepared.grey.resize(size, Image.BILINEAR), np.float32)
+    for i, zoom in enumerate(copies.ZOOMS):
+        z = copies._zoom_matrix(64, zoom) @ grey @ copies._zoom_matrix(64, zoom).T
+        assert np.allclose(got[i], sfft.rfft2(z - z.mean()), atol=1e-3), zoom
+    again = prepared.zoomed_spectra(size, copies.ZOOMS[3:5])      # remembered, in the order asked
+    assert np.array_equal(again, got[3:5])

@@ -77,3 +77,36 @@ def test_a_heavily_compressed_portion_is_screened_in_by_its_windows_and_listed()
     views = [arr(cp.square(cp.photo(n), 256)) for n in names]
     shares = replication.replication_local_shares(block_means(views[0]), np.stack([block_means(v) for v in views[1:]]))
     assert shares.max() < replication.REPLICATION_LOCAL_SHARE
+
+
+def test_the_screen_score_is_the_best_correlation_over_every_shift_computed_one_by_one():
+    """replication_scores takes every shift at once; the reference here correlates each overlap in turn."""
+    from imgextract.distance import block_means
+    rng = np.random.default_rng(5)
+    views = [arr(cp.square(cp.photo(n), 128)) for n in ("chelsea", "coffee", "rocket", "camera")]
+    gen = block_means(views[0])
+    thumbs = np.stack([block_means(v) for v in views[1:]] + [np.roll(gen, (1, -2), axis=(0, 1))
+                      + rng.normal(0, 0.02, gen.shape).astype(np.float32), np.full_like(gen, 0.5)])
+
+    def reference(g, t):
+        g, t = copies.grey(g), copies.grey(t)
+        by, bx, r, best = *g.shape, replication.REPLICATION_SHIFT, 0.0
+        for dy in range(-r, r + 1):
+            for dx in range(-r, r + 1):
+                a = g[max(0, dy):by + min(0, dy), max(0, dx):bx + min(0, dx)].astype(np.float64)
+                b = t[max(0, -dy):by + min(0, -dy), max(0, -dx):bx + min(0, -dx)].astype(np.float64)
+                a, b = a - a.mean(), b - b.mean()
+                den = np.sqrt((a * a).mean() * (b * b).mean())
+                best = max(best, (a * b).mean() / den if den > 1e-10 else 0.0)
+        return 0.0 if t.std() < replication.REPLICATION_DETAIL else best
+    got = replication.replication_scores(gen, thumbs)
+    want = np.array([reference(gen, t) for t in thumbs])
+    assert np.allclose(got, want, atol=1e-6), (got, want)
+    assert got[3] > 0.9 and got[4] == 0.0         # the shifted copy found at its shift; a flat one never screened
+
+
+def test_channel_moments_are_each_channels_mean_and_spread():
+    a = np.random.default_rng(1).random((37, 53, 3)).astype(np.float32) * 255
+    mean, std = replication.channel_moments(a)
+    assert np.allclose(mean, a.astype(np.float64).mean(axis=(0, 1)), rtol=1e-5)
+    assert np.allclose(std, a.astype(np.float64).std(axis=(0, 1)), rtol=1e-5)
