@@ -99,10 +99,14 @@ class Bar:
 
     def _line(self, now: float) -> None:
         rate = (self.n - self._start_n) / max(now - self._t0, 1e-9)
-        eta = (self.total - self.n) / rate if rate > 0 else float("nan")
-        eta_text = f"{eta:.0f} s left" if eta == eta else "ETA unknown"
+        if self.n >= self.total:        # finished: how long it took (a rate over nothing done reads as a stall)
+            tail = f"done in {now - self._t0:.1f} s" + (f", {rate:.2f} {self.unit}/s" if rate > 0 else "")
+        elif rate > 0:
+            tail = f"{rate:.2f} {self.unit}/s, {(self.total - self.n) / rate:.0f} s left"
+        else:
+            tail = "starting"
         print(f"{self.desc}: {self.n:.0f}/{self.total:.0f} {self.unit} ({100 * self.n / max(self.total, 1e-9):.0f}%), "
-              f"{rate:.2f} {self.unit}/s, {eta_text}", file=sys.stderr, flush=True)
+              f"{tail}", file=sys.stderr, flush=True)
         self._last_n, self._last_t = self.n, now
 
     def close(self) -> None:

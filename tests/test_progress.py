@@ -19,7 +19,18 @@ def test_plain_log_lines_when_not_a_terminal(capsys):
     bar.close()
     lines = capsys.readouterr().err.strip().splitlines()
     assert 15 <= len(lines) <= 21 and "\r" not in "".join(lines)
-    assert lines[-1].startswith("scan: 200/200 img (100%)") and "img/s" in lines[-1]
+    assert lines[-1].startswith("scan: 200/200 img (100%), done in ") and "img/s" in lines[-1]
+    assert all(" s left" in line for line in lines[:-1])
+
+
+def test_a_stage_with_nothing_to_do_says_done_not_a_stalled_rate(capsys):
+    """An index of a few images (or a resumed run with nothing left) used to print "0.00 img/s, ETA unknown"."""
+    for total, initial in ((0, 0), (3, 3)):
+        bar = Bar(total, "index", "img", initial=initial)
+        bar.update_to(total)
+        bar.close()
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert lines and all("done in" in line and "ETA" not in line and "0.00 img/s" not in line for line in lines), lines
 
 
 def test_show_says_notes_draws_steps_and_returns_the_result(capsys):
