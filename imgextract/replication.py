@@ -124,16 +124,24 @@ class Softened:
 
     def __init__(self, side: Prepared):
         from PIL import ImageFilter
-        self.floats = np.asarray(Image.fromarray(side.pixels).filter(ImageFilter.GaussianBlur(REPLICATION_BLUR)),
-                                 np.float32)
+        self.image = Image.fromarray(side.pixels).filter(ImageFilter.GaussianBlur(REPLICATION_BLUR))
+        self.floats = np.asarray(self.image, np.float32)
         self.mean, self.std = channel_moments(self.floats)
         self._prepared: Prepared | None = None
 
     @property
     def prepared(self) -> Prepared:
         if self._prepared is None:
-            self._prepared = Prepared(np.clip(self.floats + 0.5, 0, 255).astype(np.uint8))
+            self._prepared = Prepared(np.asarray(self.image))
         return self._prepared
+
+    def toned(self, other: Softened) -> np.ndarray:
+        """These pixels with each channel's mean and spread moved to ``other``'s, as uint8. The pixels are integers,
+        so the float arithmetic is done once per value (a table of 256 per channel) and applied by Pillow: bit for
+        bit the arithmetic on every pixel, in a tenth of its time."""
+        values = np.arange(256, dtype=np.float32)[:, None]
+        table = np.clip((values - self.mean) / np.maximum(self.std, 1.0) * other.std + other.mean + 0.5, 0, 255)
+        return np.asarray(self.image.point(table.astype(np.uint8).T.ravel().tolist()))
 
 
 def replicates(gen: Prepared | Softened, train: Prepared | Softened, rule: CopyRule = CopyRule()) -> Judgement:
@@ -144,8 +152,7 @@ def replicates(gen: Prepared | Softened, train: Prepared | Softened, rule: CopyR
     canvas do not (the null and the canvas negatives of ``scripts/bench_verdict.py``)."""
     g = gen if isinstance(gen, Softened) else Softened(gen)
     t = train if isinstance(train, Softened) else Softened(train)
-    toned = (g.floats - g.mean) / np.maximum(g.std, 1.0) * t.std + t.mean
-    return judge(np.clip(toned + 0.5, 0, 255).astype(np.uint8), t.prepared, rule)
+    return judge(g.toned(t), t.prepared, rule)
 
 
 def replication_level(kind: str, replicated: bool = False, sscd: float | None = None) -> str:

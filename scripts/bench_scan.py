@@ -10,7 +10,7 @@ photographs (hard negatives: same content, not a copy). Index: `pixel`, built by
 
 Printed per generation, all measured in this run on the same files:
   decode floor  open every generation (PIL decode + RGB), nothing else;
-  plain loop    decode, imagehash phash+dhash+whash, embed + search, and tiled L2 against
+  plain loop    decode (Pillow), imagehash phash+dhash+whash, embed + search, and tiled L2 against
                 the top-k candidates decoded from disk: the obvious correct implementation;
   scan          `imgextract scan` with its defaults (whole command: index open, shards,
                 matches.parquet, summary.json), divided by the number of generations.
@@ -200,12 +200,12 @@ def plain_loop(files: list[Path], index_name: str, k: int, threshold: float) -> 
     rows = []
     t = time.perf_counter()
     for f in files:
-        im = open_rgb(f)
+        im = Image.open(f).convert("RGB")    # Pillow, as the obvious loop would: the scan's own decoder is measured
         hs = {"phash": str(imagehash.phash(im)), "dhash": str(imagehash.dhash(im)), "whash": str(imagehash.whash(im))}
         sims, ids = index.search(embedder.embed([im]), k)
         gen = distance.to_array(im)
         for rank, tid in enumerate(ids[0]):
-            train = distance.to_array(open_rgb(Path(paths[tid])), (im.height, im.width))
+            train = distance.to_array(Image.open(paths[tid]).convert("RGB"), (im.height, im.width))
             tl = float(distance.tiled_l2(gen, train))
             rows.append({"generation_path": str(f), "rank": rank, "train_id": int(tid), "tiled_l2": tl,
                          "memorized": tl < threshold, **{f"gen_{n}": h for n, h in hs.items()}})

@@ -25,3 +25,31 @@ def test_what_cannot_be_read_says_why(tmp_path):
     Image.new("RGB", (3, 3)).save(tmp_path / "small.png")
     with pytest.raises(BadImage, match="too small for a 4x4 tile grid"):
         open_rgb(tmp_path / "small.png", min_side=4)
+
+
+def test_plain_pngs_take_the_fast_decoder_bit_for_bit_and_the_others_pillow(tmp_path, photos, monkeypatch):
+    """libspng decodes plain 8-bit RGB PNGs (the scan's largest cost); every pixel equals Pillow's, and a PNG
+    with transparency, a palette, an EXIF turn or a truncated body goes through Pillow's rules as before."""
+    from imgextract.sources import images
+    if images._FAST_PNG is None:
+        pytest.skip("pyspng is not installed: every PNG is decoded by Pillow")
+    calls = []
+    real = images._FAST_PNG.load
+    monkeypatch.setattr(images._FAST_PNG, "load", lambda data, fmt: calls.append(fmt) or real(data, fmt))
+    photo = photos["astronaut"].resize((96, 80))
+    photo.save(tmp_path / "plain.png")
+    got = np.asarray(open_rgb(tmp_path / "plain.png"))
+    assert calls == ["RGB"] and np.array_equal(got, np.asarray(Image.open(tmp_path / "plain.png").convert("RGB")))
+    assert np.array_equal(np.asarray(open_rgb(tmp_path / "plain.png", data=(tmp_path / "plain.png").read_bytes())), got)
+    photo.quantize(64).save(tmp_path / "palette.png")
+    exif = Image.Exif()
+    exif[0x0112] = 6                                  # rotated: the turn is applied, so Pillow decodes it
+    photo.save(tmp_path / "turned.png", exif=exif)
+    calls.clear()
+    assert np.array_equal(np.asarray(open_rgb(tmp_path / "palette.png")),
+                          np.asarray(Image.open(tmp_path / "palette.png").convert("RGB")))
+    assert np.asarray(open_rgb(tmp_path / "turned.png")).shape == (96, 80, 3) and calls == []
+    data = (tmp_path / "plain.png").read_bytes()
+    (tmp_path / "cut.png").write_bytes(data[: len(data) // 2])
+    with pytest.raises(BadImage):
+        open_rgb(tmp_path / "cut.png")
