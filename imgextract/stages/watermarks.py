@@ -250,6 +250,7 @@ class Detector:
     classifier_threshold: float = 0.5
     max_side: int = 1024
     box_threshold: float = 0.3      # PP-OCR's default 0.5 misses faint, semi-transparent marks
+    pad: int = 16                   # PP-OCR drops glyphs that touch the frame: a mark the frame cuts lost its last letters
     _ocr: object = None
 
     def ocr(self, image: Image.Image, **kwargs) -> list[tuple[list[int], str, float]]:
@@ -260,11 +261,18 @@ class Detector:
         scale = min(1.0, self.max_side / max(image.size))
         if scale < 1:
             image = image.resize((round(image.width * scale), round(image.height * scale)), Image.BILINEAR)
-        bgr = np.ascontiguousarray(np.asarray(image.convert("RGB"))[:, :, ::-1])
+        rgb = np.asarray(image.convert("RGB"))
+        pad = self.pad
+        if pad:   # text that touches the frame is read from a margin of the image's mean colour around it
+            rgb = np.pad(rgb, ((pad, pad), (pad, pad), (0, 0)))
+            rgb[:pad], rgb[-pad:], rgb[:, :pad], rgb[:, -pad:] = (rgb[pad:-pad, pad:-pad].reshape(-1, 3).mean(0)
+                                                                  .round().astype(np.uint8),) * 4
+        bgr = np.ascontiguousarray(rgb[:, :, ::-1])
         result, _ = self._ocr(bgr, box_thresh=self.box_threshold, **kwargs)
         lines = []
+        w, h = image.size
         for quad, text, conf in result or []:
-            q = np.asarray(quad, dtype=np.float32) / scale
+            q = (np.asarray(quad, dtype=np.float32) - pad).clip(0, [w, h]) / scale
             box = [int(q[:, 0].min()), int(q[:, 1].min()), int(q[:, 0].max()), int(q[:, 1].max())]
             lines.append((box, str(text), float(conf)))
         return lines
