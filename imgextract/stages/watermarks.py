@@ -245,7 +245,7 @@ class Detector:
     brands: dict[str, list[str]] = field(default_factory=lambda: load_brands(None))
     templates: list[Template] = field(default_factory=list)
     classifier: WatermarkClassifier | None = None
-    ocr_min_confidence: float = 0.5
+    ocr_min_confidence: float = 0.3   # recognition scores a line must reach: at 0.5 a faint mark read in part was dropped
     template_threshold: float = 0.7
     classifier_threshold: float = 0.5
     max_side: int = 1024
@@ -268,7 +268,7 @@ class Detector:
             rgb[:pad], rgb[-pad:], rgb[:, :pad], rgb[:, -pad:] = (rgb[pad:-pad, pad:-pad].reshape(-1, 3).mean(0)
                                                                   .round().astype(np.uint8),) * 4
         bgr = np.ascontiguousarray(rgb[:, :, ::-1])
-        result, _ = self._ocr(bgr, box_thresh=self.box_threshold, **kwargs)
+        result, _ = self._ocr(bgr, box_thresh=self.box_threshold, text_score=self.ocr_min_confidence, **kwargs)
         lines = []
         w, h = image.size
         for quad, text, conf in result or []:
