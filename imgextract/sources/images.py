@@ -71,7 +71,8 @@ def open_rgb(path: Path, data: bytes | None = None, min_side: int = 1) -> Image.
         raise BadImage(path, _reason(exc)) from exc
 
 
-try:   # libspng decodes an 8-bit RGB PNG in 60% of Pillow's time (bench_scan.py): a scan's largest single cost
+try:   # libspng: a plain PNG's pixels with less work than Pillow's (decoding is a scan's largest cost; 1.8 ms less per
+       # 512 px generation on bench_scan's k5 workload, docs/performance.md)
     import pyspng as _FAST_PNG
 except ImportError:  # pragma: no cover - an optional speed-up; Pillow decodes the same pixels
     _FAST_PNG = None
