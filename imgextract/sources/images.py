@@ -71,8 +71,8 @@ def open_rgb(path: Path, data: bytes | None = None, min_side: int = 1) -> Image.
         raise BadImage(path, _reason(exc)) from exc
 
 
-try:   # libspng: a plain PNG's pixels with less work than Pillow's (decoding is a scan's largest cost; 1.8 ms less per
-       # 512 px generation on bench_scan's k5 workload, docs/performance.md)
+try:   # libspng: a plain PNG's pixels with less work than Pillow's (decoding is a scan's largest cost; with the
+       # replication test's toning table, 38.6 -> 36.3 ms per generation on bench_scan's k5, docs/performance.md)
     import pyspng as _FAST_PNG
 except ImportError:  # pragma: no cover - an optional speed-up; Pillow decodes the same pixels
     _FAST_PNG = None
